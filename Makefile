@@ -1,0 +1,20 @@
+# `make run` and `make test` are the README's two commands; both set the machine up first.
+.PHONY: setup run test test-fast lint bench clean
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	.venv/bin/harness run --design centralised --fault slm-crash
+
+test: setup
+	.venv/bin/python -m pytest
+
+test-fast: setup
+	.venv/bin/python -m pytest -m "not slow and not docker"
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

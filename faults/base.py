@@ -1,0 +1,91 @@
+"""The fault interface and what a fault may touch: the deployment, the runtime, the links and the history."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from harness.config import Experiment
+from harness.deploy import Deployment, Link
+from harness.history import Collector
+
+
+class ProcessControl(Protocol):
+    """What a runtime offers faults: the crash (SIGKILL) and the grey failure (freeze / thaw)."""
+
+    def kill(self, name: str) -> None: ...
+    def pause(self, name: str) -> None: ...
+    def resume(self, name: str) -> None: ...
+
+
+class LinkControl(Protocol):
+    """What a link backend offers faults: change a link's latency, cut it, heal it (paper seconds)."""
+
+    def set_delay(self, link: Link, fwd: float, rev: float) -> None: ...
+    def cut(self, link: Link) -> None: ...
+    def heal(self, link: Link) -> None: ...
+
+
+@dataclass
+class FaultContext:
+    z: Experiment
+    deployment: Deployment
+    history: Collector
+    processes: ProcessControl
+    links: LinkControl | None = None
+    target_index: int = 1  # which submitted request (1-based) the fault aims at
+    notes: list[str] = field(default_factory=list)
+
+    def record(self, action: str, target: str, **fields: object) -> None:
+        self.history.emit("harness", "fault", fault=self.z.fault, action=action, target=target, **fields)
+
+    def scaled(self, paper_seconds: float) -> float:
+        return paper_seconds * self.z.time_scale
+
+
+class Fault:
+    """Base class: setup checks prerequisites before the load starts; inject strikes; heal undoes."""
+
+    name = "none"
+    designs: tuple[str, ...] = ("centralised", "distributed")
+
+    def __init__(self, ctx: FaultContext) -> None:
+        self.ctx = ctx
+
+    async def setup(self) -> None:
+        """Check what the fault needs is there (raise UserError otherwise), before anything is loaded."""
+
+    def start_clock(self) -> None:
+        """The load starts now: `time:T` counts from here."""
+
+    async def inject(self) -> None:
+        """Wait for the moment (see faults.aim) and strike."""
+
+    async def heal(self) -> None:
+        """Undo whatever can be undone (resume, restore, heal); always called, also after an error."""
+
+
+class Composite(Fault):
+    """Several faults as one: set up and injected concurrently, healed in reverse order."""
+
+    name = "composite"
+
+    def __init__(self, ctx: FaultContext, faults: list[Fault]) -> None:
+        super().__init__(ctx)
+        self.faults = faults
+
+    async def setup(self) -> None:
+        for fault in self.faults:
+            await fault.setup()
+
+    def start_clock(self) -> None:
+        for fault in self.faults:
+            fault.start_clock()
+
+    async def inject(self) -> None:
+        await asyncio.gather(*(fault.inject() for fault in self.faults))
+
+    async def heal(self) -> None:
+        for fault in reversed(self.faults):
+            await fault.heal()

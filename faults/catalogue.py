@@ -1,0 +1,181 @@
+"""The faults `harness run --fault NAME` knows.
+
+- slm-crash: SIGKILL the instance driving the target request (the owning SLM; in the distributed design,
+  the owning instance of the module at that point). The crash of section III.
+- worker-crash: SIGKILL the worker m_K answering the target request's task K, just before it would have
+  answered (centralised, workers duplicated); in the distributed design the modules are the workers, so it
+  is the same as slm-crash.
+- slm-pause: SIGSTOP the driver for fault_for, then SIGCONT: a grey failure. It is declared dead, a
+  survivor takes over, then it wakes up and finishes too: without fencing the BSS sees duplicates.
+- link-delay: add `spike` seconds of latency to the driver's operational links for fault_for.
+- partition: cut the heartbeat and state links between the driver and its peers for fault_for, both ways:
+  each side thinks the other is dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from faults import aim
+from faults.base import Fault, FaultContext
+from harness.deploy import Link
+from harness.errors import UserError
+
+
+class _Aimed(Fault):
+    """A fault that strikes the driver of the target request at the configured moment."""
+
+    def __init__(self, ctx: FaultContext) -> None:
+        super().__init__(ctx)
+        self.load_started = time.monotonic()
+        self.hit: aim.Aim | None = None
+
+    def start_clock(self) -> None:
+        self.load_started = time.monotonic()
+
+    async def inject(self) -> None:
+        self.hit = await aim.moment(self.ctx, self.load_started)
+        await self.strike(self.hit)
+
+    async def strike(self, hit: aim.Aim) -> None:
+        raise NotImplementedError
+
+    def record(self, action: str, target: str, **fields: object) -> None:
+        hit = self.hit
+        self.ctx.record(action, target, req=hit.req if hit else None, task=hit.task if hit else None,
+                        early_by=hit.early_by if hit else 0.0, **fields)
+
+
+class SlmCrash(_Aimed):
+    name = "slm-crash"
+
+    async def strike(self, hit: aim.Aim) -> None:
+        self.record("kill", hit.driver)
+        self.ctx.processes.kill(hit.driver)
+
+
+class WorkerCrash(_Aimed):
+    name = "worker-crash"
+
+    async def inject(self) -> None:
+        if self.ctx.z.design == "distributed":
+            return await super().inject()  # the modules are the workers
+        ctx = self.ctx
+        k = ctx.z.fault_task or aim.worst_task(ctx)
+        req, driver, call = await aim.task_started(ctx, k)
+        worker = self._service_at(call["worker"])
+        due = call["t"] + ctx.scaled(ctx.z.per_task("l_a")[k - 1] + 0.9 * ctx.z.per_task("t_i")[k - 1])
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        self.hit = aim.Aim(req, driver, k)
+        self.record("kill", worker)
+        ctx.processes.kill(worker)
+
+    def _service_at(self, address: str) -> str:
+        for link in self.ctx.deployment.links:
+            if address in (link.address, link.target):
+                return link.dst
+        raise RuntimeError(f"no worker at {address}")
+
+    async def strike(self, hit: aim.Aim) -> None:
+        self.record("kill", hit.driver)
+        self.ctx.processes.kill(hit.driver)
+
+
+class SlmPause(_Aimed):
+    name = "slm-pause"
+
+    def __init__(self, ctx: FaultContext) -> None:
+        super().__init__(ctx)
+        self.paused: str | None = None
+
+    async def strike(self, hit: aim.Aim) -> None:
+        self.record("pause", hit.driver, duration=self.ctx.z.fault_duration)
+        self.ctx.processes.pause(hit.driver)
+        self.paused = hit.driver
+        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
+        await self.heal()
+
+    async def heal(self) -> None:
+        if self.paused:
+            self.ctx.processes.resume(self.paused)
+            self.record("resume", self.paused)
+            self.paused = None
+
+
+class _LinkFault(_Aimed):
+    """A fault on some of the driver's links for fault_for: needs a link backend that can change them."""
+
+    planes: tuple[str, ...] = ()
+    both_ways = False
+    actions = ("", "")  # what the history calls striking and undoing
+
+    def __init__(self, ctx: FaultContext) -> None:
+        super().__init__(ctx)
+        self.touched: list[Link] = []
+
+    async def setup(self) -> None:
+        if self.ctx.links is None:
+            raise UserError(f"fault {self.name} needs a link backend that can change links (link_backend: proxy)")
+
+    def apply(self, link: Link) -> None:
+        raise NotImplementedError
+
+    def undo(self, link: Link) -> None:
+        raise NotImplementedError
+
+    async def strike(self, hit: aim.Aim) -> None:
+        self.touched = [link for link in self.ctx.deployment.links if link.plane in self.planes and (
+            link.src == hit.driver or (self.both_ways and link.dst == hit.driver))]
+        for link in self.touched:
+            self.apply(link)
+        self.record(self.actions[0], hit.driver, links=len(self.touched), duration=self.ctx.z.fault_duration)
+        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
+        await self.heal()
+
+    async def heal(self) -> None:
+        if self.touched:
+            for link in self.touched:
+                self.undo(link)
+            self.record(self.actions[1], self.hit.driver if self.hit else "", links=len(self.touched))
+            self.touched = []
+
+
+class LinkDelay(_LinkFault):
+    name = "link-delay"
+    planes = ("op",)
+    actions = ("delay", "restore")
+
+    def apply(self, link: Link) -> None:
+        assert self.ctx.links is not None
+        spike = self.ctx.z.spike
+        self.ctx.links.set_delay(link, link.delay_fwd + spike, link.delay_rev + spike)
+
+    def undo(self, link: Link) -> None:
+        assert self.ctx.links is not None
+        self.ctx.links.set_delay(link, link.delay_fwd, link.delay_rev)
+
+
+class Partition(_LinkFault):
+    name = "partition"
+    planes = ("hb", "state")
+    both_ways = True
+    actions = ("cut", "heal")
+
+    def apply(self, link: Link) -> None:
+        assert self.ctx.links is not None
+        self.ctx.links.cut(link)
+
+    def undo(self, link: Link) -> None:
+        assert self.ctx.links is not None
+        self.ctx.links.heal(link)
+
+
+FAULTS: dict[str, type[_Aimed]] = {f.name: f for f in (SlmCrash, WorkerCrash, SlmPause, LinkDelay, Partition)}
+
+
+def make(ctx: FaultContext) -> Fault | None:
+    """The configured fault, or None for `fault: none`."""
+    if ctx.z.fault == "none":
+        return None
+    return FAULTS[ctx.z.fault](ctx)

@@ -1,0 +1,135 @@
+"""The analysis commands: `harness sweep`, `harness fit`, `harness report` and `harness optimise DIR`.
+
+They are `click.Command` objects so harness/cli.py registers them with one line each; `python -m
+harness.analysis_cli COMMAND ...` runs them on their own (same error handling as `harness`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.entry import run_cli
+from harness.errors import UserError
+from harness.output import FORMATS, render, write_rows
+
+QR_SOURCES = ("cpu", "instances")
+
+
+def _sweep_dir(path: str) -> Path:
+    out = Path(path)
+    if not (out / "sweep.yaml").exists():
+        raise UserError(f"{out} is not a sweep folder (no sweep.yaml): run `harness sweep SPEC --out {out}` first")
+    return out
+
+
+@click.command("sweep")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Sweep folder (default results/sweep-<spec name>). Rerun the same command to resume.")
+@click.option("--repeat", type=click.IntRange(min=1), default=None, help="Runs per point (default: the spec's).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials run at the same time (each has its own loopback block).")
+@click.option("--load", type=click.Choice(("locust", "builtin")), default="locust", show_default=True,
+              help="Load generator of every trial.")
+def sweep_cmd(spec: str, out: str | None, repeat: int | None, jobs: int, load: str) -> None:
+    """Run every point of SPEC (base, grid, points, extra, repeat) R times into one resumable folder.
+
+    Each finished trial is a row of DIR/trials.csv; a stopped sweep (Ctrl-C, a crash) resumes where it stopped.
+    """
+    from harness.sweep import run_sweep
+
+    target = Path(out) if out else Path("results") / f"sweep-{Path(spec).stem}"
+    run_sweep(spec, target, repeat=repeat, jobs=jobs, load=load)
+
+
+@click.command("fit")
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def fit_cmd(sweep_dir: str, fmt: str) -> None:
+    """Fit the model's free parameters (t_o, link latencies, overheads, CPU) to a sweep's histories.
+
+    Writes DIR/fit.csv, DIR/model_error.csv (model vs measured, configured and fitted parameters) and
+    DIR/points.csv (per point: measured mean/min/max beside both models).
+    """
+    from harness import fit
+
+    result = fit.fit_dir(_sweep_dir(sweep_dir))
+    click.echo(render(result.param_rows, fmt, title=f"fitted parameters ({result.trials} trials)"), nl=False)
+    click.echo(render(result.error_rows, fmt, title="model vs measured: relative error, configured -> fitted"),
+               nl=False)
+    if fmt == "table":
+        for note in result.notes:
+            click.echo(f"note: {note}")
+        click.echo(f"written: {Path(sweep_dir) / 'fit.csv'}, {Path(sweep_dir) / 'model_error.csv'}, "
+                   f"{Path(sweep_dir) / 'points.csv'}")
+
+
+def show_measured_optimum(sweep_dir: str, weights: str, *, top: int = 10, out: str | None = None,
+                          fmt: str = "table", qr: str = "cpu") -> None:
+    """`harness optimise DIR --weights ...`: C(z) on the measured points beside the fitted model, ranked."""
+    from harness import fit, optimise
+
+    w = optimise.parse_weights(weights)
+    rows = fit.optimise_measured(_sweep_dir(sweep_dir), w, qr=qr)
+    if not rows:
+        raise UserError(f"{sweep_dir}: no finished trials to rank")
+    if out:
+        write_rows(out, rows)
+    click.echo(render(rows[:top], fmt, title=f"measured C(z) with alpha,beta,gamma,delta = {weights}"), nl=False)
+    if fmt == "table":
+        for line in fit.optimum_lines(rows):
+            click.echo(line)
+
+
+@click.command("optimise")
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--weights", required=True, metavar="A,B,G,D",
+              help="alpha,beta,gamma,delta of Eq 10 (gamma is per kB/s of B_tot).")
+@click.option("--qr", type=click.Choice(QR_SOURCES), default="cpu", show_default=True,
+              help="Measured Q_r: extra CPU relative to the monolith, or extra instances (the paper's n+k-1, 2n-1).")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to print.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write every ranked row as CSV.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def optimise_dir(sweep_dir: str, weights: str, qr: str, top: int, out: str | None, fmt: str) -> None:
+    """Rank the measured configurations of a sweep by C(z) (Eq 10), measured beside the fitted model."""
+    show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt, qr=qr)
+
+
+@click.command("report")
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--weights", "weight_sets", multiple=True, metavar="A,B,G,D",
+              help="Weight sets for Fig 8 and the optimum (repeatable; default: the three of docs/analysis.md).")
+@click.option("--qr", type=click.Choice(QR_SOURCES), default="cpu", show_default=True,
+              help="Measured Q_r used in C(z).")
+def report_cmd(sweep_dir: str, weight_sets: tuple[str, ...], qr: str) -> None:
+    """Plots of measured beside modelled (the paper's Figs 6, 7, 8) and DIR/report.md."""
+    from harness import optimise, report
+
+    sets = [optimise.parse_weights(w) for w in weight_sets] or None
+    result = report.build_report(_sweep_dir(sweep_dir), weight_sets=sets, qr=qr)
+    for line in result.lines:
+        click.echo(line)
+    click.echo(f"report: {result.path}")
+
+
+COMMANDS = (sweep_cmd, fit_cmd, optimise_dir, report_cmd)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def analysis() -> None:
+    """The analysis commands on their own (`harness sweep|fit|report|optimise DIR`)."""
+
+
+for _command in COMMANDS:
+    analysis.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Like harness.cli.main: user errors are one line and exit code 2."""
+    run_cli(analysis, argv)
+
+
+if __name__ == "__main__":
+    main()

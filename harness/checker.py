@@ -1,0 +1,144 @@
+"""Pure functions over a recorded history (Jepsen-style): what was lost, duplicated, redone, and how fast
+the system noticed and recovered. No I/O and no clocks: the same history always gives the same verdict.
+
+Conventions of the history (see targets/ and harness/bss.py): the BSS records `submitted` and `completed`
+(one `completed` per notice, so a workflow completed twice shows twice); whoever executes a task records
+`task_start`/`task_end` (workers, modules, the monolith); SLMs record `task_call`/`task_reply`, `takeover`,
+`state_share_*`; the failure detectors record `peer_dead`; the harness records each `fault`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from harness.history import Event
+
+
+def of_kind(events: Iterable[Event], *kinds: str, svc: str | None = None) -> list[Event]:
+    return [e for e in events if e["kind"] in kinds and (svc is None or e["svc"] == svc)]
+
+
+def submitted(events: Iterable[Event]) -> dict[str, float]:
+    """Request -> time the BSS submitted it (first submission)."""
+    out: dict[str, float] = {}
+    for e in of_kind(events, "submitted", svc="bss"):
+        out.setdefault(e["req"], e["t"])
+    return out
+
+
+def completions(events: Iterable[Event]) -> dict[str, list[Event]]:
+    """Request -> every completion notice the BSS received for it, in order."""
+    out: dict[str, list[Event]] = defaultdict(list)
+    for e in of_kind(events, "completed", svc="bss"):
+        out[e["req"]].append(e)
+    return dict(out)
+
+
+def lost(events: list[Event]) -> list[str]:
+    """Submitted requests the BSS never heard back about."""
+    done = completions(events)
+    return sorted(r for r in submitted(events) if r not in done)
+
+
+def duplicated(events: list[Event]) -> dict[str, int]:
+    """Requests completed more than once, with how often: never merged, always reported."""
+    return {r: len(c) for r, c in completions(events).items() if len(c) > 1}
+
+
+def executions(events: Iterable[Event]) -> Counter[tuple[str, int]]:
+    """(request, task) -> how many times the task started, counted where the work is done."""
+    return Counter((e["req"], e["task"]) for e in of_kind(events, "task_start"))
+
+
+def reexecuted(events: list[Event]) -> dict[tuple[str, int], int]:
+    return {key: count for key, count in executions(events).items() if count > 1}
+
+
+def latencies(events: list[Event]) -> dict[str, float]:
+    """Request -> seconds from submission to its first completion notice (wall seconds, unscaled)."""
+    sub = submitted(events)
+    return {r: c[0]["t"] - sub[r] for r, c in completions(events).items() if r in sub}
+
+
+def owners(events: Iterable[Event]) -> dict[str, str]:
+    """Request -> the instance that first processed it (the owner named when the request arrived)."""
+    out: dict[str, str] = {}
+    for e in of_kind(events, "request_received"):
+        if e.get("task", 1) == 1:
+            out.setdefault(e["req"], e["owner"])
+    return out
+
+
+def processed_by(events: list[Event]) -> dict[str, set[str]]:
+    """Request -> every instance that drove its first task: the SLMs that called it (centralised), else
+    whoever ran it (an instance of m_1, or the monolith)."""
+    called: dict[str, set[str]] = defaultdict(set)
+    ran: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        if e["kind"] == "task_call" and e["task"] == 1:
+            called[e["req"]].add(e["svc"])
+        elif e["kind"] == "task_start" and e.get("task") == 1:
+            ran[e["req"]].add(e["svc"])
+    return {req: called.get(req) or ran[req] for req in {*called, *ran}}
+
+
+def takeovers(events: Iterable[Event]) -> list[Event]:
+    return of_kind(events, "takeover")
+
+
+@dataclass
+class Detection:
+    """How long the survivors took to declare a killed instance dead."""
+
+    target: str
+    killed_at: float
+    declared_at: float | None
+    by: str | None
+
+    @property
+    def delay(self) -> float | None:
+        return None if self.declared_at is None else self.declared_at - self.killed_at
+
+
+def detections(events: list[Event]) -> list[Detection]:
+    """For each kill the harness made, the first `peer_dead` naming the victim after it."""
+    out = []
+    for fault in of_kind(events, "fault", svc="harness"):
+        if fault.get("action") != "kill":
+            continue
+        dead = [e for e in of_kind(events, "peer_dead") if e["peer"] == fault["target"] and e["t"] >= fault["t"]]
+        first = min(dead, key=lambda e: e["t"], default=None)
+        declared, by = (first["t"], first["svc"]) if first else (None, None)
+        out.append(Detection(fault["target"], fault["t"], declared, by))
+    return out
+
+
+@dataclass
+class Verdict:
+    """The headline of a history: what a reliability engineer reads first."""
+
+    requests: int
+    completed: int
+    lost: list[str] = field(default_factory=list)
+    duplicated: dict[str, int] = field(default_factory=dict)
+    reexecuted_tasks: int = 0
+    takeovers: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.lost and not self.duplicated
+
+
+def verdict(events: list[Event]) -> Verdict:
+    done = completions(events)
+    redo = reexecuted(events)
+    return Verdict(
+        requests=len(submitted(events)),
+        completed=len(done),
+        lost=lost(events),
+        duplicated=duplicated(events),
+        reexecuted_tasks=sum(count - 1 for count in redo.values()),
+        takeovers=len(takeovers(events)),
+    )

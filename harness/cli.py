@@ -1,0 +1,213 @@
+"""The `harness` command line. Every user mistake ends as one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness import config, model, optimise
+from harness.entry import run_cli
+from harness.errors import UserError
+from harness.output import FORMATS, render, write_rows
+
+DESIGN_NAMES = ("monolith", "centralised", "distributed")
+MECHANISM_NAMES = ("state-sharing", "restart")
+
+
+def config_options(func):
+    """--config FILE and --set key=value, shared by every command that builds an experiment."""
+    func = click.option(
+        "--set", "sets", multiple=True, metavar="KEY=VALUE",
+        help="Override one config key (paper symbols: n, t_i, h_r, t_h, s_p, s_o, ...). Repeatable.",
+    )(func)
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+        help="Experiment file (.yaml, .yml or .toml) of key: value pairs.",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="manobench")
+def cli() -> None:
+    """manobench: fault injection and benchmarks for reliable microservice-based NFV MANO.
+
+    Symbols, units and equations follow Soenen et al., "Optimising Microservice-based Reliable NFV MANO
+    Architectures": seconds, kB and kB/s.
+    """
+
+
+@cli.command("model")
+@click.option("--design", type=click.Choice(DESIGN_NAMES), default=None, help="Default: centralised.")
+@click.option("--mechanism", type=click.Choice(MECHANISM_NAMES), default=None, help="Default: state-sharing.")
+@config_options
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def model_cmd(design: str | None, mechanism: str | None, config_file: str | None, sets: tuple[str, ...],
+              fmt: str) -> None:
+    """Print the modelled t_m, t_c, t_l, t_r, R_a, R_r, B_op, B_rel, B_tot, Q_r (and C) of one configuration."""
+    z = config.load(config_file, sets, design=design, mechanism=mechanism)
+    row = model.evaluate(z).as_row()
+    if row["C"] is None:
+        row.pop("C")
+    click.echo(render([row], fmt, title=f"model: {z.design}, {z.mechanism}"), nl=False)
+
+
+@cli.command("optimise")
+@click.argument("sweep_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--design", "designs", type=click.Choice(DESIGN_NAMES), multiple=True,
+              help="Design(s) to compare. Default: centralised and distributed.")
+@click.option("--mechanism", "mechanisms", type=click.Choice(MECHANISM_NAMES), multiple=True,
+              help="Mechanism(s) of the centralised design. Default: state-sharing.")
+@click.option("--weights", required=True, metavar="A,B,G,D",
+              help="alpha,beta,gamma,delta of Eq 10 (gamma is per kB/s of B_tot).")
+@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,...",
+              help="Values to try for one config key. Repeatable; the grid is their product.")
+@config_options
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to print.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write every ranked row as CSV.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tuple[str, ...], weights: str,
+                 grids: tuple[str, ...], config_file: str | None, sets: tuple[str, ...], top: int, out: str | None,
+                 fmt: str) -> None:
+    """Rank configurations z by the cost C(z) of Eq 10, the optimum first.
+
+    With SWEEP_DIR (a `harness sweep` folder): C(z) on the measured points beside the fitted model. Without:
+    the model alone over --grid."""
+    if sweep_dir:
+        if grids or designs or mechanisms or config_file or sets:
+            raise UserError("optimise: with a sweep folder, the points are the sweep's (no --grid, --design, "
+                            "--mechanism, --config or --set)")
+        from harness.analysis_cli import show_measured_optimum
+
+        show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt)
+        return
+    w = optimise.parse_weights(weights)
+    grid = optimise.parse_grid(grids)
+    base = config.apply_overrides(
+        config.read_file(config_file) if config_file else {}, [config.parse_assignment(s) for s in sets]
+    )
+    pairs = optimise.candidates(designs or ("centralised", "distributed"), mechanisms or ("state-sharing",))
+    rows = optimise.evaluate_grid(base, pairs, grid, w)
+    if out:
+        write_rows(out, rows)
+    click.echo(render(rows[:top], fmt, title=f"C(z) with alpha,beta,gamma,delta = {weights}"), nl=False)
+    if fmt == "table":
+        for (design, mechanism), row in optimise.optimum_per_candidate(rows).items():
+            point = ", ".join(f"{k}={row[k]}" for k in grid) or "the base configuration"
+            click.echo(f"optimum {design} ({mechanism}): {point}, C = {row['C']:.6g}")
+
+
+FAULT_NAMES = ("none", "slm-crash", "worker-crash", "slm-pause", "link-delay", "partition")
+
+
+@cli.command("run")
+@click.option("--design", type=click.Choice(DESIGN_NAMES), default=None, help="Default: centralised.")
+@click.option("--mechanism", type=click.Choice(MECHANISM_NAMES), default=None, help="Default: state-sharing.")
+@click.option("--fault", type=click.Choice(FAULT_NAMES), default=None, help="Default: none.")
+@click.option("--fault-at", "fault_at", default=None, metavar="worst|task:K|time:T",
+              help="When the fault strikes (default worst: where the model says the lost time is largest).")
+@click.option("--runtime", type=click.Choice(("local", "docker")), default=None, help="Default: local.")
+@config_options
+@click.option("--requests", type=int, default=None, help="Workflows to submit (default 20).")
+@click.option("--users", type=int, default=None, help="Closed loop: concurrent BSS users (default 4).")
+@click.option("--rate", type=float, default=None, help="Open loop: requests per second instead of users.")
+@click.option("--seed", type=int, default=None)
+@click.option("--load", type=click.Choice(("locust", "builtin")), default="locust", show_default=True,
+              help="Load generator: Locust in its own process, or the harness's own asyncio BSS.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: results/<time>-<design>-<fault>.")
+def run_cmd(design, mechanism, fault, fault_at, runtime, config_file, sets, requests, users, rate, seed, load,
+            out) -> None:
+    """Run one experiment: bring a design up, load it, inject the fault, measure, check, report."""
+    from harness import run as runner
+    from harness.progress import report_run
+
+    z = config.load(config_file, sets, design=design, mechanism=mechanism, fault=fault, fault_at=fault_at,
+                    runtime=runtime, requests=requests, users=users, rate=rate, seed=seed)
+    if z.rate is not None and load == "builtin":
+        raise UserError("rate: an open loop (--rate) needs the Locust load (--load locust)")
+    report_run(runner, z, out, load)
+
+
+@cli.command("clean")
+@click.option("--all", "everything", is_flag=True, help="Also end processes of runs that are still going.")
+@click.option("--run", "run_id", default=None, metavar="RUN", help="Only what this run (its id) started.")
+def clean_cmd(everything: bool, run_id: str | None) -> None:
+    """End processes and proxies that crashed runs left behind (found by their MANOBENCH_RUN label), and
+    remove their containers and networks (found by their manobench.run label)."""
+    from harness import leftovers
+
+    found = leftovers.processes(run_id, orphans=not everything)
+    for proc in found:
+        try:
+            click.echo(f"ending {proc.pid}: {' '.join(proc.cmdline())[:100]}")
+        except Exception:
+            click.echo(f"ending {proc.pid}")
+    leftovers.end(found)
+    stale = leftovers.docker_objects(run_id, orphans=not everything)
+    for obj in stale:
+        click.echo(f"removing {obj['kind']} {obj['name']} (run {obj['run']})")
+    leftovers.remove_docker(stale)
+    if found or stale:
+        click.echo(f"clean: {len(found)} leftover process(es) ended, {len(stale)} container(s)/network(s) removed")
+    else:
+        click.echo("clean: nothing left behind")
+
+
+@cli.group("image")
+def image_group() -> None:
+    """The container image every service runs in (the docker runtime; docs/docker.md)."""
+
+
+@image_group.command("build")
+@click.option("--base", default=None, metavar="IMAGE|debootstrap|auto",
+              help="Base image (default $BASE_IMAGE, else auto: a slim Python image if one can be had, else a "
+                   "minimal Debian made here with debootstrap).")
+@click.option("--force", is_flag=True, help="Build even if an image of the same content exists.")
+def image_build_cmd(base: str | None, force: bool) -> None:
+    """Build manobench-target (cached by content: seconds when nothing changed)."""
+    from harness import image
+
+    info = image.build(base, force=force, say=click.echo)
+    click.echo(f"image: {info.describe()}")
+
+
+@cli.group("compose")
+def compose_group() -> None:
+    """Compose files for the designs (the docker runtime; docs/docker.md)."""
+
+
+@compose_group.command("render")
+@click.option("--design", "designs", type=click.Choice(DESIGN_NAMES), multiple=True,
+              help="Design(s) to render (default: all three).")
+@config_options
+@click.option("--out", type=click.Path(file_okay=False), default="compose", show_default=True,
+              help="Folder for <design>.yml.")
+def compose_render_cmd(designs: tuple[str, ...], config_file: str | None, sets: tuple[str, ...], out: str) -> None:
+    """Write a compose file per design that `docker-compose -f OUT/<design>.yml up` starts by hand."""
+    from harness.runtime import compose
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for design in designs or DESIGN_NAMES:
+        z = config.load(config_file, sets, design=design)
+        path = Path(out) / f"{design}.yml"
+        path.write_text(compose.render_standalone(z), encoding="utf-8")
+        click.echo(f"compose: wrote {path}")
+
+
+def _register_analysis() -> None:
+    from harness.analysis_cli import fit_cmd, report_cmd, sweep_cmd
+
+    for command in (sweep_cmd, fit_cmd, report_cmd):
+        cli.add_command(command)
+
+
+_register_analysis()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn user errors into one line and exit code 2."""
+    run_cli(cli, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The experiment's one history: every event of every service, the BSS and the harness, with timestamps.
+
+Services stream JSON lines over TCP to the `Collector`, which appends each event to `events.jsonl` as it
+arrives (so a run killed half-way leaves a valid prefix) and hands it to subscribers: fault triggers such as
+"kill SLM-A right after task 3 of request R" are subscribers. Every figure of a run is derived from this
+history afterwards, by pure functions (`harness.checker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+Event = dict[str, Any]
+Predicate = Callable[[Event], bool]
+
+
+class Collector:
+    """TCP JSON-lines sink owned by the harness, plus the harness's own events."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.events: list[Event] = []
+        self.path = path
+        self._file: TextIO | None = path.open("a", encoding="utf-8") if path else None
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._server: asyncio.base_events.Server | None = None
+        self.address: str | None = None
+        self.bad_lines = 0
+
+    async def start(self, host: str = "127.0.0.1") -> str:
+        self._server = await asyncio.start_server(self._serve, host, 0, limit=1 << 22)
+        port = self._server.sockets[0].getsockname()[1]
+        self.address = f"{host}:{port}"
+        return self.address
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                if not line.endswith(b"\n"):
+                    break  # a service killed mid-write: its last partial line is not an event
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    self.bad_lines += 1
+                    continue
+                self.record(event)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def record(self, event: Event) -> None:
+        self.events.append(event)
+        if self._file:
+            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+            self._file.flush()
+        for notify in list(self._subscribers):
+            notify(event)
+
+    def emit(self, svc: str, kind: str, **fields: Any) -> Event:
+        """Record an event of the harness side (BSS, faults, runtime) in the same history."""
+        event = {"t": time.monotonic(), "wall": time.time(), "svc": svc, "kind": kind, **fields}
+        self.record(event)
+        return event
+
+    def subscribe(self, notify: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `notify` for every event from now on; returns the unsubscribe function."""
+        self._subscribers.append(notify)
+        return lambda: self._subscribers.remove(notify) if notify in self._subscribers else None
+
+    async def wait_for(self, predicate: Predicate, timeout: float) -> Event:
+        """The first event (already recorded or arriving) that matches, or TimeoutError."""
+        for event in self.events:
+            if predicate(event):
+                return event
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+
+        def notify(event: Event) -> None:
+            if not future.done() and predicate(event):
+                future.set_result(event)
+
+        unsubscribe = self.subscribe(notify)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            unsubscribe()
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._file:
+            self._file.close()
+            self._file = None
+
+
+def read(path: Path) -> list[Event]:
+    """A recorded history, skipping a torn last line."""
+    events = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events

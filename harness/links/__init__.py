@@ -1,0 +1,24 @@
+"""Link latency for a deployment: kernel netem where available, else a userspace proxy per link (proxyd).
+
+Importing this package does not import aiohttp; only the daemon (`harness.links.proxyd`) needs it.
+"""
+
+from harness.links.client import ProxyControl, ProxyControlError, launch_proxyd
+from harness.links.netem import NetemProbe, choose_backend, probe_netem
+from harness.links.proxy import LinkProxy
+from harness.links.spec import PLANES, LinkSpec, dump_specs, load_specs, parse_hostport
+
+__all__ = [
+    "PLANES",
+    "LinkProxy",
+    "LinkSpec",
+    "NetemProbe",
+    "ProxyControl",
+    "ProxyControlError",
+    "choose_backend",
+    "dump_specs",
+    "launch_proxyd",
+    "load_specs",
+    "parse_hostport",
+    "probe_netem",
+]

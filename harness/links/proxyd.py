@@ -1,0 +1,218 @@
+"""proxyd: every link's latency proxy in one process, steered over a small HTTP control API.
+
+One process for all links keeps a deployment's process count (and its CPU noise) independent of the number
+of links. It must never outlive the harness that started it: it exits on SIGTERM/SIGINT and when its parent
+dies (PR_SET_PDEATHSIG where Linux offers it, plus a once-a-second parent check everywhere).
+
+    python -m harness.links.proxyd --spec links.json --control 127.0.0.1:7700 [--ready-file F] [--parent PID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from harness.links.proxy import LinkProxy, check_delay
+from harness.links.spec import LinkSpec, format_hostport, load_specs, parse_hostport
+
+_PR_SET_PDEATHSIG = 1
+_SETTABLE = ("delay_fwd", "delay_rev", "jitter", "cut")
+
+
+class Daemon:
+    """The links plus their control API; `serve()` runs one until it is asked to stop."""
+
+    def __init__(self, specs: list[LinkSpec], control: tuple[str, int]) -> None:
+        self.specs = {s.name: s for s in specs}
+        self.proxies = {
+            s.name: LinkProxy(
+                s.listen, s.target, delay_fwd=s.delay_fwd, delay_rev=s.delay_rev, jitter=s.jitter,
+                name=s.name, seed=s.seed,
+            )
+            for s in specs
+        }
+        self.control = control
+        self.ready = False
+        self.stop = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/links", self.get_links)
+        app.router.add_get("/links/{name}", self.get_link)
+        app.router.add_post("/links/{name}", self.post_link)
+        app.router.add_post("/links/{name}/reset", self.post_reset)
+        return app
+
+    async def start(self) -> None:
+        """Bind every link first, so /health can only ever answer 200 with all listeners up."""
+        for proxy in self.proxies.values():
+            await proxy.start()
+        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.control[0], self.control[1], reuse_address=True)
+        await site.start()
+        self.control = (self.control[0], self.runner.addresses[0][1])
+        self.ready = True
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await asyncio.gather(*(p.close() for p in self.proxies.values()))
+
+    def link_state(self, name: str) -> dict[str, object]:
+        state = self.proxies[name].stats()
+        state["plane"] = self.specs[name].plane
+        return state
+
+    # handlers
+
+    async def health(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return web.json_response({"ok": False}, status=503)
+        return web.json_response({"ok": True, "links": len(self.proxies), "pid": os.getpid()})
+
+    async def get_links(self, request: web.Request) -> web.Response:
+        return web.json_response({name: self.link_state(name) for name in self.proxies})
+
+    def _proxy(self, request: web.Request) -> tuple[str, LinkProxy]:
+        name = request.match_info["name"]
+        if name not in self.proxies:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": f"no link named {name!r}"}), content_type="application/json",
+            )
+        return name, self.proxies[name]
+
+    async def get_link(self, request: web.Request) -> web.Response:
+        name, _ = self._proxy(request)
+        return web.json_response(self.link_state(name))
+
+    async def post_link(self, request: web.Request) -> web.Response:
+        name, proxy = self._proxy(request)
+        try:
+            body = json.loads(await request.read() or b"{}")
+            delays, cut = _parse_update(body)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            return web.json_response({"error": str(exc)}, status=400)
+        proxy.set(**delays)
+        if cut is True:
+            proxy.cut()
+        elif cut is False:
+            proxy.heal()
+        return web.json_response(self.link_state(name))
+
+    async def post_reset(self, request: web.Request) -> web.Response:
+        name, proxy = self._proxy(request)
+        return web.json_response({"name": name, "reset": proxy.reset()})
+
+
+def _parse_update(body: object) -> tuple[dict[str, float], bool | None]:
+    """Validate the whole update before applying any of it, so a 400 never leaves a half-applied change."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    unknown = set(body) - set(_SETTABLE)
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; allowed: {', '.join(_SETTABLE)}")
+    delays = {k: check_delay(k, body[k]) for k in ("delay_fwd", "delay_rev", "jitter") if k in body}
+    cut = body.get("cut")
+    if cut is not None and not isinstance(cut, bool):
+        raise ValueError(f"cut must be true or false, got {cut!r}")
+    return delays, cut
+
+
+def _arm_parent_death_signal(parent: int, stop: asyncio.Event) -> None:
+    """Ask Linux to signal us the moment the parent dies; elsewhere the polling watchdog alone covers it.
+
+    Linux sends the death signal when the parent *thread* that forked us exits, even if the parent process
+    lives on (a launcher in a worker thread). So the signal is SIGUSR1 and only ends us if we really were
+    orphaned (the kernel reparents us before it signals, so getppid() has already changed).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+
+    def on_signal() -> None:
+        if os.getppid() != parent:
+            stop.set()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, on_signal)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Also catches a parent that died before the death signal was armed, and non-Linux systems."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+def _write_ready(path: Path, daemon: Daemon) -> None:
+    """Atomic (write then rename), so a reader never sees half a file."""
+    info = {
+        "pid": os.getpid(),
+        "control": format_hostport(daemon.control),
+        "links": {name: format_hostport(p.listen) for name, p in daemon.proxies.items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info) + "\n")
+    tmp.replace(path)
+
+
+async def serve(specs: list[LinkSpec], control: tuple[str, int], parent: int,
+                ready_file: Path | None = None) -> None:
+    daemon = Daemon(specs, control)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop.set)
+    _arm_parent_death_signal(parent, daemon.stop)
+    watchdog = asyncio.create_task(_watch_parent(parent, daemon.stop))
+    try:
+        await daemon.start()
+        if ready_file is not None:
+            _write_ready(ready_file, daemon)
+        await daemon.stop.wait()
+    finally:
+        watchdog.cancel()
+        await daemon.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="proxyd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spec", required=True, help="JSON list of links")
+    parser.add_argument("--control", required=True, help="host:port of the control API (port 0: any)")
+    parser.add_argument("--ready-file", type=Path, help="write pid, control and link addresses here once up")
+    parser.add_argument("--parent", type=int, help="exit when this pid is no longer our parent")
+    args = parser.parse_args(argv)
+    parent = args.parent if args.parent is not None else os.getppid()
+    try:
+        specs = load_specs(args.spec)
+        control = parse_hostport(args.control, "--control")
+    except ValueError as exc:
+        print(f"proxyd: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(specs, control, parent, args.ready_file))
+    except OSError as exc:  # a listener that cannot bind: the launcher's problem, said in one line
+        print(f"proxyd: error: cannot bind: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

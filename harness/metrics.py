@@ -1,0 +1,232 @@
+"""The paper's metrics measured: pure functions from a recorded history (plus byte and CPU counters) to
+t_c, t_r, R_a, R_r, B_op, B_rel, B_tot and Q_r in paper units (seconds unscaled, kB/s).
+
+Definitions, as close to the paper as a measurement can be:
+- t_c: mean submit-to-completion time of the requests the fault did not touch (no takeover, no failed call,
+  no task run twice, not in flight when the fault struck).
+- t_r: the worst (longest) completion time of the requests the fault touched; NaN when it touched none.
+- B_op, B_rel: bytes per workflow on each plane divided by t_c, plus the heartbeats' bytes per second (Eqs
+  4, 5, 8, 9). Bytes are the message bodies the services counted; `links` compares them with the proxies'.
+  In the distributed chain each hop's state goes to both instances of the next module: one copy is the
+  operational message (Eq 9), the other the reliability mechanism's (Eq 8).
+- Q_r: extra CPU relative to the monolith doing the same workflows: CPU per workflow / the monolith's - 1.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from harness import checker
+from harness.config import Experiment
+from harness.deploy import Deployment
+from harness.history import Event
+
+KB = 1000.0
+FAULT_START = ("kill", "pause", "cut", "delay")
+FAULT_END = ("resume", "heal", "restore")
+
+
+def fault_times(events: Iterable[Event]) -> list[float]:
+    return [e["t"] for e in events if e["svc"] == "harness" and e["kind"] == "fault" and e.get("action") in FAULT_START]
+
+
+def fault_windows(events: list[Event]) -> list[tuple[str, float, float]]:
+    """(target, start, end) of each fault: a crash is an instant, a pause/delay/cut lasts until undone."""
+    windows = []
+    faults = [e for e in events if e["svc"] == "harness" and e["kind"] == "fault"]
+    for e in faults:
+        if e.get("action") in FAULT_START:
+            end = next((f["t"] for f in faults if f["t"] >= e["t"] and f.get("action") in FAULT_END
+                        and f.get("target") == e["target"]), e["t"])
+            windows.append((e["target"], e["t"], end))
+    return windows
+
+
+def affected(events: list[Event]) -> set[str]:
+    """Requests the fault touched: taken over, a call that failed, a task run twice, completed twice, or in
+    flight during the fault and driven (owned, at some module) by the instance the fault hit."""
+    touched = {e["req"] for e in events if e["kind"] in ("takeover", "task_call_failed", "forward_failed")}
+    touched |= {req for req, _ in checker.reexecuted(events)}
+    touched |= set(checker.duplicated(events))
+    sub = checker.submitted(events)
+    done = checker.completions(events)
+    drivers: dict[str, set[str]] = {}
+    for e in events:
+        if e["kind"] == "request_received":
+            drivers.setdefault(e["req"], set()).add(e["owner"])
+    for target, start, end in fault_windows(events):
+        for req, t0 in sub.items():
+            finish = done[req][-1]["t"] if req in done else math.inf
+            if t0 <= end and start <= finish and target in drivers.get(req, ()):
+                touched.add(req)
+    return touched
+
+
+def times(events: list[Event], z: Experiment) -> dict[str, float]:
+    """t_c and t_r in paper seconds, with how many requests each rests on."""
+    lat = {r: v / z.time_scale for r, v in checker.latencies(events).items()}
+    hit = affected(events)
+    clean = [v for r, v in lat.items() if r not in hit]
+    worst = [v for r, v in lat.items() if r in hit]
+    return {
+        "t_c": statistics.fmean(clean) if clean else math.nan,
+        "t_c_p50": statistics.median(clean) if clean else math.nan,
+        "t_r": max(worst) if worst else math.nan,
+        "clean": len(clean),
+        "affected": len(hit),
+    }
+
+
+def plane_bytes(events: list[Event], deployment: Deployment, reqs: set[str] | None = None,
+                until: float = math.inf) -> dict[str, float]:
+    """Body bytes the services sent, per plane: op (operational), state (shares and 'done'), hb.
+
+    Only for the requests `reqs` (all when None), and heartbeats only before `until`: the model describes
+    a system with every instance alive, so figures for it come from before the fault and from the
+    workflows it did not touch.
+    """
+    out: dict[str, float] = defaultdict(float)
+    for e in events:
+        kind = e["kind"]
+        if kind == "hb_sent":
+            if e["t"] < until:
+                out["hb"] += e["bytes"] * e["peers"]
+            continue
+        if reqs is not None and e.get("req") not in reqs:
+            continue
+        if kind == "task_reply":
+            out["op"] += e["bytes_out"] + e["bytes_in"]
+        elif kind == "forward_sent":
+            out["op"] += e["bytes"]
+        elif kind in ("state_share_sent", "done_sent"):
+            out["state"] += e["bytes"]
+        elif kind == "submitted" and e["svc"] == "bss" and deployment.z.design == "distributed":
+            out["op"] += deployment.entry_bytes * len(deployment.entry)  # hop 0: to both instances of m_1
+    return dict(out)
+
+
+def bandwidth(events: list[Event], deployment: Deployment, t_c: float) -> dict[str, float]:
+    """B_op, B_rel, B_tot in kB/s as the paper defines them, from service-counted bytes of the workflows the
+    fault did not touch that completed before it (when there are any), and the heartbeats sent before it;
+    t_c is in paper seconds."""
+    z = deployment.z
+    until = min(fault_times(events), default=math.inf)
+    done = checker.completions(events)
+    clean = set(done) - affected(events)
+    before = {r for r in clean if done[r][-1]["t"] < until}
+    clean = before or clean  # after a crash the survivors lack a peer to share with: not the modelled system
+    planes = plane_bytes(events, deployment, clean, until)
+    duration = heartbeat_window(events, until)
+    hb_rate = planes.get("hb", 0.0) / KB / (duration / z.time_scale) if duration > 0 else 0.0
+    op = planes.get("op", 0.0) / KB / max(1, len(clean))
+    state = planes.get("state", 0.0) / KB / max(1, len(clean))
+    if z.design == "distributed":
+        b_op, b_rel = op / 2 / t_c, hb_rate + (op / 2 + state) / t_c
+    elif z.design == "centralised":
+        b_op, b_rel = op / t_c, hb_rate + state / t_c
+    else:
+        b_op, b_rel = 0.0, 0.0
+    return {"B_op": b_op, "B_rel": b_rel, "B_tot": b_op + b_rel, "hb_kBps": hb_rate}
+
+
+def heartbeat_window(events: list[Event], until: float = math.inf) -> float:
+    """Wall seconds during which the counted heartbeats flowed: from the first, for as many intervals as
+    each sender sent, so the window and the count cover the same heartbeats."""
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for e in events:
+        if e["kind"] == "hb_sent" and e["t"] < until:
+            first.setdefault(e["svc"], e["t"])
+            last[e["svc"]] = e["t"]
+    spans = [last[s] - first[s] for s in first]
+    return sum(spans) / len(spans) if spans else 0.0
+
+
+def cpu_per_workflow(cpu: dict[str, tuple[float, float]], roles: dict[str, str], completed: int) -> float:
+    """CPU seconds of the MANO services (not the harness, proxies or load) per completed workflow."""
+    total = sum(u + s for name, (u, s) in cpu.items() if name in roles)
+    return total / completed if completed else math.nan
+
+
+def link_rows(deployment: Deployment, counters: dict[str, dict[str, Any]], events: list[Event],
+              wire: dict[str, dict[str, int]] | None = None) -> list[dict]:
+    """One row per link: bytes each way as captured on the wire (TCP payload towards/from the address the
+    source dials) and as the proxy forwarded them, beside the body bytes the services say they sent."""
+    by_addr = {link.address: link for link in deployment.links}
+    said: dict[str, float] = defaultdict(float)
+    messages: dict[str, int] = defaultdict(int)
+    for e in events:
+        kind, svc = e["kind"], e["svc"]
+        names: list[tuple[str, float]] = []
+        if kind == "task_reply" and e["worker"] in by_addr:
+            names = [(by_addr[e["worker"]].name, e["bytes_out"])]
+        elif kind == "submitted" and svc == "bss":
+            names = [(by_addr[a].name, deployment.entry_bytes) for a in deployment.entry if a in by_addr]
+        elif kind == "forward_sent" and e["to"] in by_addr:
+            names = [(by_addr[e["to"]].name, e["bytes"])]
+        elif kind in ("state_share_sent", "done_sent"):
+            names = [(f"{svc}>{e['peer']}:state", e["bytes"])]
+        elif kind == "hb_sent":
+            names = [(link.name, e["bytes"]) for link in deployment.links
+                     if link.src == svc and link.plane == "hb"]
+        for name, size in names:
+            said[name] += size
+            messages[name] += 1
+    rows = []
+    for link in deployment.links:
+        c = counters.get(link.name, {})
+        w = (wire or {}).get(link.name, {})
+        rows.append({"link": link.name, "src": link.src, "dst": link.dst, "plane": link.plane,
+                     "delay_fwd": link.delay_fwd, "delay_rev": link.delay_rev,
+                     "wire_bytes_fwd": w.get("to", ""), "wire_bytes_rev": w.get("from", ""),
+                     "proxy_bytes_fwd": c.get("bytes_fwd", ""), "proxy_bytes_rev": c.get("bytes_rev", ""),
+                     "service_bytes_fwd": said.get(link.name, 0.0), "messages": messages.get(link.name, 0)})
+    return rows
+
+
+def byte_source(rows: list[dict]) -> str:
+    """Which wire-side count the cross-check uses: the packet capture when it ran, else the proxies'."""
+    return "wire" if any(r["wire_bytes_fwd"] != "" for r in rows) else "proxy"
+
+
+def header_overhead(rows: list[dict], source: str = "wire") -> float | None:
+    """Bytes per message the wire carries beyond the bodies, estimated on the heartbeat plane (many small
+    messages of one shape: HTTP request line and headers)."""
+    column = f"{source}_bytes_fwd"
+    hb = [r for r in rows if r["plane"] == "hb" and r["messages"] and r[column] != ""]
+    if not hb:
+        return None
+    extra = sum(r[column] - r["service_bytes_fwd"] for r in hb)
+    return extra / sum(r["messages"] for r in hb)
+
+
+def wire_agreement(rows: list[dict], overhead: float | None, source: str = "wire") -> dict[str, float]:
+    """Per plane: (wire bytes - messages x overhead) / service bytes - 1, the relative disagreement."""
+    if overhead is None:
+        return {}
+    column = f"{source}_bytes_fwd"
+    out = {}
+    for plane in ("op", "hb", "state"):
+        sel = [r for r in rows if r["plane"] == plane and r["messages"] and r[column] != ""]
+        said = sum(r["service_bytes_fwd"] for r in sel)
+        if said:
+            wire = sum(r[column] - r["messages"] * overhead for r in sel)
+            out[plane] = wire / said - 1
+    return out
+
+
+def affected_rows(events: list[Event], z: Experiment, t_c: float) -> list[dict]:
+    """Per request the fault touched: its completion time, the time it lost against t_c (its recovery
+    time), how often it completed, and where a survivor resumed it (paper seconds)."""
+    lat = {r: v / z.time_scale for r, v in checker.latencies(events).items()}
+    done = checker.completions(events)
+    resumed: dict[str, list[str]] = defaultdict(list)
+    for e in checker.takeovers(events):
+        resumed[e["req"]].append(f"{e['svc']}@{e['from_task']}")
+    return [{"req": req, "latency": lat.get(req, math.nan), "lost_time": lat.get(req, math.nan) - t_c,
+             "completions": len(done.get(req, [])), "takeovers": " ".join(resumed.get(req, []))}
+            for req in sorted(affected(events))]

@@ -1,0 +1,74 @@
+"""Eq 10 over a grid of configurations: the operator's question "which z is cheapest for my weights?"."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from harness import config, model
+from harness.errors import UserError
+
+
+def parse_weights(text: str) -> tuple[float, float, float, float]:
+    """`alpha,beta,gamma,delta` as four non-negative numbers."""
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 4 or any(not math.isfinite(w) or w < 0 for w in weights):
+        raise UserError(f"--weights expects four numbers >= 0 as alpha,beta,gamma,delta (got {text!r})")
+    return weights  # type: ignore[return-value]
+
+
+def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
+    """`key=v1,v2,...` options into {key: [values]}; a key named twice is an error."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--grid expects key=v1,v2,... (got {item!r})")
+        key, value = config.parse_assignment(item)
+        if key in grid:
+            raise UserError(f"--grid names {key!r} twice")
+        grid[key] = value if isinstance(value, list) else [value]
+    return grid
+
+
+def candidates(designs: Iterable[str], mechanisms: Iterable[str]) -> list[tuple[str, str]]:
+    """(design, mechanism) pairs that exist: only the centralised design has a restart variant."""
+    pairs = [(d, m) for d in designs for m in mechanisms if m == "state-sharing" or d == "centralised"]
+    if not pairs:
+        raise UserError("no design takes the mechanism(s) given: restart applies to the centralised design only")
+    return list(dict.fromkeys(pairs))
+
+
+def evaluate_grid(
+    base: dict[str, Any],
+    pairs: Iterable[tuple[str, str]],
+    grid: dict[str, list[Any]],
+    weights: tuple[float, float, float, float],
+) -> list[dict[str, Any]]:
+    """Every (design, mechanism) x grid point, modelled and costed, cheapest first (ties keep grid order)."""
+    alpha, beta, gamma, delta = weights
+    rows = []
+    keys = list(grid)
+    for design, mechanism in pairs:
+        for values in itertools.product(*(grid[k] for k in keys)):
+            point = dict(zip(keys, values, strict=True))
+            assignments = [("design", design), ("mechanism", mechanism), *point.items(),
+                           ("alpha", alpha), ("beta", beta), ("gamma", gamma), ("delta", delta)]
+            z = config.build(config.apply_overrides(base, assignments))
+            m = model.evaluate(z)
+            rows.append({"design": design, "mechanism": z.mechanism, **point,
+                         **{name: getattr(m, name) for name in model.METRICS}, "C": m.C})
+    rows.sort(key=lambda row: (math.isnan(row["C"]), row["C"]))  # a NaN cost (no recovery) ranks last
+    return [{"rank": i + 1, **row} for i, row in enumerate(rows)]
+
+
+def optimum_per_candidate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The cheapest row of each (design, mechanism) (rows arrive sorted by cost)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        best.setdefault((row["design"], row["mechanism"]), row)
+    return best

@@ -1,0 +1,62 @@
+"""What `harness run` shows while it works and when it is done: progress, then measured beside modelled."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from pathlib import Path
+from types import ModuleType
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.config import Experiment
+
+PAIRS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
+
+
+def default_out(z: Experiment) -> Path:
+    return Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{z.design}-{z.fault}"
+
+
+def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) -> None:
+    console = Console(stderr=True)
+    target = Path(out) if out else default_out(z)
+    console.print(f"harness run: {z.design} ({z.mechanism}), fault {z.fault} at {z.fault_at}, "
+                  f"{z.requests} requests, time_scale {z.time_scale} -> {target}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("workflows completed", total=z.requests)
+        try:
+            result = asyncio.run(runner.experiment(
+                z, target, load=load, say=lambda m: console.print(m),
+                on_progress=lambda done, total: progress.update(task, completed=done)))
+        except KeyboardInterrupt:
+            console.print(f"interrupted: everything torn down; partial results kept in {target}")
+            raise SystemExit(130) from None
+    click.echo(summary_table(result.summary))
+    v = result.verdict
+    click.echo(f"verdict: {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated {len(v.duplicated)}, "
+               f"tasks re-run {v.reexecuted_tasks}, takeovers {v.takeovers}; link backend "
+               f"{result.summary['link_backend']}; results in {result.out}")
+
+
+def summary_table(row: dict) -> str:
+    table = Table(title="measured vs model", caption="paper units: s, kB/s")
+    for col in ("metric", "measured", "model", "error"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    table.add_row("t_m", _fmt(row["t_m_measured"]), _fmt(row["t_c_model"] / row["R_a_model"]), "")
+    for name in PAIRS:
+        meas, mod = row[f"{name}_measured"], row[f"{name}_model"]
+        err = (meas - mod) / mod if mod and not math.isnan(meas) and not math.isnan(mod) else math.nan
+        table.add_row(name, _fmt(meas), _fmt(mod), "-" if math.isnan(err) else f"{err:+.1%}")
+    console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(table)
+    return console.export_text()
+
+
+def _fmt(v: float) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"

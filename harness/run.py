@@ -1,0 +1,298 @@
+"""One experiment end to end: bring up a design, load it, break it, measure it, check it, tear it down, and
+write what was measured beside what the model says.
+
+Files in the output folder, each written as soon as it is known, so a run killed half-way leaves valid
+partial files: config.yaml (the resolved z, runtime, link backend, machine, commit), events.jsonl (the whole
+history), requests.csv (a row per completion notice, as it arrives), links.csv, cpu.csv, the load
+generator's own statistics, and summary.csv (one row: measured beside modelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from faults import FaultContext, make
+from harness import checker, leftovers, metrics, model, provenance
+from harness.config import Experiment, build
+from harness.cpu import CpuSampler
+from harness.errors import UserError
+from harness.history import Event
+from harness.links.client import ProxyControlError
+from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture, by_endpoint
+from harness.testbed import Testbed, new_run_id
+from harness.wiring import select_backend
+
+SUMMARY_COLUMNS = [
+    "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
+    "s_o", "time_scale", "requests", "completed", "lost", "duplicated", "reexecuted_tasks", "takeovers",
+    "detection_delay", "t_m_measured", "t_c_measured", "t_c_model", "t_l_model", "t_r_measured", "t_r_model",
+    "R_a_measured", "R_a_model", "R_r_measured", "R_r_model", "B_op_measured", "B_op_model", "B_rel_measured",
+    "B_rel_model", "B_tot_measured", "B_tot_model", "Q_r_measured", "Q_r_model", "instances_extra",
+    "wire_source", "wire_vs_service_op", "wire_vs_service_state", "header_bytes_per_message", "harness_cpu_share",
+]
+
+
+@dataclass
+class RunResult:
+    out: Path
+    summary: dict[str, Any]
+    verdict: checker.Verdict
+    events: list[Event] = field(default_factory=list)
+
+
+class RequestLog:
+    """requests.csv, a row per completion notice the moment it arrives."""
+
+    COLUMNS = ("req", "submitted_t", "completed_t", "latency", "by", "nth")
+
+    def __init__(self, path: Path, time_scale: float) -> None:
+        self.fh: TextIO = path.open("w", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.fh)
+        self.writer.writerow(self.COLUMNS)
+        self.fh.flush()
+        self.scale = time_scale
+        self.submitted: dict[str, float] = {}
+        self.completed = 0
+
+    def __call__(self, e: Event) -> None:
+        if e["svc"] != "bss":
+            return
+        if e["kind"] == "submitted":
+            self.submitted.setdefault(e["req"], e["t"])
+        elif e["kind"] == "completed":
+            t0 = self.submitted.get(e["req"], math.nan)
+            self.completed += e.get("n", 1) == 1
+            self.writer.writerow([e["req"], t0, e["t"], (e["t"] - t0) / self.scale, e.get("by"), e.get("n", 1)])
+            self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    columns = columns or (list(rows[0]) if rows else [])
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_config(out: Path, z: Experiment, run: str, extra: dict[str, Any]) -> None:
+    record = {"run": run, "z": z.resolved(), **extra}
+    (out / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+
+
+# --- the monolith reference ------------------------------------------------------------------------------
+
+def monolith_key(z: Experiment) -> str:
+    """What t_m and the monolith's CPU depend on: the tasks, the emulation, the load and the time scale."""
+    fields = {k: z.resolved()[k] for k in ("n", "t_i", "time_scale", "work", "users")}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[str, float]:
+    """Measured t_m (paper s) and CPU seconds per workflow of the monolith for the same tasks, cached per z."""
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"monolith-{monolith_key(z)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    zm = build({**z.resolved(), "design": "monolith", "mechanism": "state-sharing", "fault": "none",
+                "worker_replicas": None, "requests": min(z.requests, 2 * z.users)})
+    async with Testbed(zm, workdir) as tb:
+        sampler = CpuSampler({s.id: tb.runtime.pid(s.id) for s in tb.deployment.services})  # type: ignore[union-attr]
+        sampler.start()
+        reqs = await tb.bss.drive(zm.requests, users=zm.users, timeout=60 + 10 * model.t_m(zm) * zm.time_scale)
+        await tb.bss.wait_all(reqs, timeout=30)
+        cpu = await sampler.stop()
+    lat = checker.latencies(tb.collector.events)
+    ref = {"t_m": sum(lat.values()) / len(lat) / zm.time_scale if lat else math.nan,
+           "cpu_per_workflow": metrics.cpu_per_workflow(cpu, {"monolith": "monolith"}, len(lat))}
+    path.write_text(json.dumps(ref))
+    return ref
+
+
+# --- the experiment -------------------------------------------------------------------------------------
+
+async def drive_load(tb: Testbed, z: Experiment, out: Path, load: str) -> dict[str, Any]:
+    """Run the load to completion; returns the load generator's own figures."""
+    timeout = 120 + 20 * model.evaluate(z).t_c * z.time_scale * (z.requests / max(1, z.users) + 2)
+    if load == "locust":
+        from harness.load.locust_runner import LocustLoad
+
+        result = await LocustLoad.for_testbed(tb, z, out).run(timeout=timeout)
+        return {"load": "locust", **result.as_dict()}
+    reqs = await tb.bss.drive(z.requests, users=z.users, timeout=timeout)
+    await tb.bss.wait_all(reqs, timeout=timeout)
+    return {"load": "builtin", "requests": len(reqs)}
+
+
+async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: Path | None = None,
+                     on_progress: Callable[[int, int], None] | None = None,
+                     say: Callable[[str], None] = print) -> RunResult:
+    """Run z once into `out`; see the module docstring for what is written."""
+    if z.runtime not in ("local", "docker"):
+        raise UserError(f"runtime: unknown runtime {z.runtime!r} (local or docker)")
+    out.mkdir(parents=True, exist_ok=True)
+    run = new_run_id()
+    found = leftovers.processes(orphans=True)
+    if found:
+        say(f"found {len(found)} leftover process(es) of crashed runs: ending them")
+        leftovers.end(found)
+    stale = leftovers.docker_objects(orphans=True) if z.runtime == "docker" else []
+    if stale:
+        say(f"found {len(stale)} leftover container(s)/network(s) of crashed runs: removing them")
+        leftovers.remove_docker(stale)
+    backend, why = select_backend(z.link_backend, z.runtime)
+    stamp = provenance.stamp()
+    requests_csv = RequestLog(out / "requests.csv", z.time_scale)
+    tb = Testbed(z, out, run=run, proxies=backend == "proxy", external_bss=load == "locust")
+    capture, capture_note = start_capture(tb, out)
+    stamp["wire_capture"] = capture_note
+    write_config(out, z, run, {"runtime": z.runtime, "link_backend": backend, "link_backend_why": why,
+                               "load": load, **stamp})
+    tb.collector.subscribe(requests_csv)
+    if on_progress:
+        tb.collector.subscribe(lambda e: on_progress(requests_csv.completed, z.requests)
+                               if e["kind"] == "completed" else None)
+    counters: dict[str, dict[str, Any]] = {}
+    cpu: dict[str, tuple[float, float]] = {}
+    load_stats: dict[str, Any] = {}
+    harness_cpu = time.process_time()
+    wall = time.monotonic()
+    try:
+        async with tb:
+            assert tb.deployment is not None
+            sampler = CpuSampler({s.id: tb.runtime.pid(s.id) for s in tb.deployment.services})
+            if tb.wiring and tb.wiring.proc:
+                sampler.add("proxyd", tb.wiring.proc.pid)
+            sampler.start()
+            ctx = FaultContext(z, tb.deployment, tb.collector, tb.runtime, tb.wiring,
+                               target_index=max(1, min(z.requests, z.users + 1)))
+            fault = make(ctx)
+            injector: asyncio.Task | None = None
+            try:
+                if fault:
+                    await fault.setup()
+                    fault.start_clock()
+                    injector = asyncio.create_task(fault.inject())
+                load_stats = await drive_load(tb, z, out, load)
+                await asyncio.sleep(max(0.2, 3 * z.time_scale * (z.t_h or 0)))  # let late duplicates land
+            finally:
+                if injector and not injector.done():
+                    injector.cancel()
+                    tb.collector.emit("harness", "fault_missed", fault=z.fault)
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await injector
+                if fault:
+                    await fault.heal()
+                try:
+                    counters = tb.wiring.counters() if tb.wiring else {}
+                except ProxyControlError:  # proxyd already gone (killed with us): links.csv has no proxy counts
+                    counters = {}
+                cpu = await sampler.stop()
+    finally:
+        requests_csv.close()
+        flows = stop_capture(capture)
+        harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
+    events = tb.collector.events
+    assert tb.deployment is not None
+    wire = wire_by_link(tb, flows) if flows is not None else None
+    mono = await monolith_reference(z, cache or out.parent / ".cache", out / "monolith")
+    summary = summarise(z, run, backend, events, tb, counters, cpu, mono, harness_share, wire)
+    write_csv(out / "summary.csv", [summary], SUMMARY_COLUMNS)
+    (out / "load.json").write_text(json.dumps(load_stats, indent=1))
+    return RunResult(out, summary, checker.verdict(events), events)
+
+
+def start_capture(tb: Testbed, out: Path) -> tuple[WireCapture | None, str]:
+    """Count bytes on the wire for the run's whole address block, or say why that is not possible here."""
+    iface = getattr(tb.runtime, "capture_iface", "lo")  # docker: the run's bridge, which exists from prepare()
+    capture = WireCapture(f"{tb.runtime.block}.0/24", out / "wire.csv", env=tb.runtime.env({}), iface=iface)
+    if iface != "lo":  # the bridge exists once the testbed has prepared its network: start the capture then
+        def start() -> None:
+            with contextlib.suppress(CaptureUnavailable):
+                capture.start()
+
+        tb.on_prepared.append(start)
+        return capture, f"AF_PACKET on the run's bridge {iface} (promiscuous)"
+    try:
+        capture.start()
+    except CaptureUnavailable as exc:
+        return None, f"unavailable: {exc}"
+    return capture, "AF_PACKET on lo"
+
+
+def stop_capture(capture: WireCapture | None) -> list[Flow] | None:
+    if capture is None:
+        return None
+    try:
+        return capture.stop()
+    except CaptureError:
+        return None
+
+
+def wire_by_link(tb: Testbed, flows: list[Flow]) -> dict[str, dict[str, int]]:
+    """Captured bytes per link: towards and from the address the link's source dials (its proxy). With
+    containers the capture watches the bridge, which host-to-host links (the BSS's hop 0) never cross."""
+    assert tb.deployment is not None
+    on_host = {"bss"} if tb.z.runtime == "docker" else set()
+    return by_endpoint(flows, {link.name: link.address for link in tb.deployment.links
+                               if link.address != link.target and link.src not in on_host})
+
+
+def summarise(z: Experiment, run: str, backend: str, events: list[Event], tb: Testbed,
+              counters: dict[str, dict[str, Any]], cpu: dict[str, tuple[float, float]], mono: dict[str, float],
+              harness_share: float, wire: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """The summary row, and links.csv / cpu.csv beside it."""
+    deployment = tb.deployment
+    assert deployment is not None
+    out = tb.workdir
+    verdict = checker.verdict(events)
+    measured = metrics.times(events, z)
+    t_c = measured["t_c"]
+    bw = metrics.bandwidth(events, deployment, t_c)
+    write_csv(out / "affected.csv", metrics.affected_rows(events, z, t_c),
+              ["req", "latency", "lost_time", "completions", "takeovers"])
+    rows = metrics.link_rows(deployment, counters, events, wire)
+    write_csv(out / "links.csv", rows)
+    source = metrics.byte_source(rows)
+    write_csv(out / "cpu.csv", [{"service": name, "role": deployment.roles.get(name, "harness"), "user_s": u,
+                                 "system_s": s, "total_s": u + s} for name, (u, s) in sorted(cpu.items())])
+    overhead = metrics.header_overhead(rows, source)
+    agree = metrics.wire_agreement(rows, overhead, source)
+    cpu_wf = metrics.cpu_per_workflow(cpu, deployment.roles, verdict.completed)
+    delays = [d.delay for d in checker.detections(events) if d.delay is not None]
+    m = model.evaluate(z)
+    t_m = mono["t_m"]
+    row = {
+        "run": run, "design": z.design, "mechanism": z.mechanism, "fault": z.fault, "fault_at": z.fault_at,
+        "runtime": z.runtime, "link_backend": backend, "n": z.n, "k": z.k, "h_r": z.h_r, "t_h": z.t_h, "s_p": z.s_p,
+        "s_o": z.s_o, "time_scale": z.time_scale, "requests": verdict.requests, "completed": verdict.completed,
+        "lost": len(verdict.lost), "duplicated": len(verdict.duplicated), "reexecuted_tasks": verdict.reexecuted_tasks,
+        "takeovers": verdict.takeovers, "detection_delay": delays[0] / z.time_scale if delays else math.nan,
+        "t_m_measured": t_m, "t_c_measured": t_c, "t_c_model": m.t_c, "t_l_model": m.t_l,
+        "t_r_measured": measured["t_r"], "t_r_model": m.t_r,
+        "R_a_measured": t_c / t_m, "R_a_model": m.R_a,
+        "R_r_measured": measured["t_r"] / t_c, "R_r_model": m.R_r,
+        "B_op_measured": bw["B_op"], "B_op_model": m.B_op, "B_rel_measured": bw["B_rel"], "B_rel_model": m.B_rel,
+        "B_tot_measured": bw["B_tot"], "B_tot_model": m.B_tot,
+        "Q_r_measured": cpu_wf / mono["cpu_per_workflow"] - 1 if mono["cpu_per_workflow"] else math.nan,
+        "Q_r_model": m.Q_r, "instances_extra": len(deployment.services) - 1,
+        "wire_source": source, "wire_vs_service_op": agree.get("op", math.nan),
+        "wire_vs_service_state": agree.get("state", math.nan),
+        "header_bytes_per_message": overhead if overhead is not None else math.nan,
+        "harness_cpu_share": harness_share,
+    }
+    return row

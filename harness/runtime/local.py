@@ -1,0 +1,120 @@
+"""The local runtime: each service a subprocess on its own loopback address (127.a.b.x).
+
+Readiness is the service's /health answering 200 (SLMs and modules only say so once they know every peer's
+UUID), never a sleep. Processes get MANOBENCH_RUN in their environment (found again by `harness clean`),
+their own session (a Ctrl-C at the terminal reaches the harness, which then tears down in order) and
+PR_SET_PDEATHSIG (they die with the harness even when it is SIGKILLed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from harness.errors import UserError
+from harness.runtime import wait_ready
+from targets.spec import ServiceSpec
+
+RUN_ENV = "MANOBENCH_RUN"
+OWNER_ENV = "MANOBENCH_OWNER"  # pid of the harness process that started it: dead owner = leftover
+SESSION_ENV = "MANOBENCH_SESSION"  # passed through: lets a test suite find exactly what it started
+
+
+def loopback_block(rng: random.Random | None = None) -> str:
+    """A random 127.a.b prefix, so concurrent or leftover runs do not collide on addresses."""
+    rng = rng or random.Random()
+    return f"127.{rng.randint(100, 250)}.{rng.randint(0, 255)}"
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, run: str, workdir: Path, block: str | None = None) -> None:
+        self.run, self.workdir = run, workdir
+        self.block = block or loopback_block()
+        self.hosts: dict[str, str] = {}
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+
+    def host_of(self, svc_id: str) -> str:
+        """Each service (and the BSS, and the proxies) gets its own address in the run's block."""
+        if svc_id not in self.hosts:
+            if len(self.hosts) >= 250:
+                raise UserError("too many services for one loopback block (at most 250)")
+            self.hosts[svc_id] = f"{self.block}.{len(self.hosts) + 1}"
+        return self.hosts[svc_id]
+
+    def env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MANOBENCH") or k == SESSION_ENV}
+        return {**env, RUN_ENV: self.run, OWNER_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1", **extra}
+
+    async def start_process(self, name: str, argv: list[str], extra_env: dict[str, str]) -> asyncio.subprocess.Process:
+        log = (self.workdir / "logs" / f"{name}.log").open("ab")
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=self.env(extra_env), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    async def up(self, services: list[ServiceSpec], timeout: float = 30.0) -> None:
+        """Start every service, then wait until each one's /health says ready."""
+        for spec in services:
+            await self.start_process(spec.id, [sys.executable, "-m", "targets"], {"MANOBENCH_SPEC": spec.to_json()})
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(self._wait_ready(session, s, timeout) for s in services))
+
+    async def _wait_ready(self, session: aiohttp.ClientSession, spec: ServiceSpec, timeout: float) -> None:
+        proc = self.procs[spec.id]
+        await wait_ready(session, spec, timeout,
+                         lambda: None if proc.returncode is None else f"exited with {proc.returncode}",
+                         lambda: self.log_tail(spec.id))
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.workdir / "logs" / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        proc = self.procs[name]
+        if proc.returncode is None:
+            os.kill(proc.pid, sig)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the crash of section III, no chance to say goodbye."""
+        self.signal(name, signal.SIGKILL)
+
+    def pause(self, name: str) -> None:
+        self.signal(name, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.signal(name, signal.SIGCONT)
+
+    async def down(self, grace: float = 2.0) -> None:
+        """SIGTERM everything (continuing paused ones), SIGKILL what is still there after `grace`, reap all."""
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                for sig in (signal.SIGCONT, signal.SIGTERM):
+                    try:
+                        os.kill(proc.pid, sig)
+                    except ProcessLookupError:
+                        break
+        if self.procs:
+            await asyncio.wait([asyncio.create_task(p.wait()) for p in self.procs.values()], timeout=grace)
+            for proc in self.procs.values():
+                if proc.returncode is None:
+                    try:
+                        os.kill(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            await asyncio.gather(*(p.wait() for p in self.procs.values()))
+        self.procs.clear()

@@ -1,0 +1,614 @@
+"""A sweep: many experiments z, each run R times, into one folder that can be stopped and resumed.
+
+A spec (YAML) names a `base` configuration and the points to run:
+
+    base:   {key: value, ...}            # any config key (harness/config.py), shared by every point
+    grid:   {key: [v1, v2, ...], ...}     # cartesian product of the values
+    points: [{key: value, ...}, ...]      # a list of points; crossed with the grid when both are given
+    extra:  [{key: value, ...}, ...]      # further points run as given (not crossed): e.g. a calibration
+                                          # point at another time_scale, which lets `harness fit` separate
+                                          # the configured link latency from the per-message software cost
+    repeat: R                             # runs per point (default 1; --repeat overrides)
+    description: free text                # shown in the report
+
+Every point is validated (it must build a valid Experiment) before anything runs. Each trial (point, k) runs
+`harness.run.experiment` in its own child process (own loopback block, own teardown) into
+DIR/trials/<point>-r<k>/, and once it has finished its summary row is appended to DIR/trials.csv. A trial
+counts as finished only once that row is written: rerunning the same command skips those, removes any
+half-done trial folder and runs it again. DIR/sweep.yaml holds the spec, the points and the machine/commit
+of every session that worked on the sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import config, provenance
+from harness.config import Experiment
+from harness.errors import ConfigError, UserError
+
+SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "description")
+TRIAL_COLUMNS = ["point", "repeat", "trial", "trial_seconds", "host_load"]
+LOADS = ("locust", "builtin")
+
+
+@dataclass
+class Point:
+    """One configuration of the sweep: its stable id, the keys it sets on top of the base, and z."""
+
+    id: str
+    overrides: dict[str, Any]
+    z: Experiment
+
+
+@dataclass
+class Trial:
+    point: Point
+    repeat: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.point.id}-r{self.repeat}"
+
+
+@dataclass
+class Plan:
+    spec: dict[str, Any]
+    base: dict[str, Any]
+    points: list[Point]
+    repeat: int
+    swept: list[str]  # every key a point sets, in first-seen order
+
+    @property
+    def trials(self) -> list[Trial]:
+        """Repeat-major: every point once before any point twice, so a stopped sweep covers every point."""
+        return [Trial(p, k) for k in range(1, self.repeat + 1) for p in self.points]
+
+    @property
+    def columns(self) -> list[str]:
+        from harness.run import SUMMARY_COLUMNS
+
+        extra = [k for k in self.swept if k not in SUMMARY_COLUMNS and k not in TRIAL_COLUMNS]
+        return [*SUMMARY_COLUMNS, *TRIAL_COLUMNS, *extra]
+
+
+# --- the spec ---------------------------------------------------------------------------------------------
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep spec: no such file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        detail = str(err).replace("\n", " ")
+        raise UserError(f"sweep spec: {path} does not parse: {detail}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"sweep spec: {path}: the top level must be a mapping (base, grid, points, extra, repeat)")
+    return data
+
+
+def _known(key: str, where: str) -> None:
+    if key not in Experiment.model_fields:
+        raise UserError(f"sweep spec: {where}: unknown key '{key}' (known keys: {', '.join(Experiment.model_fields)})")
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"sweep spec: {where}: expected a mapping of key: value (got {value!r})")
+    for key in value:
+        _known(str(key), f"{where}.{key}")
+    return dict(value)
+
+
+def _mappings(value: Any, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise UserError(f"sweep spec: {where}: expected a non-empty list of mappings (got {value!r})")
+    return [_mapping(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+
+def _label(overrides: dict[str, Any]) -> str:
+    """Readable, filesystem-safe name of a point's overrides."""
+    parts = []
+    for key, value in overrides.items():
+        text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
+            else (f"{value:g}" if isinstance(value, float) else str(value))
+        parts.append(text if key in ("design", "mechanism", "fault") else f"{key}{text}")
+    slug = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", "-".join(parts))[:60] or "base"
+    return slug
+
+
+def point_id(overrides: dict[str, Any]) -> str:
+    """Stable across reruns and spec edits that keep the point: a slug plus a hash of its overrides."""
+    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{_label(overrides)}-{digest}"
+
+
+def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
+    """Validate the whole spec and every point it makes; the first problem is a UserError naming the key."""
+    unknown = [k for k in spec if k not in SPEC_KEYS]
+    if unknown:
+        raise UserError(f"sweep spec: unknown top-level key '{unknown[0]}' (known: {', '.join(SPEC_KEYS)})")
+    base = _mapping(spec.get("base"), "base")
+    grid_in = spec.get("grid")
+    if grid_in is not None and not isinstance(grid_in, dict):
+        raise UserError(f"sweep spec: grid: expected a mapping of key: [values] (got {grid_in!r})")
+    grid: dict[str, list[Any]] = {}
+    for key, values in (grid_in or {}).items():
+        _known(str(key), f"grid.{key}")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"sweep spec: grid.{key}: expected a non-empty list of values (got {values!r})")
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+            raise UserError(f"sweep spec: grid.{key}: a value is listed twice ({values!r})")
+        grid[str(key)] = values
+    points_in = _mappings(spec.get("points"), "points")
+    extra_in = _mappings(spec.get("extra"), "extra")
+    for i, p in enumerate(points_in):
+        both = [k for k in p if k in grid]
+        if both:
+            raise UserError(f"sweep spec: points[{i}].{both[0]}: also swept in grid (a point is crossed with the "
+                            "grid; set it in one place)")
+    if repeat is None:
+        repeat = spec.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise UserError(f"sweep spec: repeat: expected a whole number >= 1 (got {repeat!r})")
+    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    crossed = [{**p, **c} for p in (points_in or [{}]) for c in combos]
+    overrides_list = [*crossed, *extra_in]
+    points: list[Point] = []
+    seen: dict[str, int] = {}
+    swept: list[str] = []
+    for index, overrides in enumerate(overrides_list):
+        where = f"extra[{index - len(crossed)}]" if index >= len(crossed) else f"point {index + 1}"
+        desc = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the base"
+        try:
+            z = config.build(config.apply_overrides(base, list(overrides.items())))
+        except ConfigError as err:
+            raise UserError(f"sweep spec: {where} ({desc}): {str(err).removeprefix('config error: ')}") from None
+        _runnable(z, f"{where} ({desc})")
+        pid = point_id(overrides)
+        if pid in seen:
+            raise UserError(f"sweep spec: {where} ({desc}) is the same point as point {seen[pid] + 1}")
+        seen[pid] = index
+        points.append(Point(pid, overrides, z))
+        swept += [k for k in overrides if k not in swept]
+    return Plan(spec, base, points, repeat, swept)
+
+
+def _runnable(z: Experiment, where: str) -> None:
+    """What `harness run` would refuse only once it had started."""
+    if z.runtime != "local":
+        raise UserError(f"sweep spec: {where}: runtime: only the local runtime is available in this version")
+    if z.link_backend == "netem":
+        raise UserError(f"sweep spec: {where}: link_backend: netem needs a network namespace per service (docker "
+                        "runtime); use proxy or auto")
+
+
+# --- the folder ---------------------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of trials.csv; a torn last line (a sweep killed while appending) is not a row."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    header = next(csv.reader(io.StringIO(text)), [])
+    return [r for r in rows if None not in r and len(r) == len(header) and r.get("trial")]
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
+
+
+class TrialsCsv:
+    """DIR/trials.csv: appended a row at a time, each flushed to disk before the trial counts as finished."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path, self.columns = path, columns
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            header = next(csv.reader(io.StringIO(text)), None)
+            if header != columns:
+                raise UserError(f"{path} has other columns than this sweep writes: it belongs to another sweep "
+                                "(use another --out)")
+            if text and not text.endswith("\n"):  # torn last line: cut it off
+                path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+        else:
+            with path.open("w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerow(columns)
+
+    def append(self, row: dict[str, Any]) -> None:
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore").writerow(
+            {k: _cell(v) for k, v in row.items()})
+        with self.path.open("a", newline="", encoding="utf-8") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _comparable(spec: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in spec.items() if k not in ("repeat", "description")}, sort_keys=True,
+                      default=str)
+
+
+def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str) -> dict[str, Any]:
+    """Create or reopen DIR; refuse a folder that holds a different sweep. Returns sweep.yaml's record."""
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "sweep.yaml"
+    session = {**provenance.stamp(), "load": load, "repeat": plan_.repeat, "argv": sys.argv[1:]}
+    if record_path.exists():
+        try:
+            record = yaml.safe_load(record_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            record = {}
+        if _comparable(record.get("spec", {})) != _comparable(plan_.spec):
+            raise UserError(f"{out} holds another sweep (its spec differs from this one): use another --out, or the "
+                            "spec it was started with")
+        if record.get("load", load) != load:
+            raise UserError(f"{out} was started with --load {record.get('load')}: resume it with the same --load")
+        record["repeat"] = max(plan_.repeat, int(record.get("repeat", 1)))
+        record.setdefault("sessions", []).append(session)
+    else:
+        record = {"spec_file": spec_file, "spec": plan_.spec, "load": load, "repeat": plan_.repeat,
+                  "swept": plan_.swept, **provenance.stamp(), "sessions": [session]}
+    record["points"] = [{"id": p.id, "overrides": p.overrides} for p in plan_.points]
+    tmp = record_path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+    tmp.replace(record_path)
+    return record
+
+
+def read_record(out: Path) -> dict[str, Any]:
+    path = Path(out) / "sweep.yaml"
+    if not path.exists():
+        raise UserError(f"{out} is not a sweep folder (no sweep.yaml): run `harness sweep SPEC --out {out}` first")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+# --- one trial, in a child process --------------------------------------------------------------------------
+
+
+def _pid_alive_child(pid: int) -> bool:
+    """Whether pid still runs a trial of a sweep (not a recycled pid)."""
+    try:
+        import psutil
+
+        cmd = " ".join(psutil.Process(pid).cmdline())
+    except Exception:
+        return False
+    return "harness.sweep" in cmd and "trial" in cmd
+
+
+def clear_trial_dir(path: Path, wait: float = 30.0) -> None:
+    """Remove a half-done trial folder; first let a trial process still working in it (a sweep that was
+    SIGKILLed: its child got SIGINT and is tearing down) finish, or end it."""
+    pid_file = path / "trial.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().strip())
+            deadline = time.monotonic() + wait
+            while _pid_alive_child(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _pid_alive_child(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(0.5)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _die_with_parent(parent: int) -> None:
+    """PR_SET_PDEATHSIG: SIGINT when the sweep dies (even SIGKILLed), so the run tears down in order."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != parent:
+        raise SystemExit(130)
+
+
+def trial_main(argv: list[str]) -> None:
+    """`python -m harness.sweep trial DIR PARENT_PID`: run DIR/trial.json's experiment into DIR."""
+    trial_dir, parent = Path(argv[0]), int(argv[1])
+    _die_with_parent(parent)
+    (trial_dir / "trial.pid").write_text(str(os.getpid()))
+    info = json.loads((trial_dir / "trial.json").read_text())
+    z = config.build(info["z"])
+    from harness import run
+
+    try:
+        asyncio.run(run.experiment(z, trial_dir, load=info["load"], cache=Path(info["cache"])))
+    except KeyboardInterrupt:
+        print("trial interrupted: torn down", flush=True)
+        raise SystemExit(130) from None
+
+
+# --- the sweep ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    finished: int = 0  # rows in trials.csv for this plan, at the end
+    ran: int = 0  # finished in this session
+    skipped: int = 0  # already finished before this session
+    failed: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+def expected_seconds(z: Experiment) -> float:
+    """A generous guess of a trial's wall time: start-up, the workflows, the recovery and the tail."""
+    from harness import model
+
+    m = model.evaluate(z)
+    assert z.t_h is not None
+    rounds = z.requests / z.rate / (m.t_c * z.time_scale) + 1 if z.rate else math.ceil(z.requests / z.users)
+    lost = m.t_l if math.isfinite(m.t_l) and z.fault != "none" else 0.0
+    monolith = m.t_m * math.ceil(min(z.requests, 2 * z.users) / z.users)  # its reference, once per sweep
+    return 5 + 0.6 * z.n + z.time_scale * (rounds * m.t_c + lost + 3 * z.t_h + 2 * monolith)
+
+
+def trial_timeout(z: Experiment) -> float:
+    """After this long a trial is stopped and counted as failed (a hung deployment must not hang the sweep)."""
+    return 120 + 5 * expected_seconds(z)
+
+
+def monolith_cache_file(z: Experiment, cache: Path) -> Path:
+    from harness.run import monolith_key
+
+    return cache / f"monolith-{monolith_key(z)}.json"
+
+
+class Runner:
+    """Runs the unfinished trials of a plan, up to `jobs` at a time, each in a child process."""
+
+    def __init__(self, out: Path, plan_: Plan, load: str, jobs: int,
+                 on_update: Callable[[float, int, int], None] | None = None,
+                 say: Callable[[str], None] = print) -> None:
+        self.out, self.plan, self.load, self.jobs = out, plan_, load, jobs
+        self.cache = out / ".cache"
+        self.on_update = on_update or (lambda *_: None)
+        self.say = say
+        self.csv = TrialsCsv(out / "trials.csv", plan_.columns)
+        self.done_ids = {r["trial"] for r in read_rows(out / "trials.csv")}
+        self.outcome = Outcome()
+        self.running: dict[asyncio.Task, tuple[Trial, float]] = {}
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.computing: set[Path] = set()  # monolith references a running trial is measuring
+        self.interrupts = 0
+        self.stopped: dict[str, int] = {}  # trial -> signals sent because it ran past its time-out
+
+    def todo(self) -> list[Trial]:
+        return [t for t in self.plan.trials if t.id not in self.done_ids]
+
+    def _pick(self, queue: list[Trial]) -> Trial | None:
+        """The next trial that does not wait for a monolith reference another running trial is measuring
+        (two trials measuring the same one at once would race on its cache file)."""
+        for trial in queue:
+            ref = monolith_cache_file(trial.point.z, self.cache)
+            if ref.exists() or ref not in self.computing:
+                queue.remove(trial)
+                return trial
+        return queue.pop(0) if queue and not self.running else None
+
+    async def _start(self, trial: Trial) -> asyncio.subprocess.Process:
+        tdir = self.out / "trials" / trial.id
+        if tdir.exists():
+            await asyncio.to_thread(clear_trial_dir, tdir)
+        tdir.mkdir(parents=True)
+        ref = monolith_cache_file(trial.point.z, self.cache)
+        if not ref.exists():
+            self.computing.add(ref)
+        (tdir / "trial.json").write_text(json.dumps(
+            {"z": trial.point.z.resolved(), "load": self.load, "cache": str(self.cache.resolve()),
+             "point": trial.point.id, "repeat": trial.repeat, "overrides": trial.point.overrides}, indent=1))
+        log = (tdir / "trial.log").open("ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "harness.sweep", "trial", str(tdir), str(os.getpid()),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        finally:
+            log.close()
+        self.procs[trial.id] = proc
+        return proc
+
+    def _progress(self, base: int) -> float:
+        """Finished trials plus the fraction of workflows the running ones have completed."""
+        frac = 0.0
+        for trial, _ in self.running.values():
+            path = self.out / "trials" / trial.id / "requests.csv"
+            with contextlib.suppress(OSError):
+                lines = path.read_text(encoding="utf-8").count("\n") - 1
+                frac += 0.9 * min(1.0, max(0, lines) / max(1, trial.point.z.requests))
+        return base + frac
+
+    def _record(self, trial: Trial, seconds: float) -> dict[str, Any] | None:
+        summary = self.out / "trials" / trial.id / "summary.csv"
+        if not summary.exists():
+            return None
+        with summary.open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            return None
+        row: dict[str, Any] = {**rows[0], "point": trial.point.id, "repeat": trial.repeat, "trial": trial.id,
+                               "trial_seconds": round(seconds, 3), "host_load": round(os.getloadavg()[0], 2)}
+        for key, value in trial.point.overrides.items():
+            row.setdefault(key, value)  # a swept key that is no summary column (t_h_mult, t_m, l_a, ...)
+        self.csv.append(row)
+        self.done_ids.add(trial.id)
+        return row
+
+    def _enforce_timeouts(self) -> None:
+        """SIGINT a trial that ran past its time-out, SIGKILL it 30 s later."""
+        now = time.monotonic()
+        for trial, t0 in self.running.values():
+            limit = trial_timeout(trial.point.z)
+            sent = self.stopped.get(trial.id, 0)
+            proc = self.procs.get(trial.id)
+            if proc is None or now - t0 < limit + 30 * sent:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT if sent == 0 else signal.SIGKILL)
+            self.stopped[trial.id] = sent + 1
+
+    def _interrupt(self) -> None:
+        """Ctrl-C (or SIGTERM): start no more trials; the running ones get one SIGINT and tear down in order.
+        A second Ctrl-C ends them at once."""
+        self.interrupts += 1
+        self.outcome.interrupted = True
+        sig = signal.SIGINT if self.interrupts == 1 else signal.SIGKILL
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+
+    async def run(self) -> Outcome:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._interrupt)
+        queue = self.todo()
+        total = len(self.plan.trials)
+        self.outcome.skipped = total - len(queue)
+        started = time.monotonic()
+        finished = self.outcome.skipped
+        self.on_update(finished, finished, total)
+        try:
+            while (queue and not self.outcome.interrupted) or self.running:
+                while len(self.running) < self.jobs and queue and not self.outcome.interrupted:
+                    trial = self._pick(queue)
+                    if trial is None:
+                        break
+                    proc = await self._start(trial)
+                    self.running[asyncio.create_task(proc.wait())] = (trial, time.monotonic())
+                    if self.outcome.interrupted:  # Ctrl-C came while it was starting
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.send_signal(signal.SIGINT)
+                if not self.running:
+                    continue
+                done, _ = await asyncio.wait(list(self.running), timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                self._enforce_timeouts()
+                for task in done:
+                    trial, t0 = self.running.pop(task)
+                    self.procs.pop(trial.id, None)
+                    self.computing.discard(monolith_cache_file(trial.point.z, self.cache))
+                    code = task.result()
+                    seconds = time.monotonic() - t0
+                    row = self._record(trial, seconds) if code == 0 else None
+                    if row is not None:
+                        finished += 1
+                        self.outcome.ran += 1
+                        self.say(_trial_line(trial, row, seconds))
+                    elif not self.outcome.interrupted or trial.id in self.stopped:
+                        self.outcome.failed.append(trial.id)
+                        why = f"ran past its time-out of {trial_timeout(trial.point.z):.0f} s" \
+                            if trial.id in self.stopped else f"exit {code}"
+                        self.say(f"trial {trial.id} failed ({why}): see "
+                                 f"{self.out / 'trials' / trial.id / 'trial.log'}")
+                self.on_update(self._progress(finished), finished, total)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            for proc in self.procs.values():  # only on an error of the sweep itself
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            self.outcome.finished = len({t.id for t in self.plan.trials} & self.done_ids)
+            self.outcome.seconds = time.monotonic() - started
+        return self.outcome
+
+
+def _fmt(value: str) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "-" if math.isnan(v) else f"{v:.3g}"
+
+
+def _trial_line(trial: Trial, row: dict[str, Any], seconds: float) -> str:
+    return (f"done {trial.id} in {seconds:.1f} s: t_c {_fmt(row.get('t_c_measured'))} s, "
+            f"R_a {_fmt(row.get('R_a_measured'))}, R_r {_fmt(row.get('R_r_measured'))}, "
+            f"completed {row.get('completed')}/{row.get('requests')}, lost {row.get('lost')}")
+
+
+def run_sweep(spec_path: str, out: Path, *, repeat: int | None = None, jobs: int = 1, load: str = "locust",
+              console: Any = None) -> Outcome:
+    """`harness sweep`: validate, then run what is left; progress with ETA on stderr (rich)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if load not in LOADS:
+        raise UserError(f"--load: expected one of {', '.join(LOADS)} (got {load!r})")
+    if jobs < 1:
+        raise UserError(f"--jobs: expected a whole number >= 1 (got {jobs})")
+    spec = read_spec(spec_path)
+    plan_ = plan(spec, repeat)
+    console = console or Console(stderr=True, soft_wrap=True)
+    prepare(out, plan_, str(spec_path), load)
+    runner = Runner(out, plan_, load, jobs, say=lambda m: console.print(m, highlight=False))
+    total, todo = len(plan_.trials), len(runner.todo())
+    console.print(f"harness sweep: {len(plan_.points)} points x {plan_.repeat} = {total} trials, "
+                  f"{total - todo} already finished, {todo} to run ({jobs} at a time, load {load}) -> {out}",
+                  highlight=False)
+    with Progress(TextColumn("trials {task.fields[done]}/{task.total:.0f}"), BarColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("sweep", total=total, done=total - todo)
+
+        def update(completed: float, done: int, _total: int) -> None:
+            progress.update(task, completed=completed, done=done)
+
+        runner.on_update = update
+        try:
+            outcome = asyncio.run(runner.run())
+        except KeyboardInterrupt:  # before the signal handlers were in place
+            outcome = runner.outcome
+            outcome.interrupted = True
+    if outcome.interrupted:
+        console.print(f"interrupted: {outcome.finished} of {total} trials finished and kept in "
+                      f"{out / 'trials.csv'}; resume with the same command: harness sweep {spec_path} "
+                      f"--out {out}", highlight=False)
+        raise SystemExit(130)
+    console.print(f"sweep: {outcome.finished}/{total} trials finished ({outcome.ran} now, {outcome.skipped} before) "
+                  f"in {outcome.seconds:.0f} s; results in {out / 'trials.csv'}; next: harness fit {out}, "
+                  f"harness report {out}", highlight=False)
+    if outcome.failed:
+        console.print(f"{len(outcome.failed)} trial(s) failed: {', '.join(outcome.failed)}; rerun the same command "
+                      "to retry them", highlight=False)
+        raise SystemExit(1)
+    return outcome
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "trial":
+        trial_main(sys.argv[2:])
+    else:
+        print("usage: python -m harness.sweep trial TRIAL_DIR PARENT_PID  (internal; use `harness sweep`)",
+              file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,100 @@
+"""A live deployment of one design: collector, BSS, services, and their guaranteed teardown.
+
+`async with Testbed(z, workdir) as tb:` brings everything up and, on any exit (normal, error, Ctrl-C,
+cancellation), takes every process down again. Tests, benchmarks and `harness run` all go through here, so
+there is one way to start and one way to stop.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from harness.bss import Bss
+from harness.config import Experiment
+from harness.deploy import Deployment, Route, direct, plan
+from harness.history import Collector
+from harness.runtime.local import LocalRuntime
+from harness.wiring import ProxyWiring
+
+EXTERNAL_BSS_PORT = 8100
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def make_runtime(z: Experiment, run: str, workdir: Path) -> Any:
+    """The runtime z asks for: local processes, or one container per service (harness.runtime.docker)."""
+    if z.runtime == "docker":
+        from harness.runtime.docker import DockerRuntime
+
+        return DockerRuntime(run, workdir, cpus=z.container_cpus, memory=z.container_memory)
+    return LocalRuntime(run, workdir)
+
+
+class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, z: Experiment, workdir: Path, run: str | None = None, proxies: bool = False,
+                 external_bss: bool = False) -> None:
+        """`proxies`: every link through the latency proxy (else direct, no latency); `external_bss`: the
+        load generator (Locust) hosts the BSS at `bss_address` instead of the harness's asyncio BSS."""
+        self.z, self.workdir = z, Path(workdir)
+        self.run = run or new_run_id()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.collector = Collector(self.workdir / "events.jsonl")
+        self.runtime = make_runtime(z, self.run, self.workdir)
+        self.external_bss = external_bss
+        self.bss = Bss(self.collector, host=self.runtime.host_of("bss"))
+        self.wiring = ProxyWiring(self.runtime.host_of("proxies"), z.time_scale, self.workdir) if proxies else None
+        self.route: Route = self.wiring.route if self.wiring else direct
+        self.deployment: Deployment | None = None
+        self.on_prepared: list[Callable[[], object]] = []  # called once the runtime's network exists
+
+    @property
+    def bss_address(self) -> str:
+        return f"{self.runtime.host_of('bss')}:{EXTERNAL_BSS_PORT}" if self.external_bss else self.bss.address
+
+    async def __aenter__(self) -> Testbed:
+        try:
+            if hasattr(self.runtime, "prepare"):  # docker: image, network (the harness listens on its gateway)
+                await self.runtime.prepare()
+            for hook in self.on_prepared:
+                hook()
+            collector = await self.collector.start(getattr(self.runtime, "collector_host", "127.0.0.1"))
+            if not self.external_bss:
+                await self.bss.start()
+            self.deployment = plan(self.z, self.run, self.runtime.host_of, self.bss_address, collector, self.route)
+            self.bss.entry = self.deployment.entry
+            self.bss.entry_bytes = self.deployment.entry_bytes
+            if self.wiring:
+                self.wiring.start(self.runtime.env({}))
+            self.collector.emit("harness", "deploy", design=self.z.design, run=self.run,
+                                services=[s.id for s in self.deployment.services])
+            await self.runtime.up(self.deployment.services)
+            self.collector.emit("harness", "ready")
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.runtime.down()
+        if self.wiring:
+            self.wiring.stop()
+        self.collector.emit("harness", "down")
+        await self.bss.close()
+        await self.collector.close()
+
+    def kill(self, svc_id: str) -> None:
+        """SIGKILL a service, recording the moment in the history first."""
+        self.collector.emit("harness", "fault", action="kill", target=svc_id)
+        self.runtime.kill(svc_id)

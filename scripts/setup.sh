@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh machine: Debian packages the harness needs (when root), then a virtualenv
+# in .venv with manobench installed editable. Prints what it does; a second run takes a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(iproute2 procps)
+# The docker runtime (docs/docker.md): debootstrap makes the base image where no registry is reachable, and
+# a compose CLI drives the containers (`docker compose` v2 if the machine has it, else Debian's docker-compose).
+if command -v docker >/dev/null 2>&1; then
+  APT_PACKAGES+=(debootstrap)
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || APT_PACKAGES+=(docker-compose)
+fi
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: please install these Debian packages: ${missing[*]}" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.manobench-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing manobench and its test tools into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+
+# The image every service container runs, cached by content: seconds when targets/ and docker/ did not change,
+# a minute or two the first time on a machine where it has to be made with debootstrap.
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] || docker ps >/dev/null 2>&1; then
+    .venv/bin/harness image build | sed 's/^/setup: /'
+  fi
+else
+  echo "setup: no Docker daemon here: the docker runtime and its tests will be skipped"
+fi

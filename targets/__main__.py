@@ -1,0 +1,56 @@
+"""`python -m targets`: run the one service described by MANOBENCH_SPEC until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import signal
+import sys
+
+from targets.events import EventSink
+from targets.spec import ServiceSpec
+
+ROLES = {
+    "slm": ("targets.slm", "Slm"),
+    "worker": ("targets.worker", "Worker"),
+    "module": ("targets.module", "Module"),
+    "monolith": ("targets.monolith", "Monolith"),
+}
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this service if the harness that started it dies (belt and braces)."""
+    if sys.platform == "linux":
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+async def serve(spec: ServiceSpec) -> None:
+    import importlib
+
+    module_name, class_name = ROLES[spec.role]
+    sink = EventSink(spec.collector, spec.id, spec.run)
+    service = getattr(importlib.import_module(module_name), class_name)(spec, sink)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    await stop.wait()
+    sink.emit("stopping")
+    await service.stop()
+    sink.close()
+
+
+def main() -> None:
+    spec = ServiceSpec.from_env()
+    if spec.role not in ROLES:
+        raise SystemExit(f"targets: unknown role {spec.role!r} (known: {', '.join(ROLES)})")
+    _die_with_parent()
+    asyncio.run(serve(spec))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""HTTP/JSON plumbing shared by every service: three planes on three ports, guarded handlers, padded bodies.
+
+Why HTTP/1.1 + JSON: it is what MANO microservices (SONATA, OSM) actually speak, it can be read with curl,
+status codes give malformed input a standard answer (400/413), and keep-alive TCP connections pass through
+a plain TCP latency proxy unchanged. Each plane (op, hb, state) has its own port, so bytes seen on the wire
+can be attributed to B_op or B_rel by port alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from targets.events import EventSink
+from targets.spec import address
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def padded(body: dict[str, Any], size: int) -> bytes:
+    """`body` as JSON, padded with a `pad` field so the encoded body is `size` bytes (or minimal)."""
+    raw = json.dumps({**body, "pad": ""}, separators=(",", ":")).encode()
+    fill = max(0, size - len(raw))
+    return raw if not fill else json.dumps({**body, "pad": "x" * fill}, separators=(",", ":")).encode()
+
+
+class BadMessage(web.HTTPBadRequest):
+    """A message that parses but breaks the protocol: answered 400, recorded, never fatal."""
+
+
+async def read_json(request: web.Request, required: dict[str, type]) -> dict[str, Any]:
+    """The JSON object in the request body with the required fields of the right types, or 400."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadMessage(text="body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadMessage(text="body is not a JSON object")
+    for key, kind in required.items():
+        if not isinstance(body.get(key), kind) or (isinstance(body.get(key), bool) and kind is int):
+            raise BadMessage(text=f"field {key!r} missing or not {kind.__name__}")
+    body["_bytes"] = len(raw)
+    return body
+
+
+def guarded(sink: EventSink, plane: str) -> Callable[..., Any]:
+    """Middleware: 4xx answers are recorded as `bad_message`; a handler bug answers 500 and is recorded."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if 400 <= exc.status < 500:
+                sink.emit("bad_message", plane=plane, path=request.path, status=exc.status, reason=exc.text)
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:  # a bug must not take the service down: answer and record it
+            sink.emit("error", plane=plane, path=request.path, error=repr(exc))
+            raise web.HTTPInternalServerError(text="internal error") from None
+
+    return middleware
+
+
+class Planes:
+    """The three listening planes of one service; `start` binds exactly the addresses it is given."""
+
+    def __init__(self, sink: EventSink, bind: str, ports: dict[str, int], max_message: int) -> None:
+        self.sink, self.bind, self.ports = sink, bind, ports
+        self.apps = {
+            plane: web.Application(client_max_size=max_message, middlewares=[guarded(sink, plane)])
+            for plane in ports
+        }
+        self.runners: list[web.AppRunner] = []
+
+    def route(self, plane: str, method: str, path: str, handler: Handler) -> None:
+        self.apps[plane].router.add_route(method, path, handler)
+
+    async def start(self) -> None:
+        for plane, app in self.apps.items():
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, self.bind, self.ports[plane], reuse_address=True).start()
+            self.runners.append(runner)
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+class Client:
+    """Keep-alive HTTP client for one plane: posts padded JSON, reports body bytes both ways."""
+
+    def __init__(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            json_serialize=json.dumps,
+            auto_decompress=False,
+        )
+
+    async def post(self, addr: str, path: str, body: dict[str, Any], size: int, timeout: float
+                   ) -> tuple[dict[str, Any], int, int]:
+        """POST `body` padded to `size` bytes; returns (reply JSON, bytes sent, bytes received)."""
+        data = padded(body, size)
+        host, port = address(addr)
+        async with self.session.post(
+            f"http://{host}:{port}{path}", data=data, headers={"Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=raw[:200].decode())
+            return (json.loads(raw) if raw else {}), len(data), len(raw)
+
+    async def deliver(self, addr: str, path: str, body: dict[str, Any], size: int = 0,
+                      backoff: float = 0.05) -> int:
+        """POST until it is acknowledged: for messages that must never be dropped (completion notices)."""
+        while True:
+            try:
+                _, sent, _ = await self.post(addr, path, body, size, timeout=10)
+                return sent
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                await asyncio.sleep(backoff)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def _burn(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    block = b"manobench" * 64
+    while time.perf_counter() < deadline:
+        block = hashlib.sha256(block).digest() * 18
+
+
+async def spend(seconds: float, mode: str) -> None:
+    """Emulated work: sleep, or burn CPU (in a thread, so heartbeats keep flowing) so CPU figures mean something."""
+    if seconds <= 0:
+        return
+    if mode == "burn":
+        await asyncio.to_thread(_burn, seconds)
+    else:
+        await asyncio.sleep(seconds)

@@ -1,0 +1,100 @@
+"""What one service instance is told at start: identity, addresses, and the experiment z in paper units.
+
+Everything a service calls comes from here, never from a convention, so the harness can put a latency
+proxy (or a netem'd link) between any two services. Durations are converted to wall seconds with
+`time_scale` in one place (`Params`), so no service multiplies on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+KB = 1000  # the paper's kB; bytes on the wire are compared against kB * 1000
+
+# The SONATA SLM's service instantiation workflow (paper Fig 2; SONATA's SLM task list).
+TASK_NAMES = (
+    "validate-request", "request-topology", "request-policies", "placement", "network-create",
+    "vnf-deploy", "vnf-start", "chain", "wan-configure", "store-record", "start-monitoring", "inform-bss",
+)
+
+
+def task_name(i: int) -> str:
+    """Readable name of task i (1-based); workflows longer than SONATA's get numbered extra tasks."""
+    return TASK_NAMES[i - 1] if i <= len(TASK_NAMES) else f"task-{i}"
+
+
+def address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+@dataclass
+class ServiceSpec:
+    """The JSON a service receives in MANOBENCH_SPEC."""
+
+    id: str
+    role: str
+    run: str
+    bind: str
+    ports: dict[str, int]  # plane -> port: "op" (requests, task calls), "hb" (heartbeats), "state" (sharing)
+    z: dict[str, Any]  # the resolved experiment configuration, paper units
+    collector: str | None = None  # host:port of the harness's event collector; None = events to stdout
+    bss: str | None = None  # host:port where completion notices go
+    task: int | None = None  # worker/module: which task (1-based) it performs
+    peers: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"hb": addr, "state": addr}
+    workers: list[list[str]] = field(default_factory=list)  # SLM: per task, the op address of each replica
+    next: list[str] = field(default_factory=list)  # module: op addresses of both instances of m_{i+1}
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServiceSpec:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_env(cls) -> ServiceSpec:
+        text = os.environ.get("MANOBENCH_SPEC")
+        if not text:
+            raise SystemExit("targets: MANOBENCH_SPEC (the service's JSON spec) is not set")
+        return cls.from_json(text)
+
+
+class Params:
+    """The experiment's parameters as a running service needs them: wall seconds and bytes."""
+
+    def __init__(self, z: dict[str, Any]) -> None:
+        self.scale = float(z["time_scale"])
+        self.n = int(z["n"])
+        self.k = int(z["k"])
+        self.mechanism = str(z["mechanism"])
+        self.work = str(z.get("work", "sleep"))
+        self.s_p, self.s_o = int(z["s_p"]), int(z["s_o"])
+        self.t_i = [self.scale * v for v in _per_task(z["t_i"], self.n)]
+        self.t_o = self.scale * float(z["t_o"])
+        self.hb_interval = self.scale / float(z["h_r"])
+        self.t_h = self.scale * float(z["t_h"])
+        self.hb_bytes = int(float(z["h_s"]) * KB)
+        self.state_bytes = int(float(z["s_z"]) * KB)
+        self.done_bytes = int(float(z["p_c"]) * KB)
+        self.p_a = [int(v * KB) for v in _per_task(z["P_a"], self.n)]
+        self.p_b = [int(v * KB) for v in _per_task(z["P_b"], self.n)]
+        self.hop_bytes = [int(v * KB) for v in _per_task(z["P"], self.n)]
+
+    def share_after(self, task: int) -> bool:
+        """Whether the processing SLM shares its state after `task` (s_o, s_o + s_p, ... below n)."""
+        return self.mechanism == "state-sharing" and task >= self.s_o and task < self.n and (
+            (task - self.s_o) % self.s_p == 0
+        )
+
+    @property
+    def max_message(self) -> int:
+        """Largest body any plane should accept; anything bigger is refused with 413."""
+        return 2 * max(self.state_bytes, *self.p_a, *self.p_b, *self.hop_bytes, 64 * KB) + 64 * KB
+
+
+def _per_task(value: Any, n: int) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, list) else [float(value)] * n

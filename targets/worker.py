@@ -1,0 +1,45 @@
+"""A worker microservice m_i (Catalogue, Resource Manager, Placement Manager, ...) of the centralised design.
+
+It gets a task with its slice of the state (P_a kB), works for t_i (sleep, or burn CPU with `work: burn`)
+and answers P_b kB. Task calls are idempotent: a survivor SLM may call the same task again after a
+takeover, and each execution is recorded, so the checker can count re-executed work.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from targets.events import EventSink
+from targets.http import Planes, padded, read_json, spend
+from targets.spec import Params, ServiceSpec, task_name
+
+
+class Worker:
+    def __init__(self, spec: ServiceSpec, sink: EventSink) -> None:
+        assert spec.task is not None, "a worker needs its task number"
+        self.spec, self.sink, self.task = spec, sink, spec.task
+        self.p = Params(spec.z)
+        self.planes = Planes(sink, spec.bind, {"op": spec.ports["op"]}, self.p.max_message)
+        self.planes.route("op", "GET", "/health", self.health)
+        self.planes.route("op", "POST", "/task", self.handle_task)
+
+    async def start(self) -> None:
+        await self.planes.start()
+        self.sink.emit("started", role="worker", task=self.task)
+
+    async def stop(self) -> None:
+        await self.planes.stop()
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ready": True, "id": self.spec.id})
+
+    async def handle_task(self, request: web.Request) -> web.Response:
+        body = await read_json(request, {"req": str, "task": int})
+        if body["task"] != self.task:
+            raise web.HTTPBadRequest(text=f"this worker does task {self.task}, not {body['task']}")
+        req, i = body["req"], self.task
+        self.sink.emit("task_start", req=req, task=i, name=task_name(i), bytes_in=body["_bytes"])
+        await spend(self.p.t_i[i - 1], self.p.work)
+        reply = padded({"req": req, "task": i, "by": self.spec.id}, self.p.p_b[i - 1])
+        self.sink.emit("task_end", req=req, task=i, name=task_name(i), bytes_out=len(reply))
+        return web.Response(body=reply, content_type="application/json")

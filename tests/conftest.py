@@ -1,0 +1,28 @@
+"""Suite-wide guarantees: nothing the harness starts outlives the test suite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from harness import leftovers
+from harness.runtime.local import SESSION_ENV
+
+SESSION = os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)  # inherited by every run the suite starts
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_survives_the_suite():
+    """Fails the run (as a teardown error) if any process this suite started is still alive at the end."""
+    yield
+    survivors = leftovers.processes(session=SESSION)
+    objects = leftovers.docker_objects(session=SESSION)
+    if survivors:
+        names = [" ".join(p.cmdline())[:80] for p in survivors]
+        leftovers.end(survivors)
+        pytest.fail(f"{len(survivors)} process(es) survived the test suite: {names}")
+    if objects:
+        leftovers.remove_docker(objects)
+        pytest.fail(f"{len(objects)} container(s)/network(s) survived the test suite: {objects}")

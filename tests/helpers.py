@@ -1,0 +1,59 @@
+"""Shared test helpers: run a design live, trigger faults on history events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness import config
+from harness.history import Event
+from harness.testbed import Testbed
+
+
+def experiment(**values: Any) -> config.Experiment:
+    """A small, fast experiment: n = 4 tasks of 1 paper-second at 1/10 of real time, small payloads.
+
+    At 1/10, t_h is 150 ms of wall time: enough that CPU contention on a busy 2-core machine does not pass
+    for a crash (at 1/20 it sometimes did, and the history then rightly showed duplicates)."""
+    return config.build({"n": 4, "t_i": 1.0, "t_o": 0.1, "time_scale": 0.1, "s_z": 20, "P_a": 10, "P_b": 10, "P": 20,
+                         **values})
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def load(tmp: Path, z: config.Experiment, requests: int, users: int,
+               during: Callable[[Testbed], Any] | None = None) -> list[Event]:
+    """Bring z up, drive `requests` through it (closed loop), wait for the stragglers, return the history."""
+    async with Testbed(z, tmp) as tb:
+        if during:
+            during(tb)
+        reqs = await tb.bss.drive(requests, users=users, timeout=30)
+        await tb.bss.wait_all(reqs, timeout=30)
+        await asyncio.sleep(0.1)  # let late duplicates (if any) arrive before judging
+    return tb.collector.events
+
+
+def owner_of(events: list[Event], req: str) -> str:
+    return next(e["owner"] for e in events if e["kind"] == "request_received" and e["req"] == req)
+
+
+def kill_when(tb: Testbed, predicate: Callable[[Event], bool], victim: Callable[[Event], str]) -> list[str]:
+    """SIGKILL `victim(event)` the moment the first event matching `predicate` arrives; returns who was killed."""
+    killed: list[str] = []
+
+    def notify(event: Event) -> None:
+        if not killed and predicate(event):
+            killed.append(victim(event))
+            tb.kill(killed[0])
+
+    tb.collector.subscribe(notify)
+    return killed
+
+
+def new_req() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,205 @@
+"""`harness fit`, `harness optimise DIR` and `harness report` on real sweeps: the CI variants of the Fig 6, 7
+and 8 specs run here, and what they measured must show the paper's trends; the fit must recover the link
+latency the proxy put on the links."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness import analysis_cli, fit, report
+from harness.errors import UserError
+from harness.sweep import run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- the fit's least squares on synthetic timings ------------------------------------------------------------
+
+
+def synthetic(p: float, o: float, scales: list[float], cfg: float = 0.05, n: int = 30) -> list[fit.Obs]:
+    """y = p ts + o with a little deterministic noise, at each time scale."""
+    return [fit.Obs("l_a", ts, cfg, p * ts + o + 1e-4 * math.sin(7 * i), 1) for ts in scales for i in range(n)]
+
+
+def test_two_time_scales_separate_latency_from_the_per_message_cost():
+    fam = fit.fit_family("l_a", "offset", synthetic(0.05, 0.003, [0.1, 0.3]))
+    assert fam.identified
+    value, err, count = fam.p[0.05]
+    assert value == pytest.approx(0.05, rel=0.01) and err < 0.001 and count == 60
+    assert fam.o[0] == pytest.approx(0.003, abs=1e-4)
+    assert fam.effective(0.05, 0.1) == pytest.approx(0.05 + 0.003 / 0.1, rel=0.01)
+
+
+def test_one_time_scale_gives_the_effective_value():
+    fam = fit.fit_family("l_a", "offset", synthetic(0.05, 0.003, [0.1]))
+    assert not fam.identified and fam.o[0] == 0
+    assert fam.p[0.05][0] == pytest.approx(0.05 + 0.003 / 0.1, rel=0.01)  # the overhead is folded in
+    assert fam.effective(0.05, 0.1) == pytest.approx(0.08, rel=0.01)
+
+
+def test_a_few_outliers_do_not_drag_the_fit():
+    obs = synthetic(0.05, 0.003, [0.1, 0.3])
+    for o in obs[::15]:
+        o.y += 0.02  # a busy CPU delayed a few messages by 20 ms
+    assert fit.fit_family("l_a", "offset", obs).p[0.05][0] == pytest.approx(0.05, rel=0.05)
+
+
+def test_a_scale_family_fits_factor_and_overhead():
+    obs = [fit.Obs("t_i", 0.1, t, 1.01 * t * 0.1 + 0.002, 1) for t in (1.0, 2.0, 5.0) for _ in range(5)]
+    fam = fit.fit_family("t_i", "scale", obs)
+    assert fam.a[0] == pytest.approx(1.01, rel=1e-3) and fam.o[0] == pytest.approx(0.002, abs=1e-5)
+
+
+def test_fit_report_and_optimise_refuse_a_folder_that_is_no_sweep(tmp_path):
+    with pytest.raises(UserError, match="not a sweep folder"):
+        fit.fit_dir(tmp_path)
+    result = CliRunner().invoke(analysis_cli.analysis, ["report", str(tmp_path)])
+    assert isinstance(result.exception, UserError)
+    (tmp_path / "sweep.yaml").write_text("spec: {}\npoints: []\n")
+    (tmp_path / "trials.csv").write_text("run,trial\n")
+    with pytest.raises(UserError, match="no finished trials"):
+        fit.fit_dir(tmp_path)
+
+
+# --- the CI variants of the figure specs, for real --------------------------------------------------------------
+
+
+class _Sweeps(dict):
+    """experiments/<name>.yaml swept (and fitted and reported) the first time a test asks for it."""
+
+    def __init__(self, base: Path) -> None:
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, name: str) -> Path:
+        out = self.base / name
+        outcome = run_sweep(str(ROOT / "experiments" / f"{name}.yaml"), out, load="builtin")
+        assert outcome.finished == len(fit.read_rows(out / "trials.csv")) and not outcome.failed
+        report.build_report(out)
+        self[name] = out
+        return out
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory) -> _Sweeps:
+    """The CI variants of the figure specs (about 30-45 s each), run on first use."""
+    return _Sweeps(tmp_path_factory.mktemp("figs"))
+
+
+def points(folder: Path) -> list[dict[str, str]]:
+    with (folder / "points.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def pick(rows: list[dict[str, str]], **match) -> dict[str, float]:
+    (row,) = [r for r in rows if all(float(r[k]) == v if isinstance(v, int | float) else r[k] == v
+                                       for k, v in match.items())]
+    return {k: float(v) if _isnum(v) else math.nan for k, v in row.items()}
+
+
+def _isnum(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_fig6_r_r_falls_with_h_r_with_diminishing_gain_after_1(sweeps):
+    rows = points(sweeps["fig6-ci"])
+    r = {h: pick(rows, h_r=h)["R_r_mean"] for h in (0.25, 1.0, 4.0)}
+    assert r[0.25] > r[1.0] > r[4.0] > 1
+    # 4x the rate buys less above 1 than below (model: 4x less; measured less so, as the crash at h_r = 0.25
+    # often takes the heartbeat it was aimed after with it: docs/analysis.md, known limits)
+    assert r[0.25] - r[1.0] > r[1.0] - r[4.0]
+    b = [pick(rows, h_r=h)["B_tot_mean"] for h in (0.25, 1.0, 4.0)]
+    assert max(b) / min(b) < 1.1  # heartbeats are a small part of B_tot
+
+
+@pytest.mark.slow
+def test_fig7_r_r_falls_and_r_a_rises_with_n_and_sharing_more_often_recovers_faster(sweeps):
+    rows = points(sweeps["fig7-ci"])
+    ts = fit.primary_scale([{"time_scale": float(r["time_scale"])} for r in rows])
+    rows = [r for r in rows if float(r["time_scale"]) == ts]
+    n2, n6 = pick(rows, n=2, s_p=1), pick(rows, n=6, s_p=1)
+    assert n2["R_r_mean"] > n6["R_r_mean"] + 0.1
+    assert n2["R_a_mean"] < n6["R_a_mean"]
+    assert pick(rows, n=6, s_p=1)["R_r_mean"] < pick(rows, n=6, s_p=3)["R_r_mean"] - 0.1
+
+
+@pytest.mark.slow
+def test_fig8_optima_follow_the_weights(sweeps):
+    rows = points(sweeps["fig8-ci"])
+    for design in ("centralised", "distributed"):
+        assert pick(rows, n=2, design=design)["R_r_mean"] > pick(rows, n=6, design=design)["R_r_mean"] + 0.1
+    # (the distributed R_a grows by 2 hops' latency only, 1.01 -> 1.03 in the model: within the noise here)
+    assert pick(rows, n=2, design="centralised")["R_a_mean"] < pick(rows, n=6, design="centralised")["R_a_mean"]
+    recovery = fit.optimise_measured(sweeps["fig8-ci"], (0, 1, 0, 0))
+    resources = fit.optimise_measured(sweeps["fig8-ci"], (0.1, 0.1, 0.001, 0.01))
+    for design in ("centralised", "distributed"):
+        assert min((r for r in recovery if r["design"] == design), key=lambda r: r["rank"])["n"] == 6
+        assert min((r for r in resources if r["design"] == design), key=lambda r: r["rank"])["n"] == 2
+    assert {"C_measured", "C_model_fitted", "rank_model"} <= set(recovery[0])
+
+
+@pytest.mark.slow
+def test_fit_recovers_the_configured_link_latency(sweeps):
+    folder = sweeps["fig7-ci"]
+    assert {r["link_backend"] for r in fit.read_rows(folder / "trials.csv")} == {"proxy"}
+    with (folder / "fit.csv").open() as fh:
+        params = {r["parameter"]: r for r in csv.DictReader(fh)}
+    load = [r["host_load"] for r in fit.read_rows(folder / "trials.csv")]
+    for name in ("l_a", "l_b"):
+        assert float(params[name]["value"]) == pytest.approx(float(params[name]["configured"]), rel=0.10), \
+            f"{name}; host load (1-min load average) at the end of each trial: {load}"
+        assert float(params[f"{name}.overhead"]["value"]) > 0  # ms of Python per message, told apart
+    assert float(params["t_o"]["value"]) == pytest.approx(0.15, rel=0.10)
+    assert float(params["header_bytes"]["value"]) == pytest.approx(190, rel=0.1)
+    per_task = sorted(float(r["value"]) for name, r in params.items() if name.startswith("l_a+l_b (task"))
+    assert len(per_task) == 6 and per_task[3] == pytest.approx(0.2, rel=0.15)  # the median task
+    assert all(v == pytest.approx(0.2, rel=0.5) for v in per_task)  # task 1 carries the first, cold calls
+    with (folder / "model_error.csv").open() as fh:
+        errors = {r["metric"]: r for r in csv.DictReader(fh)}
+    assert set(errors) == {"t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot"}
+    assert float(errors["t_c"]["after_mean"]) < float(errors["t_c"]["before_mean"])
+    assert float(errors["t_c"]["after_max"]) < 0.03
+
+
+@pytest.mark.slow
+def test_the_report_shows_what_ran_and_skips_what_is_absent(sweeps):
+    md = (sweeps["fig6-ci"] / "report.md").read_text()
+    for heading in ("## What was run", "## Optimum", "## Model error", "## Figures", "## Fitted parameters"):
+        assert heading in md
+    assert "![Fig 6](fig6.png)" in md and "Skipped: no points that differ in n only" in md
+    assert "3 finished of 3 planned" in md and "0 lost" in md and "Commit: " in md
+    assert (sweeps["fig6-ci"] / "fig6.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (sweeps["fig6-ci"] / "fig7.png").exists()
+    md7 = (sweeps["fig7-ci"] / "report.md").read_text()
+    assert "![Fig 7](fig7.png)" in md7 and "![Fig 8](fig8.png)" in md7
+    assert "Skipped: no points that differ in h_r" in md7
+
+
+@pytest.mark.slow
+def test_the_commands_print_and_write_their_tables(sweeps, tmp_path):
+    runner = CliRunner()
+    folder = str(sweeps["fig8-ci"])
+    result = runner.invoke(analysis_cli.analysis, ["optimise", folder, "--weights", "1,1,0.0005,0.005"])
+    assert result.exit_code == 0, result.output
+    assert "optimum centralised (state-sharing): n=" in result.output and "optimum overall:" in result.output
+    result = runner.invoke(analysis_cli.analysis, ["optimise", folder, "--weights", "0,1,0,0", "--format", "csv",
+                                                   "--qr", "instances", "--out", str(tmp_path / "o.csv")])
+    assert result.exit_code == 0 and result.output.startswith("rank,design,mechanism,n,")
+    assert (tmp_path / "o.csv").read_text().count("\n") == 5
+    result = runner.invoke(analysis_cli.analysis, ["optimise", folder, "--weights", "1,2"])
+    assert isinstance(result.exception, UserError)
+    result = runner.invoke(analysis_cli.analysis, ["fit", folder, "--format", "csv"])
+    assert result.exit_code == 0 and "parameter,value,stderr,configured,unit" in result.output
+    result = runner.invoke(analysis_cli.analysis, ["report", folder, "--weights", "0,1,0,0"])
+    assert result.exit_code == 0 and "Fig 6: skipped" in result.output
+    assert "weights 1" in (sweeps["fig8-ci"] / "report.md").read_text()

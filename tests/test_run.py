@@ -1,0 +1,175 @@
+"""`harness run` end to end, as a user runs it: a real subprocess, real services, proxies and faults."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import leftovers
+from harness.run import SUMMARY_COLUMNS
+
+pytestmark = pytest.mark.slow
+
+FAST = ("--set", "n=4", "--set", "t_i=2", "--requests", "6", "--users", "3")
+LOAD = os.environ.get("MANOBENCH_TEST_LOAD", "locust")
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """One folder for every run of this module, so the monolith reference (t_m) is measured once per z."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def harness_run(out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", LOAD, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def summary(out: Path) -> dict[str, float | str]:
+    with (out / "summary.csv").open() as fh:
+        (row,) = list(csv.DictReader(fh))
+    return {k: _num(v) for k, v in row.items()}
+
+
+def _num(v: str) -> float | str:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+@pytest.mark.parametrize("design,fault", [
+    ("centralised", "slm-crash"), ("centralised", "worker-crash"), ("centralised", "slm-pause"),
+    ("centralised", "link-delay"), ("centralised", "partition"),
+    ("distributed", "slm-crash"), ("distributed", "worker-crash"), ("distributed", "slm-pause"),
+    ("distributed", "link-delay"), ("distributed", "partition"),
+    ("monolith", "none"), ("centralised", "none"),
+])
+def test_every_design_and_fault_loses_nothing(runs_dir, design, fault):
+    out = runs_dir / f"{design}-{fault}"
+    proc = harness_run(out, "--design", design, "--fault", fault, *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = summary(out)
+    assert list(row) == SUMMARY_COLUMNS
+    assert (row["requests"], row["completed"], row["lost"]) == (6, 6, 0)
+    if fault in ("slm-crash", "worker-crash", "link-delay"):
+        assert row["duplicated"] == 0, "a crash or a slow link must not make the BSS see a workflow twice"
+    if fault == "slm-crash":
+        with (out / "affected.csv").open() as fh:
+            hit = list(csv.DictReader(fh))
+        assert hit and max(float(r["latency"]) for r in hit) == pytest.approx(row["t_r_measured"])
+        assert any(r["takeovers"] for r in hit), "the survivor's takeover is named per request"
+    for name in ("events.jsonl", "requests.csv", "links.csv", "cpu.csv", "config.yaml", "load.json"):
+        assert (out / name).stat().st_size > 0, name
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert recorded["z"]["design"] == design and recorded["link_backend"] == "proxy"
+    assert recorded["commit"] and recorded["machine"]["cpus"]
+    assert "verdict: 6/6 completed, lost 0" in proc.stdout
+
+
+@pytest.mark.parametrize("design", ["centralised", "distributed"])
+def test_measured_times_match_the_model_with_the_latency_proxy(runs_dir, design):
+    out = runs_dir / f"accuracy-{design}"
+    proc = harness_run(out, "--design", design, "--fault", "slm-crash", "--fault-at", "worst",
+                       "--set", "n=4", "--requests", "6", "--users", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = summary(out)
+    assert row["lost"] == 0
+    assert abs(row["t_c_measured"] / row["t_c_model"] - 1) <= 0.10, row
+    lost_time = row["t_r_measured"] - row["t_c_measured"]
+    assert abs(lost_time / row["t_l_model"] - 1) <= 0.15, (lost_time, row["t_l_model"])
+
+
+def test_wire_bytes_agree_with_service_counts(runs_dir):
+    out = runs_dir / "wire"
+    proc = harness_run(out, "--design", "centralised", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = summary(out)
+    assert 100 < row["header_bytes_per_message"] < 600, "an HTTP request line and headers"
+    assert abs(row["wire_vs_service_op"]) <= 0.05
+    assert abs(row["wire_vs_service_state"]) <= 0.05
+
+
+def test_restart_baseline_recovers_slower_than_state_sharing(runs_dir):
+    times = {}
+    for mechanism in ("state-sharing", "restart"):
+        out = runs_dir / f"mech-{mechanism}"
+        proc = harness_run(out, "--design", "centralised", "--mechanism", mechanism, "--fault", "slm-crash", *FAST)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        times[mechanism] = summary(out)["t_r_measured"]
+    assert times["restart"] > times["state-sharing"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--design", "hybrid"), "Invalid value for '--design'"),
+    (("--fault", "meteor"), "Invalid value for '--fault'"),
+    (("--fault-at", "task:9"), "fault_at: task:K needs 1 <= K <= n=6"),
+    (("--fault-at", "soon"), "fault_at: use worst, task:K or time:T"),
+    (("--set", "s_p=0"), "s_p:"),
+    (("--design", "monolith", "--fault", "slm-crash"), "fault: the monolith has no reliability mechanism"),
+    (("--rate", "5", "--load", "builtin"), "rate: an open loop (--rate) needs the Locust load"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    proc = harness_run(tmp_path / "never", *args, timeout=30)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("harness: ") and message in line
+    assert not (tmp_path / "never").exists(), "nothing starts before the input is checked"
+
+
+def test_ctrl_c_leaves_no_process_and_keeps_partial_results(tmp_path):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", LOAD,
+                             "--design", "centralised", "--fault", "slm-crash", "--set", "n=4", "--requests", "40",
+                             "--users", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until some workflows completed
+        rows = (out / "requests.csv").read_text().splitlines() if (out / "requests.csv").exists() else []
+        if len(rows) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "partial results kept" in err
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert not leftovers.processes(recorded["run"]), "Ctrl-C must take every service, proxy and load process down"
+    with (out / "requests.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) >= 2 and all(not math.isnan(float(r["latency"])) for r in rows)
+    assert (out / "events.jsonl").stat().st_size > 0
+    assert (out / "config.yaml").exists()
+
+
+def test_sigkilled_harness_leaves_nothing_running(tmp_path):
+    """Services die with the harness (PR_SET_PDEATHSIG), proxyd and the load watch their parent; whatever
+    might remain is an orphan that the next `harness clean` ends."""
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", LOAD,
+                             "--design", "distributed", "--set", "n=3", "--requests", "40", "--users", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            (out / "requests.csv").exists() and len((out / "requests.csv").read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    run = yaml.safe_load((out / "config.yaml").read_text())["run"]
+    assert leftovers.processes(run), "the run was up"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while leftovers.processes(run) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    remaining = leftovers.processes(run)
+    assert remaining == leftovers.processes(run, orphans=True), "whatever remains is recognised as an orphan"
+    subprocess.run([sys.executable, "-m", "harness", "clean"], check=True, capture_output=True, timeout=30)
+    assert leftovers.processes(run) == []

@@ -1,0 +1,215 @@
+"""`harness sweep`: the spec is checked whole before anything runs, and a stopped sweep resumes without
+running a finished trial again (a real subprocess, stopped with SIGINT and then SIGKILL)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import sweep
+from harness.errors import UserError
+from harness.run import SUMMARY_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"n": 2, "t_m": 2, "time_scale": 0.1, "requests": 2, "users": 2, "fault": "none"}
+
+
+def write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.analysis_cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=kw.pop("timeout", 120), **kw)
+
+
+# --- the spec, checked before anything runs ------------------------------------------------------------------
+
+BAD_SPECS = [
+    ({"base": TINY, "grid": {"h_r": [1]}, "bogus": 1}, "unknown top-level key 'bogus'"),
+    ({"base": {**TINY, "hr": 2}}, "base.hr: unknown key 'hr'"),
+    ({"base": TINY, "grid": {"hr": [1, 2]}}, "grid.hr: unknown key 'hr'"),
+    ({"base": TINY, "grid": {"h_r": 2}}, "grid.h_r: expected a non-empty list"),
+    ({"base": TINY, "grid": {"h_r": []}}, "grid.h_r: expected a non-empty list"),
+    ({"base": TINY, "grid": {"h_r": [1, 1]}}, "grid.h_r: a value is listed twice"),
+    ({"base": TINY, "points": {"n": 2}}, "points: expected a non-empty list"),
+    ({"base": TINY, "points": [{"n": 2}, 5]}, "points[1]: expected a mapping"),
+    ({"base": TINY, "points": [{"n": 3}], "grid": {"n": [4]}}, "points[0].n: also swept in grid"),
+    ({"base": TINY, "grid": {"t_h_mult": [3, 2]}}, "point 2 (t_h_mult=2): t_h_mult: must be at least 3"),
+    ({"base": TINY, "grid": {"s_o": [1, 3]}}, "point 2 (s_o=3): s_o: must be <= n"),
+    ({"base": TINY, "extra": [{"design": "monolith", "fault": "slm-crash"}]}, "extra[0] (design=monolith"),
+    ({"base": TINY, "grid": {"h_r": [1]}, "repeat": 0}, "repeat: expected a whole number >= 1"),
+    ({"base": TINY, "grid": {"h_r": [1]}, "repeat": "two"}, "repeat: expected a whole number >= 1"),
+    ({"base": TINY, "points": [{"h_r": 1}, {"h_r": 1}]}, "is the same point as point 1"),
+    ({"base": {**TINY, "runtime": "docker"}}, "runtime: only the local runtime"),
+    ({"base": {**TINY, "link_backend": "netem"}}, "link_backend: netem needs"),
+]
+
+
+@pytest.mark.parametrize("spec,message", BAD_SPECS, ids=[m.split(":")[0][:30] for _, m in BAD_SPECS])
+def test_a_bad_spec_is_refused_naming_the_key(spec, message):
+    with pytest.raises(UserError, match=r"^sweep spec: ") as err:
+        sweep.plan(spec)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_cli_refuses_a_bad_spec_with_one_line_and_runs_nothing(tmp_path):
+    spec = write_spec(tmp_path / "bad.yaml", {"base": TINY, "grid": {"h_r": [1, 2, 0.5]}, "extra": [{"n": 0}]})
+    out = tmp_path / "out"
+    proc = cli("sweep", str(spec), "--out", str(out), "--load", "builtin")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("harness: sweep spec: extra[0] (n=0): n:")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text,message", [("base: [1, 2\n", "does not parse"), ("- 1\n", "top level must be")])
+def test_a_spec_file_that_is_not_a_mapping_is_refused(tmp_path, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        sweep.read_spec(path)
+    with pytest.raises(UserError, match="no such file"):
+        sweep.read_spec(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "experiments").glob("fig*.yaml")))
+def test_the_shipped_specs_are_valid(name):
+    p = sweep.plan(sweep.read_spec(ROOT / "experiments" / name))
+    assert len(p.points) >= 3
+    assert all(pt.z.fault == "slm-crash" for pt in p.points)  # R_r is measured everywhere
+    if name.endswith("-ci.yaml"):
+        assert len(p.trials) <= 4 and all(pt.z.requests <= 6 for pt in p.points)
+
+
+def test_points_cross_the_grid_and_extra_points_do_not():
+    p = sweep.plan({"base": TINY, "points": [{"design": "centralised"}, {"design": "distributed"}],
+                    "grid": {"n": [2, 3]}, "extra": [{"n": 4, "time_scale": 0.2}], "repeat": 2})
+    assert [pt.overrides for pt in p.points] == [
+        {"design": "centralised", "n": 2}, {"design": "centralised", "n": 3},
+        {"design": "distributed", "n": 2}, {"design": "distributed", "n": 3}, {"n": 4, "time_scale": 0.2}]
+    assert p.swept == ["design", "n", "time_scale"]
+    assert [t.id for t in p.trials][:5] == [f"{pt.id}-r1" for pt in p.points]  # every point once first
+    assert len(p.trials) == 10 and len({t.id for t in p.trials}) == 10
+    again = sweep.plan({"base": TINY, "grid": {"n": [3, 2]}, "points": [{"design": "centralised"}]})
+    assert {pt.id for pt in again.points} <= {pt.id for pt in p.points}  # ids do not depend on the order
+    assert p.columns == [*SUMMARY_COLUMNS, "point", "repeat", "trial", "trial_seconds", "host_load"]
+    assert sweep.plan({"base": TINY, "grid": {"t_h_mult": [3, 4]}}).columns[-1] == "t_h_mult"
+
+
+def test_a_torn_last_row_is_not_a_finished_trial(tmp_path):
+    path = tmp_path / "trials.csv"
+    path.write_text("a,trial,b\n1,x-r1,2\n3,y-r1,4\n5,z-r", encoding="utf-8")
+    assert [r["trial"] for r in sweep.read_rows(path)] == ["x-r1", "y-r1"]
+    table = sweep.TrialsCsv(path, ["a", "trial", "b"])
+    table.append({"a": 7, "trial": "z-r1", "b": 8})
+    assert [r["trial"] for r in sweep.read_rows(path)] == ["x-r1", "y-r1", "z-r1"]
+    with pytest.raises(UserError, match="other columns"):
+        sweep.TrialsCsv(path, ["a", "trial"])
+
+
+def test_a_folder_of_another_sweep_is_refused(tmp_path):
+    first = sweep.plan({"base": TINY, "grid": {"h_r": [1, 2]}})
+    sweep.prepare(tmp_path, first, "a.yaml", "builtin")
+    more = sweep.plan({"base": TINY, "grid": {"h_r": [1, 2]}, "repeat": 3})
+    sweep.prepare(tmp_path, more, "a.yaml", "builtin")  # more repeats of the same sweep: fine
+    with pytest.raises(UserError, match="holds another sweep"):
+        sweep.prepare(tmp_path, sweep.plan({"base": TINY, "grid": {"h_r": [1, 4]}}), "b.yaml", "builtin")
+    with pytest.raises(UserError, match="same --load"):
+        sweep.prepare(tmp_path, first, "a.yaml", "locust")
+    record = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    assert len(record["sessions"]) == 2 and record["commit"] and record["machine"]["cpus"]
+
+
+# --- stop and resume, for real -----------------------------------------------------------------------------
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    return sweep.read_rows(out / "trials.csv")
+
+
+def start(spec: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "harness.analysis_cli", "sweep", str(spec), "--out", str(out),
+                             "--load", "builtin"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_rows(out: Path, count: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while len(rows(out)) < count:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.1)
+
+
+def stamps(out: Path, trial: str) -> dict[str, float]:
+    folder = out / "trials" / trial
+    return {p.name: p.stat().st_mtime_ns for p in [folder, *folder.iterdir()]}
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    spec = write_spec(tmp_path / "tiny.yaml", {"base": TINY, "grid": {"h_r": [1, 2, 3, 4]}})
+    out = tmp_path / "sweep"
+
+    # Ctrl-C once the first trial is in: exit 130, the running trial torn down, finished ones kept
+    proc = start(spec, out)
+    wait_rows(out, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    done = [r["trial"] for r in rows(out)]
+    assert len(done) >= 1
+    assert f"interrupted: {len(done)} of 4 trials finished" in err and f"harness sweep {spec}" in err
+    before = {t: stamps(out, t) for t in done}
+
+    # SIGKILL (no chance to clean up) once one more trial is in
+    proc = start(spec, out)
+    wait_rows(out, len(done) + 1, proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    killed_done = [r["trial"] for r in rows(out)]
+    before.update({t: stamps(out, t) for t in killed_done if t not in before})
+    assert len(killed_done) < 4, "the sweep finished before it could be killed: make its trials longer"
+
+    # the same command again finishes the rest and touches nothing that was finished
+    proc = subprocess.run([sys.executable, "-m", "harness.analysis_cli", "sweep", str(spec), "--out", str(out),
+                           "--load", "builtin"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{len(killed_done)} already finished, {4 - len(killed_done)} to run" in proc.stderr
+    final = rows(out)
+    assert sorted(r["trial"] for r in final) == sorted(t.id for t in sweep.plan(sweep.read_spec(spec)).trials)
+    for trial, mtimes in before.items():
+        assert stamps(out, trial) == mtimes, f"finished trial {trial} was touched by the resumed sweep"
+    assert {r["h_r"] for r in final} == {"1.0", "2.0", "3.0", "4.0"}
+    assert all(r["completed"] == "2" and r["lost"] == "0" for r in final)
+    assert all(float(r["trial_seconds"]) > 0 and r["point"] and r["repeat"] == "1" for r in final)
+    record = yaml.safe_load((out / "sweep.yaml").read_text())
+    assert len(record["sessions"]) == 3
+    with (out / "trials.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert header[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS and {"trial", "repeat", "point"} <= set(header)
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+    assert os.path.exists(out / ".cache")
+
+
+@pytest.mark.slow
+def test_jobs_run_trials_side_by_side_and_measure_the_monolith_once(tmp_path):
+    spec = write_spec(tmp_path / "tiny.yaml", {"base": TINY, "grid": {"h_r": [1, 2, 4]}})
+    out = tmp_path / "sweep"
+    proc = cli("sweep", str(spec), "--out", str(out), "--load", "builtin", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(2 at a time" in proc.stderr and "ETA" in proc.stderr
+    assert len(rows(out)) == 3 and len(list((out / ".cache").glob("monolith-*.json"))) == 1
+    measured = [t for t in (out / "trials").iterdir() if (t / "monolith").exists()]
+    assert len(measured) == 1  # the others waited for it instead of measuring it again
