@@ -159,6 +159,8 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     requests_csv = RequestLog(out / "requests.csv", z.time_scale)
     tb = Testbed(z, out, run=run, proxies=backend == "proxy", external_bss=load == "locust")
     capture, capture_note = start_capture(tb, out)
+    captured: list[list[Flow] | None] = []
+    tb.on_teardown.append(lambda: captured.append(stop_capture(capture)))
     stamp["wire_capture"] = capture_note
     write_config(out, z, run, {"runtime": z.runtime, "link_backend": backend, "link_backend_why": why,
                                "load": load, **stamp})
@@ -204,7 +206,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                 cpu = await sampler.stop()
     finally:
         requests_csv.close()
-        flows = stop_capture(capture)
+        flows = captured[0] if captured else stop_capture(capture)
         harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
     events = tb.collector.events
     assert tb.deployment is not None

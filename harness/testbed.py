@@ -54,6 +54,9 @@ class Testbed:
         self.route: Route = self.wiring.route if self.wiring else direct
         self.deployment: Deployment | None = None
         self.on_prepared: list[Callable[[], object]] = []  # called once the runtime's network exists
+        # called as teardown starts, right before the runtime's last reading of its counters: a measurement
+        # stopped here and those counters cover the same span (services still run and send until down)
+        self.on_teardown: list[Callable[[], object]] = []
 
     @property
     def bss_address(self) -> str:
@@ -87,6 +90,9 @@ class Testbed:
         await self.close()
 
     async def close(self) -> None:
+        hooks, self.on_teardown = self.on_teardown, []
+        for hook in hooks:
+            hook()
         await self.runtime.down()
         if self.wiring:
             self.wiring.stop()

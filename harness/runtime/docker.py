@@ -370,8 +370,13 @@ class DockerRuntime:
 
     # --- faults -------------------------------------------------------------------------------------------
     def kill(self, name: str) -> None:
-        """The crash: SIGKILL to the container's init (the service), as `docker kill` sends it."""
+        """The crash: SIGKILL to the container's init (the service), as `docker kill` sends it.
+
+        The container's counters are read first: its veth and cgroup vanish with it, and the sampler's last
+        reading can be an interval old, which would leave what it sent since out of `containers.csv`.
+        """
         c = self.containers[name]
+        c.sample()
         if os.environ.get("MANOBENCH_DOCKER_KILL") == "docker":
             images.docker("kill", "--signal", "KILL", c.id, check=False, timeout=30)
             return
@@ -403,6 +408,8 @@ class DockerRuntime:
     async def down(self, grace: float = 2.0) -> None:
         """Thaw, save logs and stats, compose down (SIGTERM, SIGKILL after `grace`), remove the network."""
         t0 = time.monotonic()
+        for c in self.containers.values():  # first: the services keep sending until they are stopped
+            c.sample()
         if self._stats:
             self._stats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -411,8 +418,6 @@ class DockerRuntime:
         for name in list(self.frozen):
             with contextlib.suppress(Exception):
                 self.resume(name)
-        for c in self.containers.values():
-            c.sample()
         await asyncio.to_thread(self._teardown, grace)
         await self.host.down(grace)
         self.timings["down"] = time.monotonic() - t0
