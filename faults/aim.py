@@ -52,7 +52,7 @@ async def target_request(ctx: FaultContext) -> str:
 
     def nth_submission(e: Event) -> bool:
         nonlocal count
-        if e["svc"] == "bss" and e["kind"] == "submitted":
+        if e["svc"] == "bss" and e["kind"] == "submitted" and not e.get("warmup"):
             count += 1
             return count == ctx.target_index
         return False

@@ -26,6 +26,7 @@ class Bss:
         self.entry_bytes = 0  # the distributed chain's hop 0 carries P_{0,1} kB of state
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.completions: dict[str, int] = {}
+        self.warm: set[str] = set()  # warm-up requests: marked in the history, left out by the checker
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -53,18 +54,21 @@ class Bss:
             self.collector.emit("bss", "bad_message", path="/complete")
             raise web.HTTPBadRequest(text="expected {req, by}") from None
         self.completions[req] = self.completions.get(req, 0) + 1
-        self.collector.emit("bss", "completed", req=req, by=by, n=self.completions[req])
+        self.collector.emit("bss", "completed", req=req, by=by, n=self.completions[req],
+                            **({"warmup": True} if req in self.warm else {}))
         future = self.waiting.get(req)
         if future and not future.done():
             future.set_result(now)
         return web.json_response({"ok": True})
 
-    async def submit(self, req: str | None = None) -> str:
+    async def submit(self, req: str | None = None, *, warmup: bool = False) -> str:
         """Send one request to every entry point; at least one must accept it (retried until one does)."""
         assert self._session is not None, "start() first"
         req = req or str(uuid.uuid4())
         self.waiting[req] = asyncio.get_running_loop().create_future()
-        self.collector.emit("bss", "submitted", req=req, to=len(self.entry))
+        if warmup:
+            self.warm.add(req)
+        self.collector.emit("bss", "submitted", req=req, to=len(self.entry), **({"warmup": True} if warmup else {}))
         while True:
             results = await asyncio.gather(*(self._post(addr, req) for addr in self.entry))
             if any(results):
@@ -86,8 +90,9 @@ class Bss:
         """Completion time (monotonic) of `req`, waiting up to `timeout` seconds."""
         return await asyncio.wait_for(asyncio.shield(self.waiting[req]), timeout)
 
-    async def drive(self, count: int, users: int, timeout: float) -> list[str]:
-        """Closed-loop load: `users` concurrent users each submit and wait, until `count` were submitted."""
+    async def drive(self, count: int, users: int, timeout: float, *, warmup: bool = False) -> list[str]:
+        """Closed-loop load: `users` concurrent users each submit and wait, until `count` were submitted;
+        `warmup`: these are warm-up workflows, marked as such in the history."""
         submitted: list[str] = []
         lock = asyncio.Lock()
 
@@ -98,7 +103,7 @@ class Bss:
                         return
                     req = str(uuid.uuid4())
                     submitted.append(req)
-                await self.submit(req)
+                await self.submit(req, warmup=warmup)
                 try:
                     await self.wait(req, timeout)
                 except TimeoutError:

@@ -9,6 +9,7 @@ Conventions of the history (see targets/ and harness/bss.py): the BSS records `s
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -112,6 +113,48 @@ def detections(events: list[Event]) -> list[Detection]:
         first = min(dead, key=lambda e: e["t"], default=None)
         declared, by = (first["t"], first["svc"]) if first else (None, None)
         out.append(Detection(fault["target"], fault["t"], declared, by))
+    return out
+
+
+FAULT_START = ("kill", "pause", "cut", "delay")
+FAULT_END = ("resume", "heal", "restore")
+
+
+def fault_times(events: Iterable[Event]) -> list[float]:
+    return [e["t"] for e in events if e["svc"] == "harness" and e["kind"] == "fault" and e.get("action") in FAULT_START]
+
+
+def fault_windows(events: list[Event]) -> list[tuple[str, float, float]]:
+    """(target, start, end) of each fault: a crash is an instant, a pause/delay/cut lasts until undone."""
+    windows = []
+    faults = [e for e in events if e["svc"] == "harness" and e["kind"] == "fault"]
+    for e in faults:
+        if e.get("action") in FAULT_START:
+            end = next((f["t"] for f in faults if f["t"] >= e["t"] and f.get("action") in FAULT_END
+                        and f.get("target") == e["target"]), e["t"])
+            windows.append((e["target"], e["t"], end))
+    return windows
+
+
+def false_suspicions(events: list[Event], grace: float, since: float = -math.inf) -> list[Event]:
+    """`peer_dead` events (after `since`) that no fault explains: the peer was not killed before, and no
+    pause, cut or delay was under way then or had ended less than `grace` seconds before (a partition makes
+    both sides suspect each other: that is the fault's doing, not the detector's). What is left is the
+    detector mistaking a slow peer (CPU starvation, a loaded machine, too small a t_h) for a dead one."""
+    kills: dict[str, float] = {}
+    windows = []
+    for target, start, end in fault_windows(events):
+        if start == end:
+            kills[target] = min(start, kills.get(target, math.inf))
+        else:
+            windows.append((start, end + grace))
+    out = []
+    for e in of_kind(events, "peer_dead"):
+        if e["t"] < since or e["t"] >= kills.get(e["peer"], math.inf):
+            continue
+        if any(start <= e["t"] <= end for start, end in windows):
+            continue
+        out.append(e)
     return out
 
 

@@ -77,6 +77,8 @@ class Experiment(BaseModel):
     requests: StrictInt = Field(20, ge=1, description="workflows the BSS submits")
     users: StrictInt = Field(4, ge=1, description="closed loop: concurrent BSS users")
     rate: float | None = Field(None, gt=0, description="open loop: requests per wall second (overrides users)")
+    warmup: StrictInt | None = Field(None, ge=0, description="workflows run before the measured load and left out "
+                                     "of every figure (cold connections and code paths); default one per user")
     seed: int | None = Field(None, description="seed for request UUIDs and jitter")
     work: Work = Field("sleep", description="emulated t_i and t_o: sleep, or burn CPU so CPU figures mean something")
     worker_replicas: int | None = Field(None, ge=1, le=2, description="copies of each m_i; default 2 for worker-crash")

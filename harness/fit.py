@@ -78,7 +78,7 @@ class TrialData:
     def events(self) -> list[dict[str, Any]]:
         if self._events is None:
             path = self.dir / "events.jsonl"
-            self._events = history.read(path) if path.exists() else []
+            self._events = history.measured(history.read(path)) if path.exists() else []
         return self._events
 
 
@@ -349,11 +349,12 @@ def cpu_params(trials: list[TrialData]) -> list[Param]:
         hbs: Counter[str] = Counter()
         first: dict[str, float] = {}
         last: dict[str, float] = {}
+        start = history.load_start(t.events)  # cpu.csv counts from there (harness.cpu's baseline)
         for e in t.events:
             svc = e["svc"]
-            if svc not in cpu:
+            if svc not in cpu or e["t"] < start:
                 continue
-            first.setdefault(svc, e["t"])
+            first.setdefault(svc, max(start, e["t"]))
             last[svc] = e["t"]
             if e["kind"] in MESSAGE_KINDS:
                 msgs[svc] += 1
@@ -368,7 +369,7 @@ def cpu_params(trials: list[TrialData]) -> list[Param]:
     x, err = _solve(np.array(X, dtype=float), np.array(y), lower=0.0)
     names = [("cpu.per_message", 1e3, "ms CPU/message"),
              ("cpu.per_heartbeat", 1e3, "ms CPU/heartbeat (sent or received)"),
-             ("cpu.idle", 100.0, "% of a core while up"), ("cpu.startup", 1.0, "s CPU per service start")]
+             ("cpu.idle", 100.0, "% of a core while up"), ("cpu.fixed", 1.0, "s CPU per service and trial")]
     return [Param(name, float(x[j]) * k, float(err[j]) * k, None, unit, len(y),
                   "over every MANO service of every trial (cpu.csv vs counts in the history)")
             for j, (name, k, unit) in enumerate(names)]

@@ -108,3 +108,18 @@ def read(path: Path) -> list[Event]:
             except json.JSONDecodeError:
                 continue
     return events
+
+
+def measured(events: list[Event]) -> list[Event]:
+    """The history without its warm-up workflows: every event of a request the BSS submitted with
+    `warmup: true` is left out, so no figure, count or check ever sees them (events.jsonl keeps them)."""
+    warm = {e["req"] for e in events if e.get("warmup") and e["kind"] == "submitted"}
+    if not warm:
+        return events
+    return [e for e in events if e.get("req") not in warm]
+
+
+def load_start(events: list[Event]) -> float:
+    """When the measured load started (after settling and warm-up: harness.warmup), else `ready`."""
+    marks = [e["t"] for e in events if e["svc"] == "harness" and e["kind"] in ("load_start", "ready")]
+    return max(marks, default=float("-inf"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 from harness import checker
@@ -26,24 +25,7 @@ from harness.deploy import Deployment
 from harness.history import Event
 
 KB = 1000.0
-FAULT_START = ("kill", "pause", "cut", "delay")
-FAULT_END = ("resume", "heal", "restore")
-
-
-def fault_times(events: Iterable[Event]) -> list[float]:
-    return [e["t"] for e in events if e["svc"] == "harness" and e["kind"] == "fault" and e.get("action") in FAULT_START]
-
-
-def fault_windows(events: list[Event]) -> list[tuple[str, float, float]]:
-    """(target, start, end) of each fault: a crash is an instant, a pause/delay/cut lasts until undone."""
-    windows = []
-    faults = [e for e in events if e["svc"] == "harness" and e["kind"] == "fault"]
-    for e in faults:
-        if e.get("action") in FAULT_START:
-            end = next((f["t"] for f in faults if f["t"] >= e["t"] and f.get("action") in FAULT_END
-                        and f.get("target") == e["target"]), e["t"])
-            windows.append((e["target"], e["t"], end))
-    return windows
+fault_times, fault_windows = checker.fault_times, checker.fault_windows
 
 
 def affected(events: list[Event]) -> set[str]:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import yaml
 
 from faults import FaultContext, make
-from harness import checker, leftovers, metrics, model, provenance
+from harness import checker, history, leftovers, metrics, model, provenance
 from harness.config import Experiment, build
 from harness.cpu import CpuSampler
 from harness.errors import UserError
@@ -32,12 +32,14 @@ from harness.history import Event
 from harness.links.client import ProxyControlError
 from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture, by_endpoint
 from harness.testbed import Testbed, new_run_id
+from harness.warmup import prelude
 from harness.wiring import select_backend
 
 SUMMARY_COLUMNS = [
     "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
     "s_o", "time_scale", "requests", "completed", "lost", "duplicated", "reexecuted_tasks", "takeovers",
-    "detection_delay", "t_m_measured", "t_c_measured", "t_c_model", "t_l_model", "t_r_measured", "t_r_model",
+    "detection_delay", "false_suspicions", "t_m_measured", "t_c_measured", "t_c_model", "t_l_model",
+    "t_r_measured", "t_r_model",
     "R_a_measured", "R_a_model", "R_r_measured", "R_r_model", "B_op_measured", "B_op_model", "B_rel_measured",
     "B_rel_model", "B_tot_measured", "B_tot_model", "Q_r_measured", "Q_r_model", "instances_extra",
     "wire_source", "wire_vs_service_op", "wire_vs_service_state", "header_bytes_per_message", "harness_cpu_share",
@@ -67,7 +69,7 @@ class RequestLog:
         self.completed = 0
 
     def __call__(self, e: Event) -> None:
-        if e["svc"] != "bss":
+        if e["svc"] != "bss" or e.get("warmup"):
             return
         if e["kind"] == "submitted":
             self.submitted.setdefault(e["req"], e["t"])
@@ -96,9 +98,13 @@ def write_config(out: Path, z: Experiment, run: str, extra: dict[str, Any]) -> N
 
 # --- the monolith reference ------------------------------------------------------------------------------
 
+MONOLITH_METHOD = 2  # bumped when how the reference is measured changes (2: after a warm-up), so caches refresh
+
+
 def monolith_key(z: Experiment) -> str:
     """What t_m and the monolith's CPU depend on: the tasks, the emulation, the load and the time scale."""
-    fields = {k: z.resolved()[k] for k in ("n", "t_i", "time_scale", "work", "users")}
+    fields = {k: z.resolved()[k] for k in ("n", "t_i", "time_scale", "work", "users", "warmup")}
+    fields["method"] = MONOLITH_METHOD
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -111,12 +117,14 @@ async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[
     zm = build({**z.resolved(), "design": "monolith", "mechanism": "state-sharing", "fault": "none",
                 "worker_replicas": None, "requests": min(z.requests, 2 * z.users)})
     async with Testbed(zm, workdir) as tb:
+        timeout = 60 + 10 * model.t_m(zm) * zm.time_scale
+        await prelude(tb.collector, zm, builtin_warm_up(tb), timeout, say=lambda _: None)
         sampler = CpuSampler({s.id: tb.runtime.pid(s.id) for s in tb.deployment.services})  # type: ignore[union-attr]
         sampler.start()
-        reqs = await tb.bss.drive(zm.requests, users=zm.users, timeout=60 + 10 * model.t_m(zm) * zm.time_scale)
+        reqs = await tb.bss.drive(zm.requests, users=zm.users, timeout=timeout)
         await tb.bss.wait_all(reqs, timeout=30)
         cpu = await sampler.stop()
-    lat = checker.latencies(tb.collector.events)
+    lat = checker.latencies(history.measured(tb.collector.events))
     ref = {"t_m": sum(lat.values()) / len(lat) / zm.time_scale if lat else math.nan,
            "cpu_per_workflow": metrics.cpu_per_workflow(cpu, {"monolith": "monolith"}, len(lat))}
     path.write_text(json.dumps(ref))
@@ -125,14 +133,38 @@ async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[
 
 # --- the experiment -------------------------------------------------------------------------------------
 
-async def drive_load(tb: Testbed, z: Experiment, out: Path, load: str) -> dict[str, Any]:
-    """Run the load to completion; returns the load generator's own figures."""
+def builtin_warm_up(tb: Testbed) -> Callable[[int, int, float], Awaitable[int]]:
+    async def warm(n: int, users: int, timeout: float) -> int:
+        reqs = await tb.bss.drive(n, users=users, timeout=timeout, warmup=True)
+        await tb.bss.wait_all(reqs, timeout=timeout)
+        return sum(tb.bss.completions.get(r, 0) > 0 for r in reqs)
+
+    return warm
+
+
+async def drive_load(tb: Testbed, z: Experiment, out: Path, load: str, arm: Callable[[], Awaitable[None]],
+                     say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Settle and warm up (harness.warmup), `arm` the fault, then run the measured load to completion;
+    returns the load generator's own figures."""
+    per_workflow = 60 + 10 * model.evaluate(z).t_c * z.time_scale
     timeout = 120 + 20 * model.evaluate(z).t_c * z.time_scale * (z.requests / max(1, z.users) + 2)
     if load == "locust":
         from harness.load.locust_runner import LocustLoad
 
-        result = await LocustLoad.for_testbed(tb, z, out).run(timeout=timeout)
+        runner = LocustLoad.for_testbed(tb, z, out, gate=True)
+        try:
+            await runner.start()
+            await runner.ready()
+            await prelude(tb.collector, z, runner.warm_up, per_workflow, say=say)
+            await arm()
+            await runner.go()
+        except BaseException:
+            await runner.stop(grace=1.0)
+            raise
+        result = await runner.wait(timeout)
         return {"load": "locust", **result.as_dict()}
+    await prelude(tb.collector, z, builtin_warm_up(tb), per_workflow, say=say)
+    await arm()
     reqs = await tb.bss.drive(z.requests, users=z.users, timeout=timeout)
     await tb.bss.wait_all(reqs, timeout=timeout)
     return {"load": "builtin", "requests": len(reqs)}
@@ -157,7 +189,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     backend, why = select_backend(z.link_backend, z.runtime)
     stamp = provenance.stamp()
     requests_csv = RequestLog(out / "requests.csv", z.time_scale)
-    tb = Testbed(z, out, run=run, proxies=backend == "proxy", external_bss=load == "locust")
+    tb = Testbed(z, out, run=run, links_backend=backend, external_bss=load == "locust")
     capture, capture_note = start_capture(tb, out)
     captured: list[list[Flow] | None] = []
     tb.on_teardown.append(lambda: captured.append(stop_capture(capture)))
@@ -167,7 +199,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     tb.collector.subscribe(requests_csv)
     if on_progress:
         tb.collector.subscribe(lambda e: on_progress(requests_csv.completed, z.requests)
-                               if e["kind"] == "completed" else None)
+                               if e["kind"] == "completed" and not e.get("warmup") else None)
     counters: dict[str, dict[str, Any]] = {}
     cpu: dict[str, tuple[float, float]] = {}
     load_stats: dict[str, Any] = {}
@@ -180,16 +212,25 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
             if tb.wiring and tb.wiring.proc:
                 sampler.add("proxyd", tb.wiring.proc.pid)
             sampler.start()
+            tb.collector.subscribe(lambda e: sampler.sample() if e["kind"] == "fault" and e.get("action") == "kill"
+                                   else None)  # the victim's counters die with it: read them first
             ctx = FaultContext(z, tb.deployment, tb.collector, tb.runtime, tb.wiring,
                                target_index=max(1, min(z.requests, z.users + 1)))
             fault = make(ctx)
             injector: asyncio.Task | None = None
-            try:
+            armed = False
+
+            async def arm() -> None:  # after the warm-up: the fault aims at the measured load only
+                nonlocal injector, armed
+                sampler.mark()  # CPU is counted for the measured load only
                 if fault:
+                    armed = True
                     await fault.setup()
                     fault.start_clock()
                     injector = asyncio.create_task(fault.inject())
-                load_stats = await drive_load(tb, z, out, load)
+
+            try:
+                load_stats = await drive_load(tb, z, out, load, arm, say=say)
                 await asyncio.sleep(max(0.2, 3 * z.time_scale * (z.t_h or 0)))  # let late duplicates land
             finally:
                 if injector and not injector.done():
@@ -197,7 +238,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                     tb.collector.emit("harness", "fault_missed", fault=z.fault)
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await injector
-                if fault:
+                if fault and armed:
                     await fault.heal()
                 try:
                     counters = tb.wiring.counters() if tb.wiring else {}
@@ -208,7 +249,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
         requests_csv.close()
         flows = captured[0] if captured else stop_capture(capture)
         harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
-    events = tb.collector.events
+    events = history.measured(tb.collector.events)
     assert tb.deployment is not None
     wire = wire_by_link(tb, flows) if flows is not None else None
     mono = await monolith_reference(z, cache or out.parent / ".cache", out / "monolith")
@@ -267,7 +308,9 @@ def summarise(z: Experiment, run: str, backend: str, events: list[Event], tb: Te
     bw = metrics.bandwidth(events, deployment, t_c)
     write_csv(out / "affected.csv", metrics.affected_rows(events, z, t_c),
               ["req", "latency", "lost_time", "completions", "takeovers"])
-    rows = metrics.link_rows(deployment, counters, events, wire)
+    # links.csv sets the proxies' and the wire's counts, which span the whole run, warm-up included, beside
+    # what the services counted over the same span: the raw history, not the measured one
+    rows = metrics.link_rows(deployment, counters, tb.collector.events, wire)
     write_csv(out / "links.csv", rows)
     source = metrics.byte_source(rows)
     write_csv(out / "cpu.csv", [{"service": name, "role": deployment.roles.get(name, "harness"), "user_s": u,
@@ -284,6 +327,8 @@ def summarise(z: Experiment, run: str, backend: str, events: list[Event], tb: Te
         "s_o": z.s_o, "time_scale": z.time_scale, "requests": verdict.requests, "completed": verdict.completed,
         "lost": len(verdict.lost), "duplicated": len(verdict.duplicated), "reexecuted_tasks": verdict.reexecuted_tasks,
         "takeovers": verdict.takeovers, "detection_delay": delays[0] / z.time_scale if delays else math.nan,
+        "false_suspicions": len(checker.false_suspicions(events, grace=2 * (z.t_h or 0) * z.time_scale + 0.5,
+                                                         since=history.load_start(events))),
         "t_m_measured": t_m, "t_c_measured": t_c, "t_c_model": m.t_c, "t_l_model": m.t_l,
         "t_r_measured": measured["t_r"], "t_r_model": m.t_r,
         "R_a_measured": t_c / t_m, "R_a_model": m.R_a,

@@ -7,6 +7,7 @@ there is one way to start and one way to stop.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 from harness.bss import Bss
 from harness.config import Experiment
 from harness.deploy import Deployment, Route, direct, plan
+from harness.errors import UserError
 from harness.history import Collector
+from harness.links.netem_wiring import NetemWiring, configured_leaf
 from harness.runtime.local import LocalRuntime
 from harness.wiring import ProxyWiring
 
@@ -40,17 +43,31 @@ class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, z: Experiment, workdir: Path, run: str | None = None, proxies: bool = False,
-                 external_bss: bool = False) -> None:
-        """`proxies`: every link through the latency proxy (else direct, no latency); `external_bss`: the
-        load generator (Locust) hosts the BSS at `bss_address` instead of the harness's asyncio BSS."""
+                 external_bss: bool = False, links_backend: str | None = None) -> None:
+        """`links_backend`: what carries each link's latency: "proxy" (every link through the latency proxy),
+        "netem" (tc inside each container's namespace: docker runtime only; installed once the containers
+        are up, before any load) or None (direct, no latency). `proxies=True` is the older spelling of
+        "proxy". `external_bss`: the load generator (Locust) hosts the BSS at `bss_address` instead of the
+        harness's asyncio BSS."""
         self.z, self.workdir = z, Path(workdir)
         self.run = run or new_run_id()
+        backend = links_backend or ("proxy" if proxies else None)
+        if backend not in (None, "proxy", "netem"):
+            raise UserError(f"links backend must be proxy or netem (or none), got {backend!r}")
+        if backend == "netem" and z.runtime != "docker":
+            raise UserError("link_backend: netem needs a network namespace per service: use --runtime docker, "
+                            "or link_backend proxy")
+        self.links_backend = backend
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.collector = Collector(self.workdir / "events.jsonl")
         self.runtime = make_runtime(z, self.run, self.workdir)
         self.external_bss = external_bss
         self.bss = Bss(self.collector, host=self.runtime.host_of("bss"))
-        self.wiring = ProxyWiring(self.runtime.host_of("proxies"), z.time_scale, self.workdir) if proxies else None
+        self.wiring: ProxyWiring | NetemWiring | None = None
+        if backend == "proxy":
+            self.wiring = ProxyWiring(self.runtime.host_of("proxies"), z.time_scale, self.workdir)
+        elif backend == "netem":
+            self.wiring = NetemWiring.for_docker(self.runtime, z.time_scale, configured_leaf()[1])
         self.route: Route = self.wiring.route if self.wiring else direct
         self.deployment: Deployment | None = None
         self.on_prepared: list[Callable[[], object]] = []  # called once the runtime's network exists
@@ -74,11 +91,15 @@ class Testbed:
             self.deployment = plan(self.z, self.run, self.runtime.host_of, self.bss_address, collector, self.route)
             self.bss.entry = self.deployment.entry
             self.bss.entry_bytes = self.deployment.entry_bytes
-            if self.wiring:
+            if isinstance(self.wiring, ProxyWiring):  # the proxies listen before any service dials them
                 self.wiring.start(self.runtime.env({}))
             self.collector.emit("harness", "deploy", design=self.z.design, run=self.run,
                                 services=[s.id for s in self.deployment.services])
             await self.runtime.up(self.deployment.services)
+            if isinstance(self.wiring, NetemWiring):  # tc needs the containers' namespaces: after up, before load
+                await asyncio.to_thread(self.wiring.start)
+                self.collector.emit("harness", "links_shaped", backend="netem", places=len(self.wiring.installed),
+                                    directions=len(self.wiring.directions))
             self.collector.emit("harness", "ready")
         except BaseException:
             await self.close()

@@ -1,9 +1,11 @@
 """Putting the configured latency on every link, and giving faults a handle on each link.
 
 The backend is probed before anything starts and recorded with the results. `netem` shapes a link in the
-kernel and needs each service in its own network namespace (the docker runtime); the local runtime has
-every service on `lo`, so there it always uses the userspace proxy: one proxyd process holding one
-order-preserving, per-direction delaying TCP proxy per link, whose counters also give the bytes per link.
+kernel and needs each service in its own network namespace: with the docker runtime, `auto` takes it where
+the kernel has sch_netem (`harness.links.netem_wiring.NetemWiring`: tc inside each container's namespace).
+Everywhere else, and always with the local runtime (every service on `lo`), it is the userspace proxy: one
+proxyd process holding one order-preserving, per-direction delaying TCP proxy per link, whose counters also
+give the bytes per link.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 from harness.deploy import Link
 from harness.errors import UserError
 from harness.links.client import ProxyControl, launch_proxyd
-from harness.links.netem import choose_backend
+from harness.links.netem import choose_backend, probe_netem
+from harness.links.netem_wiring import LEAF_ENV, configured_leaf, probe_classifier
 
 PROXY_PORT_BASE = 20000
 
@@ -29,11 +32,31 @@ def select_backend(preference: str, runtime: str) -> tuple[str, str]:
         backend, _why = choose_backend("proxy")
         probe = choose_backend("auto")[1]
         return backend, f"local runtime: every service shares lo, so the userspace proxy ({probe})"
+    return _docker_backend(preference)
+
+
+def _docker_backend(preference: str) -> tuple[str, str]:
+    """docker: netem in each container's namespace where the kernel has it (probed), else the proxy."""
+    proxy = "docker runtime: the userspace proxy on the run's bridge gateway"
+    if preference == "proxy":
+        return "proxy", f"{proxy} (requested)"
+    if preference not in ("auto", "netem"):
+        choose_backend(preference)  # refuses an unknown name in one line
+    if configured_leaf()[0] == "pfifo":
+        works, tree = probe_classifier("pfifo")
+        if not works:
+            raise UserError(f"link_backend: {LEAF_ENV}=pfifo but the tc classifier fails here: {tree}")
+        return "netem", (f"docker runtime: tc in each container's network namespace with pfifo leaves "
+                         f"({LEAF_ENV}=pfifo): classes, filters and cuts only, NO link delay; {tree}")
+    probe = probe_netem()
+    works, tree = probe_classifier("netem") if probe.available else (False, "")
+    if probe.available and works:
+        return "netem", (f"docker runtime: netem in each container's network namespace (nsenter -t PID -n tc; "
+                         f"{probe.reason}; {tree})")
+    reason = probe.reason if not probe.available else f"{probe.reason}, but the per-link classifier failed: {tree}"
     if preference == "netem":
-        raise UserError("link_backend: netem inside the containers' network namespaces is not wired up yet: "
-                        "use link_backend proxy (or auto)")
-    probe = choose_backend("auto")[1] if preference == "auto" else "requested"
-    return "proxy", f"docker runtime: the userspace proxy on the run's bridge gateway ({probe})"
+        raise UserError(f"link_backend: netem is not available here ({reason}): use link_backend proxy or auto")
+    return "proxy", f"{proxy} (netem probe: {reason})"
 
 
 class ProxyWiring:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import leftovers
+from harness import history, leftovers
 from harness.run import SUMMARY_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -74,6 +74,22 @@ def test_every_design_and_fault_loses_nothing(runs_dir, design, fault):
     assert recorded["z"]["design"] == design and recorded["link_backend"] == "proxy"
     assert recorded["commit"] and recorded["machine"]["cpus"]
     assert "verdict: 6/6 completed, lost 0" in proc.stdout
+    assert row["false_suspicions"] >= 0
+    _warm_up_came_first_and_is_left_out(out, users=3)
+
+
+def _warm_up_came_first_and_is_left_out(out: Path, users: int) -> None:
+    """One warm-up workflow per user, all done before `load_start`; none in requests.csv, none hit by the fault."""
+    events = history.read(out / "events.jsonl")
+    warm = {e["req"] for e in events if e["kind"] == "submitted" and e.get("warmup")}
+    assert len(warm) == users
+    (start,) = [e for e in events if e["kind"] == "load_start"]
+    assert start["warmup_completed"] == users
+    assert all(e["t"] < start["t"] for e in events if e["kind"] == "completed" and e["req"] in warm)
+    assert all(e["t"] > start["t"] for e in events if e["svc"] == "harness" and e["kind"] == "fault")
+    assert not warm & {e.get("req") for e in events if e["svc"] == "harness" and e["kind"] == "fault"}
+    with (out / "requests.csv").open() as fh:
+        assert not warm & {r["req"] for r in csv.DictReader(fh)}
 
 
 @pytest.mark.parametrize("design", ["centralised", "distributed"])
@@ -173,3 +189,14 @@ def test_sigkilled_harness_leaves_nothing_running(tmp_path):
     assert remaining == leftovers.processes(run, orphans=True), "whatever remains is recognised as an orphan"
     subprocess.run([sys.executable, "-m", "harness", "clean"], check=True, capture_output=True, timeout=30)
     assert leftovers.processes(run) == []
+
+
+def test_the_builtin_load_warms_up_too(runs_dir):
+    out = runs_dir / "builtin-warm"
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", "builtin",
+                           "--design", "centralised", "--fault", "slm-crash", *FAST, "--set", "warmup=2"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = summary(out)
+    assert (row["requests"], row["completed"], row["lost"]) == (6, 6, 0)
+    _warm_up_came_first_and_is_left_out(out, users=2)

@@ -101,7 +101,7 @@ class LocustLoad:
     def __init__(self, entry: Sequence[str], bss: str, collector: str | None, out_dir: Path, *,
                  requests: int, timeout: float = 30.0, mode: Literal["closed", "open"] = "closed",
                  users: int = 1, rate: float | None = None, arrivals: Literal["constant", "poisson"] = "constant",
-                 seed: int | None = None, linger: float = 0.2, entry_bytes: int = 0,
+                 seed: int | None = None, linger: float = 0.2, entry_bytes: int = 0, gate: bool = False,
                  start_process: StartProcess | None = None, name: str = "locust", run: str | None = None) -> None:
         if requests < 1:
             raise ValueError("requests must be >= 1")
@@ -117,6 +117,7 @@ class LocustLoad:
         self.users = 1 if mode == "open" else max(1, users)
         self.rate, self.arrivals, self.seed, self.linger = rate, arrivals, seed, linger
         self.entry_bytes = entry_bytes
+        self.gate = gate
         self.name = name
         self.run_id = run or os.urandom(6).hex()
         self.start_process = start_process or standalone_starter(self.out_dir, self.run_id)
@@ -154,7 +155,7 @@ class LocustLoad:
             "entry": self.entry, "bss": self.bss, "collector": self.collector, "requests": self.requests,
             "timeout": self.timeout, "mode": self.mode, "rate": self.rate, "users": self.users,
             "arrivals": self.arrivals, "seed": self.seed, "linger": self.linger, "entry_bytes": self.entry_bytes,
-            "parent": os.getpid(),
+            "gate": self.gate, "parent": os.getpid(),
             "summary": str(self.summary_path),
         }
 
@@ -211,6 +212,22 @@ class LocustLoad:
                             return
                 await asyncio.sleep(0.05)
         raise TimeoutError(f"Locust's BSS not listening on {self.bss} after {timeout:g} s")
+
+    async def _post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, session.post(
+                f"http://{self.bss}{path}", json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def warm_up(self, n: int, users: int, timeout: float) -> int:
+        """n warm-up workflows through Locust's BSS (gate=True, before go()); how many completed in time."""
+        assert self.gate, "warm-up needs gate=True: the load would not wait for it"
+        reply = await self._post("/warmup", {"n": n, "users": users, "timeout": timeout}, timeout * (n + 1) + 10)
+        return int(reply["completed"])
+
+    async def go(self) -> None:
+        """Open the gate: the users start submitting the N measured workflows."""
+        await self._post("/go", {}, 10.0)
 
     async def wait(self, timeout: float | None = None) -> LocustResult:
         """Until Locust exits by itself. On timeout, cancellation or error it is stopped (SIGTERM, so it still

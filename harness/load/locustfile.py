@@ -30,6 +30,10 @@ Configuration: the JSON object in MANOBENCH_LOAD, set by harness/load/locust_run
   seed       open loop, poisson: the random seed             linger     seconds to keep listening after the
   parent     pid of the launcher: the load stops if it dies             last workflow (late duplicates)
   summary    path of a JSON file for this side's own exact counts (optional)
+  gate       true: no user submits before the harness says `POST /go`; before that it may ask for warm-up
+             workflows, `POST /warmup {"n", "users", "timeout"}`, answered when they are all done. Those are
+             recorded with `warmup: true` on their `submitted` and `completed` events (the checker leaves
+             them out) and are neither reported to Locust nor counted towards N.
 
 The run stops by itself once exactly N submissions have completed or timed out (plus `linger`): a greenlet
 calls `environment.runner.quit()`, Locust writes its final statistics (`--json-file`, `--csv`) and the
@@ -122,6 +126,10 @@ class Bss:
         self.first_submit: float | None = None
         self.last_submit: float | None = None
         self.done = Event()
+        self.go = Event()
+        if not cfg.get("gate"):
+            self.go.set()
+        self.warm: set[str] = set()  # warm-up requests: not the load's, marked in the history
         self.scheduler_taken = False
         self.environment: Any = None
         self.http = urllib3.PoolManager(num_pools=max(8, 2 * len(self.entry)), maxsize=256, block=False,
@@ -135,6 +143,16 @@ class Bss:
         method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
         if path == "/health" and method == "GET":
             return self._reply(start_response, "200 OK", {"ok": True, "waiting": len(self.waiting)})
+        if path == "/go" and method == "POST":
+            self.go.set()
+            return self._reply(start_response, "200 OK", {"ok": True})
+        if path == "/warmup" and method == "POST":
+            try:
+                body = json.loads(environ["wsgi.input"].read())
+                n, users, timeout = int(body["n"]), int(body.get("users", 1)), float(body.get("timeout", 30))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return self._reply(start_response, "400 Bad Request", {"error": "expected {n, users, timeout}"})
+            return self._reply(start_response, "200 OK", {"n": n, "completed": self.warm_up(n, users, timeout)})
         if path != "/complete":
             return self._reply(start_response, "404 Not Found", {"error": "not found"})
         if method != "POST":
@@ -146,7 +164,7 @@ class Bss:
             self.sink.emit("bad_message", path="/complete")
             return self._reply(start_response, "400 Bad Request", {"error": "expected {req, by}"})
         self.completions[req] = n = self.completions.get(req, 0) + 1
-        event = self.sink.emit("completed", req=req, by=by, n=n)
+        event = self.sink.emit("completed", req=req, by=by, n=n, **({"warmup": True} if req in self.warm else {}))
         waiter = self.waiting.get(req)
         if waiter is not None and not waiter.ready():
             waiter.set(event["t"])
@@ -157,6 +175,35 @@ class Bss:
         raw = json.dumps(body).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(raw)))])
         return [raw]
+
+    # -- warm-up ----------------------------------------------------------------------------------------
+
+    def warm_up(self, n: int, users: int, timeout: float) -> int:
+        """n workflows by `users` greenlets, each waited for: the connections, the code paths and the
+        proxies are then warm when the measured load starts. Returns how many completed in time."""
+        todo = list(range(n))
+        completed = 0
+
+        def user() -> None:
+            nonlocal completed
+            while todo:
+                todo.pop()
+                req = str(uuid.uuid4())
+                self.warm.add(req)
+                waiter = self.waiting[req] = AsyncResult()
+                started = self.sink.emit("submitted", req=req, to=len(self.entry), warmup=True)["t"]
+                deadline = started + timeout
+                try:
+                    if self.submit(req, deadline):
+                        waiter.get(timeout=max(0.0, deadline - time.monotonic()))
+                        completed += 1
+                except gevent.Timeout:
+                    pass
+                finally:
+                    self.waiting.pop(req, None)
+
+        gevent.joinall([gevent.spawn(user) for _ in range(max(1, min(users, n)))])
+        return completed
 
     # -- one workflow -----------------------------------------------------------------------------------
 
@@ -254,6 +301,7 @@ class Bss:
     # -- the two loops ----------------------------------------------------------------------------------
 
     def closed_loop(self) -> None:
+        self.go.wait()
         while self.claim():
             self.workflow()
         self.done.wait()
@@ -272,6 +320,7 @@ class Bss:
             self.done.wait()
             return
         self.scheduler_taken = True
+        self.go.wait()
         rng = random.Random(self.cfg.get("seed"))
         poisson = self.cfg.get("arrivals", "constant") == "poisson"
         start = time.monotonic()
