@@ -1,6 +1,6 @@
 """Benchmark: one default `harness run` (centralised, slm-crash at the worst moment): measured beside
-modelled for every metric, and what the harness itself costs (its CPU share, the load generator's and the
-link proxies').
+modelled for every metric, what the harness itself costs (its CPU share, the load generator's and the
+link proxies'), and what settling and warm-up before the measured load took (harness/warmup.py).
 
     python benchmarks/bench_run.py [--load locust|builtin] [--set key=value ...]
 """
@@ -37,6 +37,11 @@ def main() -> None:
     print(f"run wall time {wall:.1f} s; harness process CPU share {result.summary['harness_cpu_share']:.1%} "
           f"of one core; MANO services {services:.2f} CPU s; "
           + ", ".join(f"{name} {s:.2f} CPU s" for name, s in sorted(support.items())))
+    start = next((e for e in result.events if e["kind"] == "load_start"), None)
+    if start:
+        print(f"before the load: {start['waited']:.1f} s settling and warming up ({start['warmup_completed']}/"
+              f"{start['warmup']} warm-up workflows, {start['suspicions_before']} suspicions, quiet: "
+              f"{start['quiet']}); false suspicions during the load: {result.summary['false_suspicions']}")
     v = result.verdict
     print(f"verdict: {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated {len(v.duplicated)}; "
           f"results in {out}")

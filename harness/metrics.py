@@ -138,18 +138,19 @@ def link_rows(deployment: Deployment, counters: dict[str, dict[str, Any]], event
               wire: dict[str, dict[str, int]] | None = None) -> list[dict]:
     """One row per link: bytes each way as captured on the wire (TCP payload towards/from the address the
     source dials) and as the proxy forwarded them, beside the body bytes the services say they sent."""
-    by_addr = {link.address: link for link in deployment.links}
+    # (caller, address it dials) -> link: without a proxy per link (netem) two callers dial the same address
+    by_addr = {(link.src, link.address): link for link in deployment.links}
     said: dict[str, float] = defaultdict(float)
     messages: dict[str, int] = defaultdict(int)
     for e in events:
         kind, svc = e["kind"], e["svc"]
         names: list[tuple[str, float]] = []
-        if kind == "task_reply" and e["worker"] in by_addr:
-            names = [(by_addr[e["worker"]].name, e["bytes_out"])]
+        if kind == "task_reply" and (svc, e["worker"]) in by_addr:
+            names = [(by_addr[svc, e["worker"]].name, e["bytes_out"])]
         elif kind == "submitted" and svc == "bss":
-            names = [(by_addr[a].name, deployment.entry_bytes) for a in deployment.entry if a in by_addr]
-        elif kind == "forward_sent" and e["to"] in by_addr:
-            names = [(by_addr[e["to"]].name, e["bytes"])]
+            names = [(by_addr[svc, a].name, deployment.entry_bytes) for a in deployment.entry if (svc, a) in by_addr]
+        elif kind == "forward_sent" and (svc, e["to"]) in by_addr:
+            names = [(by_addr[svc, e["to"]].name, e["bytes"])]
         elif kind in ("state_share_sent", "done_sent"):
             names = [(f"{svc}>{e['peer']}:state", e["bytes"])]
         elif kind == "hb_sent":

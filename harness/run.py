@@ -287,12 +287,16 @@ def stop_capture(capture: WireCapture | None) -> list[Flow] | None:
 
 
 def wire_by_link(tb: Testbed, flows: list[Flow]) -> dict[str, dict[str, int]]:
-    """Captured bytes per link: towards and from the address the link's source dials (its proxy). With
-    containers the capture watches the bridge, which host-to-host links (the BSS's hop 0) never cross."""
+    """Captured bytes per link: towards and from the address the link's source dials: its proxy, or (netem:
+    no proxy) the target itself, from the source's address. With containers the capture watches the bridge,
+    which host-to-host links (the BSS's hop 0 through the proxy) never cross."""
     assert tb.deployment is not None
     on_host = {"bss"} if tb.z.runtime == "docker" else set()
-    return by_endpoint(flows, {link.name: link.address for link in tb.deployment.links
-                               if link.address != link.target and link.src not in on_host})
+    bind = {s.id: s.bind for s in tb.deployment.services}
+    links = [link for link in tb.deployment.links if link.src not in on_host]
+    endpoints = {link.name: link.address for link in links if link.address != link.target or link.src in bind}
+    clients = {link.name: bind[link.src] for link in links if link.address == link.target and link.src in bind}
+    return by_endpoint(flows, endpoints, clients)
 
 
 def summarise(z: Experiment, run: str, backend: str, events: list[Event], tb: Testbed,

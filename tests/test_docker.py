@@ -320,6 +320,8 @@ def test_a_partition_through_tc_inside_the_containers(runs):
     assert cfg["link_backend"] == "netem" and "network namespace" in cfg["link_backend_why"]
     row = _summary(out)
     assert row["lost"] == "0" and row["completed"] == "6"
+    # no proxy in between: each link's bytes come from the bridge capture, told apart by who dials
+    assert row["wire_source"] == "wire" and abs(float(row["wire_vs_service_op"])) < 0.05, row
     events = history.read(out / "events.jsonl")
     assert [e for e in events if e["kind"] == "links_shaped"]
     cut = next(e for e in events if e["svc"] == "harness" and e["kind"] == "fault" and e["action"] == "cut")

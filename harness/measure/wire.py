@@ -195,20 +195,27 @@ def parse_endpoint(endpoint: str | tuple[str, int | None]) -> tuple[str, int | N
     return str(ipaddress.IPv4Address(host)), port
 
 
-def by_endpoint(flows: Iterable[Flow], endpoints: Mapping[str, str]) -> dict[str, dict[str, int]]:
+def by_endpoint(flows: Iterable[Flow], endpoints: Mapping[str, str],
+                clients: Mapping[str, str] | None = None) -> dict[str, dict[str, int]]:
     """Sum flows per named endpoint ('ip:port', or 'ip' for any port of that address).
 
     For each name: "to" / "ip_to" / "packets_to" = payload bytes / IP bytes / packets sent towards the
     endpoint, "from" / "ip_from" / "packets_from" = the same sent by it, "flows" = how many flows touched it.
-    Every name is present, with zeros if nothing touched it.
+    Every name is present, with zeros if nothing touched it. `clients` (name -> ip) keeps, for that name,
+    only the flows whose other end is that address: two links to one service (no proxy in front of each)
+    are told apart by who dials.
     """
     wanted = {name: parse_endpoint(ep) for name, ep in endpoints.items()}
+    peer = dict(clients or {})
     out = {name: {"to": 0, "from": 0, "ip_to": 0, "ip_from": 0, "packets_to": 0, "packets_from": 0, "flows": 0}
            for name in wanted}
     for f in flows:
         for name, (ip, port) in wanted.items():
             touched = False
             acc = out[name]
+            client = peer.get(name)
+            if client is not None and client not in (f.src, f.dst):
+                continue
             if f.dst == ip and (port is None or f.dport == port):
                 acc["to"] += f.payload_bytes
                 acc["ip_to"] += f.ip_bytes
