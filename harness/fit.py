@@ -171,7 +171,7 @@ def observations(t: TrialData) -> list[Obs]:
         # the heartbeat's latency plus the monitor's lag: declared dead t_h after the last heartbeat that
         # arrived, which was sent at `arrived`; the model's l_hb + t_h is this for a crash right after it
         add(Obs("l_hb", ts, z.l_hb, d.declared_at - arrived - z.t_h * ts, None, t.id))
-    until = min(metrics.fault_times(ev), default=math.inf)
+    until = min(checker.fault_times(ev), default=math.inf)
     sent: dict[str, list[float]] = defaultdict(list)
     for e in ev:
         if e["kind"] == "hb_sent" and e["t"] < until:

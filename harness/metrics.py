@@ -25,9 +25,6 @@ from harness.deploy import Deployment
 from harness.history import Event
 
 KB = 1000.0
-fault_times, fault_windows = checker.fault_times, checker.fault_windows
-
-
 def affected(events: list[Event]) -> set[str]:
     """Requests the fault touched: taken over, a call that failed, a task run twice, completed twice, or in
     flight during the fault and driven (owned, at some module) by the instance the fault hit."""
@@ -40,7 +37,7 @@ def affected(events: list[Event]) -> set[str]:
     for e in events:
         if e["kind"] == "request_received":
             drivers.setdefault(e["req"], set()).add(e["owner"])
-    for target, start, end in fault_windows(events):
+    for target, start, end in checker.fault_windows(events):
         for req, t0 in sub.items():
             finish = done[req][-1]["t"] if req in done else math.inf
             if t0 <= end and start <= finish and target in drivers.get(req, ()):
@@ -96,7 +93,7 @@ def bandwidth(events: list[Event], deployment: Deployment, t_c: float) -> dict[s
     fault did not touch that completed before it (when there are any), and the heartbeats sent before it;
     t_c is in paper seconds."""
     z = deployment.z
-    until = min(fault_times(events), default=math.inf)
+    until = min(checker.fault_times(events), default=math.inf)
     done = checker.completions(events)
     clean = set(done) - affected(events)
     before = {r for r in clean if done[r][-1]["t"] < until}

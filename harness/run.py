@@ -117,7 +117,7 @@ async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[
     zm = build({**z.resolved(), "design": "monolith", "mechanism": "state-sharing", "fault": "none",
                 "worker_replicas": None, "requests": min(z.requests, 2 * z.users)})
     async with Testbed(zm, workdir) as tb:
-        timeout = 60 + 10 * model.t_m(zm) * zm.time_scale
+        timeout = workflow_timeout(zm)
         await prelude(tb.collector, zm, builtin_warm_up(tb), timeout, say=lambda _: None)
         sampler = CpuSampler({s.id: tb.runtime.pid(s.id) for s in tb.deployment.services})  # type: ignore[union-attr]
         sampler.start()
@@ -133,6 +133,11 @@ async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[
 
 # --- the experiment -------------------------------------------------------------------------------------
 
+def workflow_timeout(z: Experiment) -> float:
+    """Wall seconds one workflow may take before it counts as timed out: 60 s plus ten modelled workflows."""
+    return 60 + 10 * model.evaluate(z).t_c * z.time_scale
+
+
 def builtin_warm_up(tb: Testbed) -> Callable[[int, int, float], Awaitable[int]]:
     async def warm(n: int, users: int, timeout: float) -> int:
         reqs = await tb.bss.drive(n, users=users, timeout=timeout, warmup=True)
@@ -146,12 +151,12 @@ async def drive_load(tb: Testbed, z: Experiment, out: Path, load: str, arm: Call
                      say: Callable[[str], None] = print) -> dict[str, Any]:
     """Settle and warm up (harness.warmup), `arm` the fault, then run the measured load to completion;
     returns the load generator's own figures."""
-    per_workflow = 60 + 10 * model.evaluate(z).t_c * z.time_scale
+    per_workflow = workflow_timeout(z)
     timeout = 120 + 20 * model.evaluate(z).t_c * z.time_scale * (z.requests / max(1, z.users) + 2)
     if load == "locust":
         from harness.load.locust_runner import LocustLoad
 
-        runner = LocustLoad.for_testbed(tb, z, out, gate=True)
+        runner = LocustLoad.for_testbed(tb, z, out, timeout=per_workflow, gate=True)
         try:
             await runner.start()
             await runner.ready()
@@ -191,8 +196,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     requests_csv = RequestLog(out / "requests.csv", z.time_scale)
     tb = Testbed(z, out, run=run, links_backend=backend, external_bss=load == "locust")
     capture, capture_note = start_capture(tb, out)
-    captured: list[list[Flow] | None] = []
-    tb.on_teardown.append(lambda: captured.append(stop_capture(capture)))
+    tb.on_teardown.append(lambda: stop_capture(capture))  # again in `finally`: a stopped capture keeps its flows
     stamp["wire_capture"] = capture_note
     write_config(out, z, run, {"runtime": z.runtime, "link_backend": backend, "link_backend_why": why,
                                "load": load, **stamp})
@@ -247,7 +251,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                 cpu = await sampler.stop()
     finally:
         requests_csv.close()
-        flows = captured[0] if captured else stop_capture(capture)
+        flows = stop_capture(capture)
         harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
     events = history.measured(tb.collector.events)
     assert tb.deployment is not None

@@ -79,6 +79,7 @@ def fifo_leaf(seconds: float) -> list[str]:
     return ["pfifo", "limit", "1000"]
 
 
+LEAVES: dict[str, Leaf] = {"netem": netem_leaf, "pfifo": fifo_leaf}
 LEAF_ENV = "MANOBENCH_NETEM_LEAF"
 
 
@@ -86,7 +87,8 @@ def configured_leaf() -> tuple[str, Leaf]:
     """The leaf kind a run puts under each link's class: netem; or, with MANOBENCH_NETEM_LEAF=pfifo, a plain
     fifo, so the whole tc wiring (classes, filters, cuts) can be exercised in containers on a kernel
     without sch_netem. That mode adds NO delay and says so in the run's recorded `link_backend_why`."""
-    return ("pfifo", fifo_leaf) if os.environ.get(LEAF_ENV) == "pfifo" else ("netem", netem_leaf)
+    kind = "pfifo" if os.environ.get(LEAF_ENV) == "pfifo" else "netem"
+    return kind, LEAVES[kind]
 
 
 def netns_inode(pid: int) -> int | None:
@@ -412,7 +414,7 @@ def probe_classifier(leaf_kind: str = "netem") -> tuple[bool, str]:
     missing = [name for name, path in (("ip", ip), ("tc", tc), ("nsenter", nsenter)) if path is None]
     if missing or ip is None:
         return False, f"{' and '.join(missing)} not found on PATH"
-    leaf = netem_leaf if leaf_kind == "netem" else fifo_leaf
+    leaf = LEAVES.get(leaf_kind, fifo_leaf)
     ns = f"mb-probe-{secrets.token_hex(4)}"
     try:
         made = run_command([ip, "netns", "add", ns])
