@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 procps)
+APT_PACKAGES=(iproute2 procps tcpdump)  # tcpdump: scapy compiles its kernel BPF filters with it
 # The docker runtime (docs/docker.md): debootstrap makes the base image where no registry is reachable, and
 # a compose CLI drives the containers (`docker compose` v2 if the machine has it, else Debian's docker-compose).
 if command -v docker >/dev/null 2>&1; then
