@@ -160,7 +160,11 @@ def false_suspicions(events: list[Event], grace: float, since: float = -math.inf
 
 @dataclass
 class Verdict:
-    """The headline of a history: what a reliability engineer reads first."""
+    """The headline of a history: what a reliability engineer reads first.
+
+    `status` is Jepsen's three-valued answer: "fail" when a workflow was lost or completed twice, else
+    "unknown" when the history has holes (events a service could not send, lines the collector could not
+    read, packets the capture dropped: what is missing might have shown a failure), else "pass"."""
 
     requests: int
     completed: int
@@ -168,13 +172,20 @@ class Verdict:
     duplicated: dict[str, int] = field(default_factory=dict)
     reexecuted_tasks: int = 0
     takeovers: int = 0
+    holes: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.lost and not self.duplicated
 
+    @property
+    def status(self) -> str:
+        if not self.ok:
+            return "fail"
+        return "unknown" if any(self.holes.values()) else "pass"
 
-def verdict(events: list[Event]) -> Verdict:
+
+def verdict(events: list[Event], holes: dict[str, int] | None = None) -> Verdict:
     done = completions(events)
     redo = reexecuted(events)
     return Verdict(
@@ -184,4 +195,5 @@ def verdict(events: list[Event]) -> Verdict:
         duplicated=duplicated(events),
         reexecuted_tasks=sum(count - 1 for count in redo.values()),
         takeovers=len(takeovers(events)),
+        holes=dict(holes or {}),
     )

@@ -128,6 +128,25 @@ def run_cmd(design, mechanism, fault, fault_at, runtime, config_file, sets, requ
     report_run(runner, z, out, load)
 
 
+@cli.command("analyse")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write summary.csv, links.csv, affected.csv and cpu.csv here. Default: print the table.")
+def analyse_cmd(run_dir: str, out: str | None) -> None:
+    """Recompute a run's figures from its folder alone (no service runs): after a fix to a metric, with a new
+    model reading, or on another machine."""
+    from harness import record, summary
+    from harness.progress import summary_table, verdict_line
+
+    tables = summary.derive(record.load(run_dir))
+    if out:
+        summary.write(tables, Path(out))
+        click.echo(f"analyse: wrote summary.csv, links.csv, affected.csv, cpu.csv to {out}")
+        return
+    click.echo(summary_table(tables.summary))
+    click.echo(verdict_line(tables.verdict, tables.summary))
+
+
 @cli.command("clean")
 @click.option("--all", "everything", is_flag=True, help="Also end processes of runs that are still going.")
 @click.option("--run", "run_id", default=None, metavar="RUN", help="Only what this run (its id) started.")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness import checker
 from harness.config import Experiment
 
 PAIRS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot")
@@ -38,11 +39,16 @@ def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) ->
             console.print(f"interrupted: everything torn down; partial results kept in {target}")
             raise SystemExit(130) from None
     click.echo(summary_table(result.summary))
-    v = result.verdict
-    click.echo(f"verdict: {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated {len(v.duplicated)}, "
-               f"tasks re-run {v.reexecuted_tasks}, takeovers {v.takeovers}, false suspicions "
-               f"{result.summary['false_suspicions']}; link backend "
-               f"{result.summary['link_backend']}; results in {result.out}")
+    click.echo(f"{verdict_line(result.verdict, result.summary)}; results in {result.out}")
+
+
+def verdict_line(v: checker.Verdict, row: dict) -> str:
+    """One line a reliability engineer reads first: pass / fail / unknown, and what each count was."""
+    gaps = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in v.holes.items() if n)
+    return (f"verdict {v.status}: {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated "
+            f"{len(v.duplicated)}, tasks re-run {v.reexecuted_tasks}, takeovers {v.takeovers}, false suspicions "
+            f"{row['false_suspicions']}" + (f", history holes: {gaps}" if gaps else "")
+            + f"; link backend {row['link_backend']}")
 
 
 def summary_table(row: dict) -> str:

@@ -24,26 +24,17 @@ from typing import Any, TextIO
 import yaml
 
 from faults import FaultContext, make
-from harness import checker, history, leftovers, metrics, model, provenance
+from harness import checker, history, leftovers, metrics, model, provenance, record, summary
 from harness.config import Experiment, build
 from harness.cpu import CpuSampler
 from harness.errors import UserError
 from harness.history import Event
 from harness.links.client import ProxyControlError
-from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture, by_endpoint
+from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture
+from harness.summary import SUMMARY_COLUMNS  # noqa: F401  (old import path, until its users move)
 from harness.testbed import Testbed, new_run_id
 from harness.warmup import prelude
 from harness.wiring import select_backend
-
-SUMMARY_COLUMNS = [
-    "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
-    "s_o", "time_scale", "requests", "completed", "lost", "duplicated", "reexecuted_tasks", "takeovers",
-    "detection_delay", "false_suspicions", "t_m_measured", "t_c_measured", "t_c_model", "t_l_model",
-    "t_r_measured", "t_r_model",
-    "R_a_measured", "R_a_model", "R_r_measured", "R_r_model", "B_op_measured", "B_op_model", "B_rel_measured",
-    "B_rel_model", "B_tot_measured", "B_tot_model", "Q_r_measured", "Q_r_model", "instances_extra",
-    "wire_source", "wire_vs_service_op", "wire_vs_service_state", "header_bytes_per_message", "harness_cpu_share",
-]
 
 
 @dataclass
@@ -81,14 +72,6 @@ class RequestLog:
 
     def close(self) -> None:
         self.fh.close()
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
-    columns = columns or (list(rows[0]) if rows else [])
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def write_config(out: Path, z: Experiment, run: str, extra: dict[str, Any]) -> None:
@@ -212,6 +195,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     try:
         async with tb:
             assert tb.deployment is not None
+            record.save_deployment(out, tb.deployment)  # as soon as it is known, like every file of the run
             sampler = CpuSampler({s.id: tb.runtime.pid(s.id) for s in tb.deployment.services})
             if tb.wiring and tb.wiring.proc:
                 sampler.add("proxyd", tb.wiring.proc.pid)
@@ -253,14 +237,18 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
         requests_csv.close()
         flows = stop_capture(capture)
         harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
-    events = history.measured(tb.collector.events)
     assert tb.deployment is not None
-    wire = wire_by_link(tb, flows) if flows is not None else None
     mono = await monolith_reference(z, cache or out.parent / ".cache", out / "monolith")
-    summary = summarise(z, run, backend, events, tb, counters, cpu, mono, harness_share, wire)
-    write_csv(out / "summary.csv", [summary], SUMMARY_COLUMNS)
+    capture_stats = capture.stats() if capture is not None else {}
+    record.save_reference(out, mono)
+    record.save_counters(out, record.Counters(
+        cpu=cpu, proxy=counters, harness_cpu_share=harness_share, collector_bad_lines=tb.collector.bad_lines,
+        capture={**capture_stats, "flows_used": flows is not None}))
+    # the run's own figures come from its folder, exactly as `harness analyse` recomputes them later
+    tables = summary.derive(record.load(out))
+    summary.write(tables, out)
     (out / "load.json").write_text(json.dumps(load_stats, indent=1))
-    return RunResult(out, summary, checker.verdict(events), events)
+    return RunResult(out, tables.summary, tables.verdict, history.measured(tb.collector.events))
 
 
 def start_capture(tb: Testbed, out: Path) -> tuple[WireCapture | None, str]:
@@ -288,66 +276,3 @@ def stop_capture(capture: WireCapture | None) -> list[Flow] | None:
         return capture.stop()
     except CaptureError:
         return None
-
-
-def wire_by_link(tb: Testbed, flows: list[Flow]) -> dict[str, dict[str, int]]:
-    """Captured bytes per link: towards and from the address the link's source dials: its proxy, or (netem:
-    no proxy) the target itself, from the source's address. With containers the capture watches the bridge,
-    which host-to-host links (the BSS's hop 0 through the proxy) never cross."""
-    assert tb.deployment is not None
-    on_host = {"bss"} if tb.z.runtime == "docker" else set()
-    bind = {s.id: s.bind for s in tb.deployment.services}
-    links = [link for link in tb.deployment.links if link.src not in on_host]
-    endpoints = {link.name: link.address for link in links if link.address != link.target or link.src in bind}
-    clients = {link.name: bind[link.src] for link in links if link.address == link.target and link.src in bind}
-    return by_endpoint(flows, endpoints, clients)
-
-
-def summarise(z: Experiment, run: str, backend: str, events: list[Event], tb: Testbed,
-              counters: dict[str, dict[str, Any]], cpu: dict[str, tuple[float, float]], mono: dict[str, float],
-              harness_share: float, wire: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
-    """The summary row, and links.csv / cpu.csv beside it."""
-    deployment = tb.deployment
-    assert deployment is not None
-    out = tb.workdir
-    verdict = checker.verdict(events)
-    measured = metrics.times(events, z)
-    t_c = measured["t_c"]
-    bw = metrics.bandwidth(events, deployment, t_c)
-    write_csv(out / "affected.csv", metrics.affected_rows(events, z, t_c),
-              ["req", "latency", "lost_time", "completions", "takeovers"])
-    # links.csv sets the proxies' and the wire's counts, which span the whole run, warm-up included, beside
-    # what the services counted over the same span: the raw history, not the measured one
-    rows = metrics.link_rows(deployment, counters, tb.collector.events, wire)
-    write_csv(out / "links.csv", rows)
-    source = metrics.byte_source(rows)
-    write_csv(out / "cpu.csv", [{"service": name, "role": deployment.roles.get(name, "harness"), "user_s": u,
-                                 "system_s": s, "total_s": u + s} for name, (u, s) in sorted(cpu.items())])
-    overhead = metrics.header_overhead(rows, source)
-    agree = metrics.wire_agreement(rows, overhead, source)
-    cpu_wf = metrics.cpu_per_workflow(cpu, deployment.roles, verdict.completed)
-    delays = [d.delay for d in checker.detections(events) if d.delay is not None]
-    m = model.evaluate(z)
-    t_m = mono["t_m"]
-    row = {
-        "run": run, "design": z.design, "mechanism": z.mechanism, "fault": z.fault, "fault_at": z.fault_at,
-        "runtime": z.runtime, "link_backend": backend, "n": z.n, "k": z.k, "h_r": z.h_r, "t_h": z.t_h, "s_p": z.s_p,
-        "s_o": z.s_o, "time_scale": z.time_scale, "requests": verdict.requests, "completed": verdict.completed,
-        "lost": len(verdict.lost), "duplicated": len(verdict.duplicated), "reexecuted_tasks": verdict.reexecuted_tasks,
-        "takeovers": verdict.takeovers, "detection_delay": delays[0] / z.time_scale if delays else math.nan,
-        "false_suspicions": len(checker.false_suspicions(events, grace=2 * (z.t_h or 0) * z.time_scale + 0.5,
-                                                         since=history.load_start(events))),
-        "t_m_measured": t_m, "t_c_measured": t_c, "t_c_model": m.t_c, "t_l_model": m.t_l,
-        "t_r_measured": measured["t_r"], "t_r_model": m.t_r,
-        "R_a_measured": t_c / t_m, "R_a_model": m.R_a,
-        "R_r_measured": measured["t_r"] / t_c, "R_r_model": m.R_r,
-        "B_op_measured": bw["B_op"], "B_op_model": m.B_op, "B_rel_measured": bw["B_rel"], "B_rel_model": m.B_rel,
-        "B_tot_measured": bw["B_tot"], "B_tot_model": m.B_tot,
-        "Q_r_measured": cpu_wf / mono["cpu_per_workflow"] - 1 if mono["cpu_per_workflow"] else math.nan,
-        "Q_r_model": m.Q_r, "instances_extra": len(deployment.services) - 1,
-        "wire_source": source, "wire_vs_service_op": agree.get("op", math.nan),
-        "wire_vs_service_state": agree.get("state", math.nan),
-        "header_bytes_per_message": overhead if overhead is not None else math.nan,
-        "harness_cpu_share": harness_share,
-    }
-    return row

@@ -57,3 +57,39 @@ def kill_when(tb: Testbed, predicate: Callable[[Event], bool], victim: Callable[
 
 def new_req() -> str:
     return str(uuid.uuid4())
+
+
+DERIVED = ("summary.csv", "links.csv", "affected.csv", "cpu.csv")
+
+
+def assert_reanalysis_reproduces(out: Path, elsewhere: Path) -> None:
+    """Move a finished run folder to another path (the original is gone), recompute its tables there with
+    `harness analyse` in a fresh process, and require every value to be what the run wrote (1e-9 relative)."""
+    import csv
+    import math
+    import shutil
+    import subprocess
+    import sys
+
+    def rows(path: Path) -> list[dict[str, str]]:
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    written = {name: rows(out / name) for name in DERIVED}
+    shutil.copytree(out, elsewhere)
+    shutil.rmtree(out)
+    proc = subprocess.run([sys.executable, "-m", "harness", "analyse", str(elsewhere), "--out", str(elsewhere / "re")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name, before in written.items():
+        after = rows(elsewhere / "re" / name)
+        assert len(after) == len(before) and (not before or list(after[0]) == list(before[0])), name
+        for old, new in zip(before, after, strict=True):
+            for key, value in old.items():
+                try:
+                    a, b = float(value), float(new[key])
+                except ValueError:
+                    assert new[key] == value, (name, key, value, new[key])
+                    continue
+                assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), \
+                    (name, key, value, new[key])

@@ -1,0 +1,133 @@
+"""Every table of a run, as a pure function of its record (`harness.record`): summary.csv's row, links.csv,
+affected.csv and cpu.csv.
+
+`harness run` and `harness analyse` both go through `derive`, on the record read back from the run folder,
+so a run's own figures and any later re-analysis are the same computation on the same data: a fix to a
+metric or a new model reading reaches old runs by re-analysing them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import checker, history, metrics, model
+from harness.deploy import Deployment
+from harness.measure.wire import Flow, by_endpoint
+from harness.record import Record
+
+SUMMARY_COLUMNS = [
+    "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
+    "s_o", "time_scale", "requests", "completed", "lost", "duplicated", "reexecuted_tasks", "takeovers",
+    "verdict", "history_holes",
+    "detection_delay", "false_suspicions", "t_m_measured", "t_c_measured", "t_c_model", "t_l_model",
+    "t_r_measured", "t_r_model",
+    "R_a_measured", "R_a_model", "R_r_measured", "R_r_model", "B_op_measured", "B_op_model", "B_rel_measured",
+    "B_rel_model", "B_tot_measured", "B_tot_model", "Q_r_measured", "Q_r_model", "instances_extra",
+    "wire_source", "wire_vs_service_op", "wire_vs_service_state", "header_bytes_per_message", "harness_cpu_share",
+]
+AFFECTED_COLUMNS = ["req", "latency", "lost_time", "completions", "takeovers"]
+
+
+@dataclass
+class Tables:
+    """What `derive` gives: the summary row, and the rows of links.csv, affected.csv and cpu.csv."""
+
+    summary: dict[str, Any]
+    links: list[dict[str, Any]]
+    affected: list[dict[str, Any]]
+    cpu: list[dict[str, Any]]
+    verdict: checker.Verdict
+
+
+def wire_by_link(deployment: Deployment, flows: list[Flow]) -> dict[str, dict[str, int]]:
+    """Captured bytes per link: towards and from the address the link's source dials: its proxy, or (netem:
+    no proxy) the target itself, from the source's address. With containers the capture watches the bridge,
+    which host-to-host links (the BSS's hop 0 through the proxy) never cross."""
+    on_host = {"bss"} if deployment.z.runtime == "docker" else set()
+    bind = {s.id: s.bind for s in deployment.services}
+    links = [link for link in deployment.links if link.src not in on_host]
+    endpoints = {link.name: link.address for link in links if link.address != link.target or link.src in bind}
+    clients = {link.name: bind[link.src] for link in links if link.address == link.target and link.src in bind}
+    return by_endpoint(flows, endpoints, clients)
+
+
+def holes(record: Record) -> dict[str, int]:
+    """What the history is known to lack: events a service could not send (it says so once it can again),
+    lines the collector could not read, packets the capture's kernel socket dropped (when its flows count)."""
+    capture = record.counters.capture
+    return {
+        "events_lost": sum(int(e.get("lost", 0)) for e in record.events if e["kind"] == "events_lost"),
+        "collector_bad_lines": record.counters.collector_bad_lines,
+        "capture_drops": int(capture.get("kernel_drops", 0) or 0) if capture.get("flows_used") else 0,
+    }
+
+
+def derive(record: Record) -> Tables:
+    """The run's tables from its record alone (see the module docstring)."""
+    z, deployment, counters = record.z, record.deployment, record.counters
+    events = history.measured(record.events)
+    gaps = holes(record)
+    verdict = checker.verdict(events, holes=gaps)
+    measured = metrics.times(events, z)
+    t_c = measured["t_c"]
+    bw = metrics.bandwidth(events, deployment, t_c)
+    # links.csv sets the proxies' and the wire's counts, which span the whole run, warm-up included, beside
+    # what the services counted over the same span: the raw history, not the measured one
+    wire = wire_by_link(deployment, record.flows) if record.flows is not None else None
+    links = metrics.link_rows(deployment, counters.proxy, record.events, wire)
+    source = metrics.byte_source(links)
+    cpu = counters.cpu
+    cpu_rows = [{"service": name, "role": deployment.roles.get(name, "harness"), "user_s": u, "system_s": s,
+                 "total_s": u + s} for name, (u, s) in sorted(cpu.items())]
+    overhead = metrics.header_overhead(links, source)
+    agree = metrics.wire_agreement(links, overhead, source)
+    cpu_wf = metrics.cpu_per_workflow(cpu, deployment.roles, verdict.completed)
+    delays = [d.delay for d in checker.detections(events) if d.delay is not None]
+    m = model.evaluate(z)
+    ref = record.reference
+    t_m = ref["t_m"]
+    row = {
+        "run": record.run, "design": z.design, "mechanism": z.mechanism, "fault": z.fault, "fault_at": z.fault_at,
+        "runtime": z.runtime, "link_backend": record.link_backend, "n": z.n, "k": z.k, "h_r": z.h_r, "t_h": z.t_h,
+        "s_p": z.s_p, "s_o": z.s_o, "time_scale": z.time_scale, "requests": verdict.requests,
+        "completed": verdict.completed, "lost": len(verdict.lost), "duplicated": len(verdict.duplicated),
+        "reexecuted_tasks": verdict.reexecuted_tasks, "takeovers": verdict.takeovers,
+        "verdict": verdict.status, "history_holes": sum(gaps.values()),
+        "detection_delay": delays[0] / z.time_scale if delays else math.nan,
+        "false_suspicions": len(checker.false_suspicions(events, grace=2 * (z.t_h or 0) * z.time_scale + 0.5,
+                                                         since=history.load_start(events))),
+        "t_m_measured": t_m, "t_c_measured": t_c, "t_c_model": m.t_c, "t_l_model": m.t_l,
+        "t_r_measured": measured["t_r"], "t_r_model": m.t_r,
+        "R_a_measured": t_c / t_m, "R_a_model": m.R_a,
+        "R_r_measured": measured["t_r"] / t_c, "R_r_model": m.R_r,
+        "B_op_measured": bw["B_op"], "B_op_model": m.B_op, "B_rel_measured": bw["B_rel"], "B_rel_model": m.B_rel,
+        "B_tot_measured": bw["B_tot"], "B_tot_model": m.B_tot,
+        "Q_r_measured": cpu_wf / ref["cpu_per_workflow"] - 1 if ref["cpu_per_workflow"] else math.nan,
+        "Q_r_model": m.Q_r, "instances_extra": len(deployment.services) - 1,
+        "wire_source": source, "wire_vs_service_op": agree.get("op", math.nan),
+        "wire_vs_service_state": agree.get("state", math.nan),
+        "header_bytes_per_message": overhead if overhead is not None else math.nan,
+        "harness_cpu_share": counters.harness_cpu_share,
+    }
+    return Tables(row, links, metrics.affected_rows(events, z, t_c), cpu_rows, verdict)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    columns = columns or (list(rows[0]) if rows else [])
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write(tables: Tables, out: Path) -> None:
+    """summary.csv, links.csv, affected.csv and cpu.csv into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "summary.csv", [tables.summary], SUMMARY_COLUMNS)
+    write_csv(out / "links.csv", tables.links)
+    write_csv(out / "affected.csv", tables.affected, AFFECTED_COLUMNS)
+    write_csv(out / "cpu.csv", tables.cpu)
