@@ -1,32 +1,37 @@
-"""wire: bytes counted on the wire per TCP 4-tuple, from a raw AF_PACKET socket (no scapy, no libpcap).
+"""wire: bytes counted on the wire per TCP 4-tuple, sniffed with scapy behind a kernel BPF filter.
 
 The services count their own bytes; this counts what the kernel actually carried, to cross-check those counts
 and to attribute traffic to links (a proxy's listen address) and planes (a service's op/heartbeat/state port).
 
 The capture runs as its own process, so the harness's GIL never slows it down and it never slows the harness:
 
-    python -m harness.measure.wire --iface lo --net 127.A.B.0/24 --out FILE.csv [--interval 1.0]
+    python -m harness.measure.wire --iface lo --net 127.A.B.0/24 --out FILE.csv [--interval 1.0] [--reader raw]
 
 It prints one line, ``ready``, once its socket is bound (or ``unavailable: <reason>`` and exits 3), rewrites
 FILE.csv atomically every ``interval`` seconds and once more on SIGTERM/SIGINT (then exits 0), and keeps a JSON
 sidecar (``stats_path(FILE.csv)``, i.e. FILE.stats.json: kernel_packets, kernel_drops, packets_counted,
-cpu_seconds, max_lag_seconds, final, ...), rewritten with the CSV. It also stops, with a final write, when its
-parent dies.
+peak_packets_per_second, cpu_seconds, max_lag_seconds, final, ...), rewritten with the CSV. It also stops, with
+a final write, when its parent dies (it checks twice a second).
 
 Counting rules:
   * On a loopback device every packet passes the tap twice (leaving and arriving); only the arriving copy is
-    counted (packet type PACKET_OUTGOING is skipped). On other devices each packet passes once and both
-    directions are counted.
+    counted (the filter's ``inbound``; the packet type is checked again here). On other devices each packet
+    passes once and both directions are counted.
   * Only IPv4 + TCP, and only packets whose source or destination lies in ``--net``.
   * Per (src, sport, dst, dport): packets, ip_bytes (IP total length), payload_bytes (IP total length minus
     the IP and TCP headers), and SYN/FIN/RST counts. A GSO packet whose IP total length is 0 (IPv4 BIG TCP,
-    > 64 KiB) is sized from the frame length the kernel reports.
+    > 64 KiB) is sized from the frame's original length (PACKET_AUXDATA's tp_len).
   * Retransmitted segments are on the wire, so they are counted: payload_bytes matches TCP's own
     tcpi_bytes_sent, which can exceed what the application wrote (spurious tail-loss probes on a busy host).
 
-How: a classic BPF filter does the net / TCP / not-outgoing selection in the kernel and cuts each packet to
-its first 256 bytes; packets are read from a TPACKET_V3 ring (shared memory, no system call per packet; about
-1 us of CPU per packet), or, where no ring can be had, with recvfrom (about 4-5 us per packet).
+How: scapy's `L2ListenSocket` (an AF_PACKET socket) with `filter=` a tcpdump expression, which scapy compiles
+with libpcap into a classic BPF program in the kernel, so only the run's packets reach user space. Two readers:
+  * ``raw`` (the default): the socket's frames are read into a 256-byte buffer (the kernel reports the full
+    length) and the fixed IPv4/TCP header fields are unpacked with one struct call: about 2-3 us a packet.
+  * ``layers``: each frame is dissected by scapy (Ether / IP / TCP) and the fields read from the layers:
+    about 170 us a packet, ~6,000 packets/s on one core, which bursts of the runs exceed
+    (benchmarks/bench_wire.py, docs/measure.md); kept as the reference the raw reader is tested against.
+Kernel drops (PACKET_STATISTICS) are in the sidecar and in `WireCapture.health()`; they are never hidden.
 
 Python side: `WireCapture` (start/stop or a context manager), `read_flows`, `by_endpoint`, `probe`.
 """
@@ -36,11 +41,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import ctypes
 import io
 import ipaddress
 import json
-import mmap
 import os
 import select
 import signal
@@ -50,51 +53,40 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 ARPHRD_NONE = 65534  # tun devices and other raw-IP links: no link header
 PACKET_OUTGOING = 4
 SOL_PACKET = 263
-PACKET_RX_RING = 5
+PACKET_AUXDATA = 8
 PACKET_STATISTICS = 6
-PACKET_VERSION = 10
-TPACKET_V3 = 2
-TP_STATUS_KERNEL, TP_STATUS_USER = 0, 1
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20; an optimisation only, the packet type is checked anyway
-SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 EXIT_UNAVAILABLE = 3
+READERS = ("raw", "layers")
 
 CSV_COLUMNS = ("src", "sport", "dst", "dport", "packets", "ip_bytes", "payload_bytes", "syn", "fin", "rst")
-DEFAULT_BUFFER = 64 << 20  # ring (or socket receive buffer) size
+DEFAULT_BUFFER = 64 << 20  # socket receive buffer (the kernel doubles it): what absorbs a burst
 
 _LINK_HEADER = {ARPHRD_ETHER: 14, ARPHRD_LOOPBACK: 14, ARPHRD_NONE: 0}
 _IP = struct.Struct("!BxHxxHxB2xII")  # version/IHL, total length, flags/fragment offset, protocol, src, dst
 _TCP = struct.Struct("!HH8xBB")  # sport, dport, (seq, ack), data offset, flags
 _IPTCP = struct.Struct("!BxHxxHxB2xIIHH8xBB")  # both at once, for an IP header without options
+_AUX_LEN = struct.Struct("=4xI")  # struct tpacket_auxdata: tp_status, tp_len (the frame's length before the filter)
 _SNAP = 256  # bytes copied per packet: link (14) + IP (<= 60) + TCP (<= 60) headers fit with room to spare
-# The kernel hands a TPACKET_V3 ring over block by block: when a block is full, or _RING_TIMEOUT_MS after it was
-# opened. So the ring buffers at least blocks x timeout seconds of a trickle, and size / 256 B packets of a flood.
-_RING_BLOCK = 128 << 10
-_RING_TIMEOUT_MS = 20
-_RING_FRAME = 2048  # required by the API, unused by V3 (packets are packed back to back)
-_BLOCK_HDR = struct.Struct("=III")  # tpacket_hdr_v1 at +8: block_status, num_pkts, offset_to_first_pkt
-_TP3_TS = struct.Struct("=4xII")  # tpacket3_hdr: tp_sec, tp_nsec (when the packet was captured)
-_BLOCK_STATUS = struct.Struct("=I")
-# tpacket3_hdr + sockaddr_ll: tp_next_offset, tp_snaplen, tp_len, tp_mac, tp_net, sll_protocol (raw), sll_pkttype
-_TP3_HDR = struct.Struct("=I8xII4xHH22xH6xB")
-_ETH_P_IP_RAW = socket.htons(ETH_P_IP)  # sll_protocol as read in native byte order
-_PR_SET_PDEATHSIG = 1
+_ANC = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16)  # PACKET_AUXDATA + SO_TIMESTAMPNS (scapy turns both on)
+_SO_TIMESTAMPNS = 35
 _ROOT = str(Path(__file__).resolve().parents[2])
+
+Parsed = tuple[int, int, int, int, int, int, int]  # src, sport, dst, dport, ip_bytes, payload_bytes, tcp flags
 
 
 class CaptureError(RuntimeError):
@@ -129,18 +121,32 @@ class Flow:
 # Pure helpers
 
 
-def parse_frame(frame: bytes | bytearray | memoryview, length: int, link: int = 14
-                ) -> tuple[int, int, int, int, int, int, int] | None:
+def parse_frame(frame: bytes | bytearray | memoryview, length: int, link: int = 14) -> Parsed | None:
     """(src, sport, dst, dport, ip_bytes, payload_bytes, tcp_flags) of an IPv4/TCP frame, addresses as ints.
 
     `frame` holds the first bytes of the frame (at least the headers), `length` its full length as the kernel
     reported it, `link` the link-layer header length (14 on Ethernet and Linux loopback). None if the frame
-    is not IPv4 + TCP, is a non-first fragment, or is too short to hold the headers.
+    is not IPv4 + TCP, is a non-first fragment, or is too short to hold the headers. The raw reader's parser.
     """
     return _parse_ip(frame, link, min(len(frame), length) - link, length - link)
 
 
-def _parse_ip(buf: Any, at: int, have: int, size: int) -> tuple[int, int, int, int, int, int, int] | None:
+def parse_frame_layers(frame: bytes, length: int, link: int = 14) -> Parsed | None:
+    """What `parse_frame` returns, read from scapy's dissection (Ether or, for link=0, IP): the layers reader."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    pkt = Ether(frame) if link else IP(frame)
+    ip, tcp = pkt.getlayer(IP), pkt.getlayer(TCP)
+    if ip is None or tcp is None or ip.version != 4 or ip.frag or len(frame) < link + ip.ihl * 4 + 14:
+        return None  # (scapy leaves a non-first fragment's payload undissected: no TCP layer)
+    ip_len = ip.len or length - link
+    payload = ip_len - ip.ihl * 4 - tcp.dataofs * 4
+    return (int(ipaddress.IPv4Address(ip.src)), tcp.sport, int(ipaddress.IPv4Address(ip.dst)), tcp.dport,
+            ip_len, max(payload, 0), int(tcp.flags))
+
+
+def _parse_ip(buf: Any, at: int, have: int, size: int) -> Parsed | None:
     """parse_frame's work on an IP packet at buf[at:], `have` bytes of it present, `size` its full length."""
     if have < 20:
         return None
@@ -152,6 +158,11 @@ def _parse_ip(buf: Any, at: int, have: int, size: int) -> tuple[int, int, int, i
     ip_len = total or size  # GSO (BIG TCP) packets carry total length 0: the frame tells the size
     payload = ip_len - ihl - (doff >> 4) * 4
     return src, sport, dst, dport, ip_len, payload if payload > 0 else 0, flags
+
+
+def bpf_expression(net: str | ipaddress.IPv4Network, inbound: bool) -> str:
+    """The tcpdump filter the kernel runs: IPv4/TCP to or from `net`, and (loopback) only the arriving copy."""
+    return ("inbound and " if inbound else "") + f"ip and tcp and net {ipaddress.IPv4Network(net, strict=False)}"
 
 
 def read_flows(path: str | Path) -> list[Flow]:
@@ -240,150 +251,112 @@ def _atomic_write(path: Path, text: str) -> None:
 # The socket
 
 
-def _bpf(link: int, net: ipaddress.IPv4Network, skip_outgoing: bool, snap: int = 0xFFFFFFFF
-         ) -> list[tuple[int, int, int, int]]:
-    """A classic BPF program keeping IPv4/TCP packets to or from `net` (and, if asked, not outgoing ones).
-
-    It keeps the first `snap` bytes of a packet it accepts (the kernel still reports the full length).
-    """
-    ld_anc, ld_w, ld_b, and_k, jeq, ret = 0x20, 0x20, 0x30, 0x54, 0x15, 0x06
-    anc = 0xFFFFF000  # SKF_AD_OFF: ancillary loads (+0: skb->protocol, +4: skb->pkt_type)
-    mask, addr = int(net.netmask), int(net.network_address)
-    body: list[tuple[int, str | int, str | int, int]] = [(ld_anc, 0, 0, anc + 0), (jeq, 0, "drop", ETH_P_IP)]
-    if skip_outgoing:
-        body += [(ld_anc, 0, 0, anc + 4), (jeq, "drop", 0, PACKET_OUTGOING)]
-    body += [
-        (ld_b, 0, 0, link + 9), (jeq, 0, "drop", 6),  # TCP
-        (ld_w, 0, 0, link + 12), (and_k, 0, 0, mask), (jeq, "keep", 0, addr),  # source in net
-        (ld_w, 0, 0, link + 16), (and_k, 0, 0, mask), (jeq, "keep", "drop", addr),  # destination in net
-    ]
-    labels = {"keep": len(body), "drop": len(body) + 1}
-    body += [(ret, 0, 0, snap), (ret, 0, 0, 0)]
-
-    def jump(at: int, target: str | int) -> int:
-        return labels[target] - at - 1 if isinstance(target, str) else target
-
-    return [(code, jump(i, jt), jump(i, jf), k) for i, (code, jt, jf, k) in enumerate(body)]
-
-
-def _attach_bpf(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
-    insns = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in prog))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HP", len(prog), ctypes.addressof(insns)))
-
-
-@dataclass
-class _Tap:
-    """An open AF_PACKET socket, its RX ring (None when packets are read with recvfrom) and facts about it."""
-
-    sock: socket.socket
-    ring: mmap.mmap | None
-    info: dict[str, Any]
-
-    def close(self) -> None:
-        if self.ring is not None:
-            self.ring.close()
-        self.sock.close()
-
-
-def _setup_ring(sock: socket.socket, size: int) -> mmap.mmap:
-    """A TPACKET_V3 RX ring of about `size` bytes: the kernel writes packets into shared memory blocks."""
-    blocks = max(4, size // _RING_BLOCK)
-    sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-    sock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack(
-        "7I", _RING_BLOCK, blocks, _RING_FRAME, _RING_BLOCK // _RING_FRAME * blocks, _RING_TIMEOUT_MS, 0, 0))
-    try:
-        return mmap.mmap(sock.fileno(), _RING_BLOCK * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    except (OSError, ValueError):  # take the ring down again, or a recvfrom fallback would never see a packet
-        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, bytes(28))
-        raise
-
-
-def _open(iface: str = "lo", net: str | ipaddress.IPv4Network = "0.0.0.0/0", *, mode: str = "auto",
-          buffer: int = DEFAULT_BUFFER, outgoing: bool | None = None, kernel_filter: bool = True,
-          listen: bool = True) -> _Tap:
-    """Open a non-blocking AF_PACKET raw socket on `iface`; raises CaptureUnavailable.
-
-    mode: "ring" (a TPACKET_V3 ring of `buffer` bytes), "recv" (recvfrom with a `buffer`-byte SO_RCVBUF) or
-    "auto" (ring, else recv). `outgoing`: count PACKET_OUTGOING copies too (default: not on loopback, where
-    each packet passes twice). kernel_filter=False leaves out the BPF filter and PACKET_IGNORE_OUTGOING (both
-    only save work: every packet is checked in user space anyway). With listen=False the socket is bound
-    without a protocol, so it receives nothing (used by `probe`).
-    """
-    if mode not in ("auto", "ring", "recv"):
-        raise ValueError(f"mode must be auto, ring or recv, not {mode!r}")
+def _check_iface(iface: str) -> None:
+    """CaptureUnavailable unless AF_PACKET sockets exist here, we may open one, and `iface` exists."""
     if not hasattr(socket, "AF_PACKET"):
         raise CaptureUnavailable(f"AF_PACKET sockets are Linux-only (this is {sys.platform})")
-    net = ipaddress.IPv4Network(net, strict=False)
     try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing arrives until bound
+        socket.if_nametoindex(iface)
+    except OSError as e:
+        raise CaptureUnavailable(f"cannot capture on interface {iface!r}: no such interface") from e
+    try:  # protocol 0: nothing arrives, this only asks whether we may
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
     except PermissionError as e:
         raise CaptureUnavailable(f"cannot open an AF_PACKET raw socket: {e.strerror} (needs root or CAP_NET_RAW)"
                                  ) from e
     except OSError as e:
         raise CaptureUnavailable(f"cannot open an AF_PACKET raw socket: {e.strerror or e}") from e
-    ring = None
+
+
+def _hatype(iface: str) -> int:
+    """The interface's ARPHRD link type, from sysfs (as scapy's own interface list reads it)."""
+    try:
+        return int(Path(f"/sys/class/net/{iface}/type").read_text())
+    except (OSError, ValueError) as e:
+        raise CaptureUnavailable(f"cannot capture on interface {iface!r}: no link type ({e})") from e
+
+
+def _open(iface: str, net: ipaddress.IPv4Network, *, buffer: int = DEFAULT_BUFFER, outgoing: bool | None = None,
+          kernel_filter: bool = True) -> tuple[Any, dict[str, Any]]:
+    """scapy's L2ListenSocket on `iface` with the run's BPF filter, non-blocking; raises CaptureUnavailable.
+
+    `outgoing`: count PACKET_OUTGOING copies too (default: not on loopback, where each packet passes twice).
+    kernel_filter=False leaves out the BPF filter and PACKET_IGNORE_OUTGOING (both only save work: every
+    packet is checked in user space anyway); where scapy cannot compile the filter (no libpcap) the capture
+    goes on without it and the sidecar says so.
+    """
+    _check_iface(iface)
+    hatype = _hatype(iface)
+    if hatype not in _LINK_HEADER:
+        raise CaptureUnavailable(f"cannot capture on interface {iface!r}: link type {hatype} not supported")
+    skip_outgoing = hatype == ARPHRD_LOOPBACK if outgoing is None else not outgoing
+    import scapy
+    import scapy.layers.inet  # registers Ether for the link types, so scapy's socket knows its LL
+    from scapy.arch.linux import L2ListenSocket
+    from scapy.config import conf
+    from scapy.error import Scapy_Exception
+
+    conf.bufsize = min(buffer, 1 << 30)  # scapy's SO_RCVBUF (capped by rmem_max; forced below)
+    expr = bpf_expression(net, skip_outgoing)
+    info: dict[str, Any] = {"iface": iface, "net": str(net), "hatype": hatype, "link_header": _LINK_HEADER[hatype],
+                            "skip_outgoing": skip_outgoing, "scapy": scapy.VERSION, "bpf_filter": False}
+    promisc = hatype != ARPHRD_LOOPBACK  # a bridge: also the frames switched between two of its ports
     try:
         try:
-            sock.bind((iface, 0))
-        except OSError as e:
-            raise CaptureUnavailable(f"cannot capture on interface {iface!r}: {e.strerror or e}") from e
-        hatype = sock.getsockname()[3]
-        if hatype not in _LINK_HEADER:
-            raise CaptureUnavailable(f"cannot capture on interface {iface!r}: link type {hatype} not supported")
-        link = _LINK_HEADER[hatype]
-        skip_outgoing = hatype == ARPHRD_LOOPBACK if outgoing is None else not outgoing
-        info: dict[str, Any] = {"iface": iface, "net": str(net), "hatype": hatype, "link_header": link,
-                                "skip_outgoing": skip_outgoing}
-        if not listen:
-            return _Tap(sock, None, info)
-        if mode != "recv":
-            try:
-                ring = _setup_ring(sock, buffer)
-                info.update(mode="ring", ring_bytes=len(ring))
-            except (OSError, ValueError) as e:
-                if mode == "ring":
-                    raise CaptureUnavailable(f"cannot set up a TPACKET_V3 ring on {iface!r}: {e}") from e
-                info["ring_error"] = str(e)
-        if ring is None:
-            info["mode"] = "recv"
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
-            info["rcvbuf"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        info["bpf_filter"] = info["ignore_outgoing"] = False
-        if kernel_filter:
-            try:  # a ring can be cut to the headers, recvfrom needs the whole length (MSG_TRUNC reports the cut)
-                _attach_bpf(sock, _bpf(link, net, skip_outgoing, _SNAP if ring is not None else 0xFFFFFFFF))
-                info["bpf_filter"] = True
-            except OSError as e:
-                info["bpf_filter"] = f"not attached: {e.strerror or e}"
-        if skip_outgoing and kernel_filter:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-                info["ignore_outgoing"] = True
-        try:
-            sock.bind((iface, ETH_P_ALL))
-        except OSError as e:
-            raise CaptureUnavailable(f"cannot capture on interface {iface!r}: {e.strerror or e}") from e
-        sock.setblocking(False)
-    except BaseException:
-        if ring is not None:
-            ring.close()
-        sock.close()
-        raise
-    return _Tap(sock, ring, info)
+            sock = L2ListenSocket(iface=iface, filter=expr if kernel_filter else None, promisc=promisc)
+            info["bpf_filter"] = expr if kernel_filter else False
+        except Scapy_Exception as e:  # the filter could not be compiled: count in user space only
+            sock = L2ListenSocket(iface=iface, promisc=promisc)
+            info["bpf_filter"] = f"not attached: {e}"
+    except PermissionError as e:
+        raise CaptureUnavailable(f"cannot open an AF_PACKET raw socket: {e.strerror} (needs root or CAP_NET_RAW)"
+                                 ) from e
+    except (OSError, ValueError) as e:
+        raise CaptureUnavailable(f"cannot capture on interface {iface!r}: {getattr(e, 'strerror', None) or e}"
+                                 ) from e
+    raw = sock.ins
+    try:
+        raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer)
+    except OSError:
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    info["rcvbuf"] = raw.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    info["ignore_outgoing"] = False
+    if skip_outgoing and kernel_filter:
+        with contextlib.suppress(OSError):
+            raw.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            info["ignore_outgoing"] = True
+    with contextlib.suppress(OSError):  # scapy does this too; the frame's original length comes with it
+        raw.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    raw.setblocking(False)
+    return sock, info
 
 
 def probe(iface: str = "lo") -> tuple[bool, str]:
     """Can a capture be opened on `iface` here? (ok, reason); cheap, in-process, receives no traffic."""
     try:
-        tap = _open(iface, listen=False)
+        _check_iface(iface)
+        hatype = _hatype(iface)
     except CaptureUnavailable as e:
         return False, str(e)
-    tap.close()
-    return True, f"AF_PACKET capture available on {iface!r} (link type {tap.info['hatype']})"
+    return True, f"AF_PACKET capture available on {iface!r} (link type {hatype})"
+
+
+def _frame_length(n: int, ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The frame's length before the BPF filter cut it (PACKET_AUXDATA's tp_len), else `n`."""
+    for level, kind, data in ancdata:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUX_LEN.size:
+            return int(_AUX_LEN.unpack_from(data)[0])
+    return n
+
+
+def _stamp(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    """When the kernel took the packet (SO_TIMESTAMPNS), as time.time()."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) == 16:
+            sec, nsec = struct.unpack("qq", data)
+            return sec + nsec / 1e9
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -393,22 +366,30 @@ def probe(iface: str = "lo") -> tuple[bool, str]:
 class _Capture:
     """The counting loop: drain the socket, count, rewrite the CSV every interval, stop on a signal."""
 
-    def __init__(self, iface: str, net: str, **options: Any) -> None:
+    def __init__(self, iface: str, net: str, reader: str = "raw", **options: Any) -> None:
+        if reader not in READERS:
+            raise ValueError(f"reader must be one of {', '.join(READERS)}, not {reader!r}")
         self.net = ipaddress.IPv4Network(net, strict=False)
         self._mask, self._addr = int(self.net.netmask), int(self.net.network_address)
-        self.tap = _open(iface, self.net, **options)
-        self.sock, self.info = self.tap.sock, self.tap.info
+        self.scapy_sock, self.info = _open(iface, self.net, **options)
+        self.info["reader"] = reader
+        self.sock: socket.socket = self.scapy_sock.ins
+        self.link: int = self.info["link_header"]
+        self.skip_outgoing: bool = self.info["skip_outgoing"]
         self.flows: dict[tuple[int, int, int, int], list[int]] = {}
         self.buf = bytearray(_SNAP)
-        self.block = 0  # the ring block to look at next
         self.seen = self.counted = self.skipped_outgoing = self.skipped_other = 0
-        self.kernel_packets = self.kernel_drops = self.kernel_freezes = 0
+        self.kernel_packets = self.kernel_drops = 0
+        self.kernel_stats()  # the counters run from the socket's creation: start them at ready
+        self.kernel_packets = self.kernel_drops = 0
         self.stop_reason: str | None = None
         self.started = time.time()
-        self.lag = 0.0  # ring only: the longest a packet waited in the ring before it was counted, seconds
-        self.drain = self._drain_ring if self.tap.ring is not None else self._drain_recv
+        self.lag = 0.0  # the longest a packet waited in the socket before it was counted, seconds
+        self.peak = 0.0  # the highest packets/s over one write interval
+        self._last = (time.monotonic(), 0)
+        self.drain: Callable[[], bool] = self._drain_raw if reader == "raw" else self._drain_layers
 
-    def _count(self, p: tuple[int, int, int, int, int, int, int] | None) -> None:
+    def _count(self, p: Parsed | None) -> None:
         """Add one parsed packet (or count it as other traffic)."""
         mask, addr = self._mask, self._addr
         if p is None or (p[0] & mask != addr and p[2] & mask != addr):
@@ -428,88 +409,83 @@ class _Capture:
             rec[5] += flags & TCP_RST and 1
         self.counted += 1
 
-    def _drain_recv(self, limit: int = 4096) -> bool:
-        """recvfrom up to `limit` queued packets and count them; True if there may be more."""
-        recv, buf, count, trunc = self.sock.recvfrom_into, self.buf, self._count, socket.MSG_TRUNC
-        link, skip_outgoing = self.info["link_header"], self.info["skip_outgoing"]
-        seen = outgoing = 0
+    def _lagged(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        """Note how long the first packet of a batch waited (the rest of a batch waited less)."""
+        stamp = _stamp(ancdata)
+        if stamp is not None:
+            self.lag = max(self.lag, time.time() - stamp)
+
+    def _drain_raw(self, limit: int = 4096) -> bool:
+        """Read up to `limit` queued packets and count them from their fixed headers; True if there may be more.
+
+        The hot loop: a plain IPv4 header (no options) + TCP is parsed and counted inline (one struct call);
+        anything else goes through `_parse_ip` and `_count`, which give the same answer, only slower.
+        """
+        recv, bufs, buf, link = self.sock.recvmsg_into, [self.buf], self.buf, self.link
+        iptcp, flows, mask, addr, trunc = _IPTCP.unpack_from, self.flows, self._mask, self._addr, socket.MSG_TRUNC
+        skip_outgoing = self.skip_outgoing
+        seen = outgoing = counted = other = 0
         try:
-            for _ in range(limit):
-                n, sa = recv(buf, 0, trunc)  # MSG_TRUNC: n is the frame's full length, only _SNAP bytes copied
+            for i in range(limit):
+                n, ancdata, _flags, sa = recv(bufs, _ANC, trunc)  # n: the frame's length, only _SNAP bytes copied
                 seen += 1
+                if not i:
+                    self._lagged(ancdata)
                 if skip_outgoing and sa[2] == PACKET_OUTGOING:
                     outgoing += 1
                     continue
-                count(_parse_ip(buf, link, min(n, _SNAP) - link, n - link) if sa[1] == ETH_P_IP else None)
+                if sa[1] != ETH_P_IP or n < link + 40:
+                    self._count(None if sa[1] != ETH_P_IP else _parse_ip(buf, link, min(n, _SNAP) - link, n - link))
+                    continue
+                vihl, total, frag, proto, src, dst, sport, dport, doff, flags = iptcp(buf, link)
+                if vihl != 0x45 or proto != 6 or frag & 0x1FFF or not total:
+                    size = _frame_length(n, ancdata) - link
+                    self._count(_parse_ip(buf, link, min(n, _SNAP) - link, size))
+                elif src & mask != addr and dst & mask != addr:
+                    other += 1
+                else:
+                    key = (src, sport, dst, dport)
+                    rec = flows.get(key)
+                    if rec is None:
+                        rec = flows[key] = [0, 0, 0, 0, 0, 0]
+                    rec[0] += 1
+                    rec[1] += total
+                    payload = total - 20 - (doff >> 4) * 4
+                    rec[2] += payload if payload > 0 else 0
+                    if flags & 0x07:
+                        rec[3] += flags & TCP_SYN and 1
+                        rec[4] += flags & TCP_FIN
+                        rec[5] += flags & TCP_RST and 1
+                    counted += 1
             return True
         except BlockingIOError:
             return False
         finally:
             self.seen += seen
-            self.skipped_outgoing += outgoing
-
-    def _drain_ring(self, limit: int = 64) -> bool:
-        """Count the packets of up to `limit` ring blocks the kernel has handed over; True if there may be more.
-
-        The hot loop: a plain IPv4 header (no options) + TCP is parsed and counted inline (one struct call);
-        anything else goes through `_parse_ip` and `_count`, which give the same answer, only slower.
-        """
-        ring, count, header, parse = self.tap.ring, self._count, _TP3_HDR.unpack_from, _parse_ip
-        assert ring is not None
-        iptcp, flows, mask, addr = _IPTCP.unpack_from, self.flows, self._mask, self._addr
-        skip_outgoing = self.info["skip_outgoing"]
-        blocks = len(ring) // _RING_BLOCK
-        for _ in range(limit):
-            base = self.block * _RING_BLOCK
-            status, packets, first = _BLOCK_HDR.unpack_from(ring, base + 8)
-            if not status & TP_STATUS_USER:
-                return False
-            at = base + first
-            if packets:
-                sec, nsec = _TP3_TS.unpack_from(ring, at)
-                self.lag = max(self.lag, time.time() - sec - nsec / 1e9)
-            outgoing = counted = other = 0
-            for _ in range(packets):
-                nxt, snaplen, length, mac, net, proto, pkttype = header(ring, at)
-                if skip_outgoing and pkttype == PACKET_OUTGOING:
-                    outgoing += 1
-                elif proto != _ETH_P_IP_RAW:
-                    other += 1
-                else:
-                    link = net - mac
-                    vihl, total, frag, ipproto, src, dst, sport, dport, doff, flags = iptcp(ring, at + net)
-                    if vihl != 0x45 or ipproto != 6 or frag & 0x1FFF or snaplen - link < 34:
-                        count(parse(ring, at + net, snaplen - link, length - link))
-                    elif src & mask != addr and dst & mask != addr:
-                        other += 1
-                    else:
-                        ip_len = total or length - link  # GSO (BIG TCP): total length 0, the frame tells
-                        key = (src, sport, dst, dport)
-                        rec = flows.get(key)
-                        if rec is None:
-                            rec = flows[key] = [0, 0, 0, 0, 0, 0]
-                        rec[0] += 1
-                        rec[1] += ip_len
-                        payload = ip_len - 20 - (doff >> 4) * 4
-                        rec[2] += payload if payload > 0 else 0
-                        if flags & 0x07:
-                            rec[3] += flags & TCP_SYN and 1
-                            rec[4] += flags & TCP_FIN
-                            rec[5] += flags & TCP_RST and 1
-                        counted += 1
-                at += nxt
-            self.seen += packets
             self.counted += counted
             self.skipped_outgoing += outgoing
             self.skipped_other += other
-            _BLOCK_STATUS.pack_into(ring, base + 8, TP_STATUS_KERNEL)  # hand the block back
-            self.block = (self.block + 1) % blocks
-        return True
+
+    def _drain_layers(self, limit: int = 256) -> bool:
+        """Read up to `limit` queued packets and count them from scapy's dissection; True if there may be more."""
+        recv, bufs, link = self.sock.recvmsg_into, [self.buf], self.link
+        try:
+            for i in range(limit):
+                n, ancdata, _flags, sa = recv(bufs, _ANC, socket.MSG_TRUNC)
+                self.seen += 1
+                if not i:
+                    self._lagged(ancdata)
+                if self.skip_outgoing and sa[2] == PACKET_OUTGOING:
+                    self.skipped_outgoing += 1
+                    continue
+                self._count(parse_frame_layers(bytes(self.buf[:min(n, _SNAP)]), _frame_length(n, ancdata), link)
+                            if sa[1] == ETH_P_IP else None)
+            return True
+        except BlockingIOError:
+            return False
 
     def drain_all(self, budget: float = 2.0) -> None:
         """Count everything queued now, never taking more than `budget` seconds on a busy link."""
-        if self.tap.ring is not None:  # the block being filled is handed over once its timeout expires
-            time.sleep(2 * _RING_TIMEOUT_MS / 1000 + 0.005)
         deadline = time.monotonic() + budget
         while self.drain() and time.monotonic() < deadline:
             pass
@@ -517,13 +493,12 @@ class _Capture:
     def kernel_stats(self) -> None:
         """Fold in the kernel's counters (PACKET_STATISTICS resets them on every read)."""
         try:
-            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
         except OSError:
             return
-        packets, drops, freezes = struct.unpack("III", raw.ljust(12, b"\0"))
+        packets, drops = struct.unpack("II", raw.ljust(8, b"\0"))
         self.kernel_packets += packets  # includes the dropped ones
         self.kernel_drops += drops
-        self.kernel_freezes += freezes  # ring only: times every block was full
 
     def snapshot(self) -> list[Flow]:
         ntoa = socket.inet_ntoa
@@ -532,14 +507,19 @@ class _Capture:
 
     def write(self, out: Path, stats: Path, *, final: bool = False) -> None:
         self.kernel_stats()
+        now = time.monotonic()
+        then, seen = self._last
+        if now - then >= 0.2:  # (the final write may follow the last periodic one closely)
+            self.peak = max(self.peak, (self.kernel_packets - seen) / (now - then))
+            self._last = (now, self.kernel_packets)
         write_flows(out, self.snapshot())
         cpu = os.times()
         doc = {**self.info, "pid": os.getpid(), "started": self.started, "updated": time.time(), "final": final,
                "stop_reason": self.stop_reason, "kernel_packets": self.kernel_packets,
-               "kernel_drops": self.kernel_drops, "kernel_freezes": self.kernel_freezes, "packets_seen": self.seen,
-               "packets_counted": self.counted, "skipped_outgoing": self.skipped_outgoing,
-               "skipped_other": self.skipped_other, "flows": len(self.flows), "max_lag_seconds": round(self.lag, 4),
-               "cpu_seconds": round(cpu.user + cpu.system, 3)}
+               "kernel_drops": self.kernel_drops, "packets_seen": self.seen, "packets_counted": self.counted,
+               "skipped_outgoing": self.skipped_outgoing, "skipped_other": self.skipped_other,
+               "flows": len(self.flows), "peak_packets_per_second": round(self.peak),
+               "max_lag_seconds": round(self.lag, 4), "cpu_seconds": round(cpu.user + cpu.system, 3)}
         _atomic_write(stats, json.dumps(doc, indent=1) + "\n")
 
     def run(self, out: Path, stats: Path, interval: float, parent: int) -> int:
@@ -552,20 +532,14 @@ class _Capture:
         def on_stop(signum: int, _frame: FrameType | None) -> None:
             self.stop_reason = self.stop_reason or signal.Signals(signum).name
 
-        def on_parent_death(_signum: int, _frame: FrameType | None) -> None:
-            if os.getppid() != parent:  # the kernel reparents us before it sends the death signal
-                self.stop_reason = self.stop_reason or "parent died"
-
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGUSR1, on_parent_death)
-        _arm_parent_death_signal()
         self.write(out, stats)
         print("ready", flush=True)
         next_write = time.monotonic() + interval
         while self.stop_reason is None:
             more = self.drain()
-            if os.getppid() != parent:
+            if os.getppid() != parent:  # orphaned: the harness is gone, and with it whoever would stop us
                 self.stop_reason = self.stop_reason or "parent died"
             now = time.monotonic()
             if now >= next_write:
@@ -577,15 +551,8 @@ class _Capture:
                     wake_r.recv(4096)
         self.drain_all()
         self.write(out, stats, final=True)
-        self.tap.close()
+        self.scapy_sock.close()
         return 0
-
-
-def _arm_parent_death_signal() -> None:
-    """SIGUSR1 when the forking thread dies; the handler only stops us if we really were orphaned."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -596,9 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="per-flow CSV, rewritten atomically")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between CSV rewrites")
     ap.add_argument("--stats", type=Path, help="JSON sidecar (default: FILE.stats.json next to --out)")
-    ap.add_argument("--mode", choices=("auto", "ring", "recv"), default="auto",
-                    help="TPACKET_V3 ring or plain recvfrom (auto: the ring if the kernel offers it)")
-    ap.add_argument("--buffer", type=int, default=DEFAULT_BUFFER, help="ring size or SO_RCVBUF, bytes")
+    ap.add_argument("--reader", choices=READERS, default="raw",
+                    help="raw: fixed IPv4/TCP headers from scapy's socket (fast); layers: scapy's dissection")
+    ap.add_argument("--buffer", type=int, default=DEFAULT_BUFFER, help="socket receive buffer, bytes")
     ap.add_argument("--outgoing", choices=("auto", "yes", "no"), default="auto",
                     help="count PACKET_OUTGOING copies (auto: not on loopback devices)")
     ap.add_argument("--no-kernel-filter", dest="kernel_filter", action="store_false",
@@ -609,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--interval must be > 0")
     outgoing = {"auto": None, "yes": True, "no": False}[args.outgoing]
     try:
-        cap = _Capture(args.iface, args.net, mode=args.mode, buffer=args.buffer, outgoing=outgoing,
+        cap = _Capture(args.iface, args.net, args.reader, buffer=args.buffer, outgoing=outgoing,
                        kernel_filter=args.kernel_filter)
     except CaptureUnavailable as e:
         print(f"unavailable: {e}", flush=True)
@@ -630,21 +597,22 @@ class WireCapture:
         flows = cap.flows           # or: cap.start(); ...; flows = cap.stop()
 
     `start()` raises CaptureUnavailable (with the reason) when no capture can be had here; `stop()` raises
-    CaptureError if the capture process failed on the way.
+    CaptureError if the capture process failed on the way. `note` says what captures (for the run's record),
+    `health()` whether it saw everything (kernel drops, never hidden).
     """
 
     def __init__(self, net: str, out: str | Path, *, iface: str = "lo", interval: float = 1.0,
-                 mode: str = "auto", buffer: int = DEFAULT_BUFFER, kernel_filter: bool = True,
+                 reader: str = "raw", buffer: int = DEFAULT_BUFFER, kernel_filter: bool = True,
                  ready_timeout: float = 10.0, stop_timeout: float = 5.0, env: Mapping[str, str] | None = None,
                  python: str | None = None) -> None:
-        if mode not in ("auto", "ring", "recv"):
-            raise ValueError(f"mode must be auto, ring or recv, not {mode!r}")
+        if reader not in READERS:
+            raise ValueError(f"reader must be one of {', '.join(READERS)}, not {reader!r}")
         self.net = str(ipaddress.IPv4Network(net, strict=False))
         self.out = Path(out)
         self.stats_file = stats_path(self.out)
         self.iface = iface
         self.interval = interval
-        self.mode = mode
+        self.reader = reader
         self.buffer = buffer
         self.kernel_filter = kernel_filter
         self.ready_timeout = ready_timeout
@@ -654,6 +622,15 @@ class WireCapture:
         self.proc: subprocess.Popen[bytes] | None = None
         self.flows: list[Flow] | None = None
         self._stderr: IO[bytes] | None = None
+
+    @property
+    def note(self) -> str:
+        """One line for the run's record (config.yaml's wire_capture): what counts the packets, and how."""
+        where = "lo" if self.iface == "lo" else f"the run's bridge {self.iface} (promiscuous)"
+        bpf = f"kernel BPF '{bpf_expression(self.net, self.iface == 'lo')}'" if self.kernel_filter else "no BPF"
+        how = ("fixed IPv4/TCP headers read from the raw frames" if self.reader == "raw"
+               else "scapy's Ether/IP/TCP dissection")
+        return f"scapy L2ListenSocket on {where}, {bpf}, {how}"
 
     @property
     def pid(self) -> int | None:
@@ -673,7 +650,7 @@ class WireCapture:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         argv = [self.python, "-m", "harness.measure.wire", "--iface", self.iface, "--net", self.net,
                 "--out", str(self.out), "--stats", str(self.stats_file), "--interval", repr(self.interval),
-                "--mode", self.mode, "--buffer", str(self.buffer), "--parent", str(os.getpid())]
+                "--reader", self.reader, "--buffer", str(self.buffer), "--parent", str(os.getpid())]
         if not self.kernel_filter:
             argv.append("--no-kernel-filter")
         self._stderr = tempfile.TemporaryFile(prefix="wire-")  # noqa: SIM115 -- lives as long as the process
@@ -738,8 +715,21 @@ class WireCapture:
         return read_flows(self.out) if self.out.exists() else []
 
     def stats(self) -> dict[str, Any]:
-        """The JSON sidecar: kernel_packets, kernel_drops, packets_counted, cpu_seconds, ..."""
+        """The JSON sidecar: kernel_packets, kernel_drops, packets_counted, peak_packets_per_second, ..."""
         return json.loads(self.stats_file.read_text()) if self.stats_file.exists() else {}
+
+    def health(self) -> str:
+        """One line on whether the capture saw every packet: 'complete: ...' or 'INCOMPLETE: ...' (drops)."""
+        s = self.stats()
+        if not s:
+            return "no capture statistics"
+        packets, drops = s.get("kernel_packets", 0), s.get("kernel_drops", 0)
+        rates = (f"peak {s.get('peak_packets_per_second', 0):,} packets/s, longest wait in the socket "
+                 f"{s.get('max_lag_seconds', 0) * 1000:.0f} ms, reader {s.get('reader')}")
+        if drops:
+            return (f"INCOMPLETE: the kernel dropped {drops:,} of {packets:,} packets (the {s.get('reader')} "
+                    f"reader did not keep up; wire bytes are short); {rates}")
+        return f"complete: {packets:,} packets, 0 kernel drops; {rates}"
 
     def stop(self) -> list[Flow]:
         """SIGTERM the capture, wait for its final write, and return the flows (also kept as `.flows`)."""
