@@ -3,7 +3,8 @@
 The base is, in this order: `--base` / $BASE_IMAGE if given (pulled if missing), else a slim Python image if
 it is here or can be pulled, else a minimal Debian bookworm made here: `debootstrap --variant=minbase` with
 python3 and python3-aiohttp from Debian's mirror, trimmed (no docs, man pages, locales, apt lists) and
-`docker import`ed as `manobench-base:bookworm-<hash>` (about 130 MB, under a minute to make).
+imported as `manobench-base:bookworm-<hash>` (about 130 MB, under a minute to make). Every Engine call (inspect,
+pull, import, build, tag, remove) goes through the Docker SDK (`harness.runtime.engine`), not the CLI.
 
 Both images are cached by content: the target is tagged `manobench-target:<hash>` where the hash covers
 targets/*.py, docker/Dockerfile and the base asked for; the local base by its package list and mirror. A
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.runtime import engine
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "manobench-target"
@@ -31,6 +33,8 @@ DEFAULT_PULL_BASE = "python:3.11-slim"
 SUITE = "bookworm"
 PACKAGES = ("python3-minimal", "python3-aiohttp")
 LABELS = {"manobench": "1"}
+BASE_CHANGES = ["LABEL manobench=1", "LABEL manobench.image=base",  # Dockerfile lines applied by the import
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 'CMD ["python3"]']
 _TRIM = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt/archives",
          "var/lib/apt/lists", "var/cache/debconf/templates.dat-old", "var/log")
 
@@ -48,38 +52,17 @@ class ImageInfo:
         return f"{self.tag} ({how}; base {self.base}: {self.base_source})"
 
 
-def docker(*args: str, check: bool = True, timeout: float | None = 600, input: bytes | None = None,
-           capture: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the docker CLI; a failure becomes a one-line UserError quoting docker's complaint."""
-    try:
-        proc = subprocess.run(["docker", *args], capture_output=capture, text=True, timeout=timeout,
-                              check=False, input=input)  # type: ignore[call-overload]
-    except FileNotFoundError:
-        raise UserError("docker: the docker CLI is not installed (the docker runtime needs Docker)") from None
-    except subprocess.TimeoutExpired:
-        raise UserError(f"docker {' '.join(args[:2])}: no answer within {timeout:g} s") from None
-    if check and proc.returncode != 0:
-        why = (proc.stderr or proc.stdout or "").strip().splitlines()
-        raise UserError(f"docker {' '.join(args[:2])} failed: {why[-1] if why else f'exit {proc.returncode}'}")
-    return proc
-
-
 def available() -> tuple[bool, str]:
-    """Whether a Docker daemon answers here, and why not."""
-    if shutil.which("docker") is None:
-        return False, "the docker CLI is not installed"
-    try:
-        proc = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                              text=True, timeout=20, check=False)
-    except subprocess.TimeoutExpired:
-        return False, "the Docker daemon does not answer"
-    if proc.returncode != 0:
-        return False, f"no Docker daemon: {(proc.stderr or '').strip()[:200]}"
-    return True, f"Docker {proc.stdout.strip()}"
+    """Whether a Docker Engine answers here, and why not."""
+    return engine.available()
 
 
 def exists(tag: str) -> bool:
-    return docker("image", "inspect", "--format", "{{.Id}}", tag, check=False, timeout=30).returncode == 0
+    try:
+        engine.client().images.get(tag)
+    except engine.NotFound:
+        return False
+    return True
 
 
 def _files() -> list[Path]:
@@ -135,18 +118,29 @@ def build_debootstrap_base(say=print) -> tuple[str, str]:
                 target.mkdir(parents=True)
             elif target.exists():
                 target.unlink()
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-        changes = ["--change", "LABEL manobench=1", "--change", "LABEL manobench.image=base",
-                   "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                   "--change", 'CMD ["python3"]']
-        imp = subprocess.run(["docker", "import", *changes, "-", tag], stdin=tar.stdout, capture_output=True,
-                             text=True, check=False, timeout=600)
-        assert tar.stdout is not None
-        tar.stdout.close()
-        tar.wait()
-        if imp.returncode != 0 or tar.returncode != 0:
-            raise UserError(f"image: docker import failed: {imp.stderr.strip()[-300:]}")
+        import_rootfs(rootfs, tag, BASE_CHANGES)
     return tag, "debootstrap"
+
+
+def import_rootfs(rootfs: Path, tag: str, changes: list[str]) -> None:
+    """`docker import` of a directory through the Engine API: tarred (numeric owners, as debootstrap made them)
+    into a file beside it, which the SDK uploads without a read time-out (an import takes a while to answer)."""
+    tarball = rootfs.with_name(rootfs.name + ".tar")
+    proc = subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(tarball), "."], capture_output=True,
+                          text=True, check=False, timeout=600)
+    if proc.returncode != 0:
+        raise UserError(f"image: tar of {rootfs} failed: {proc.stderr.strip()[-300:]}")
+    repo, _, version = tag.rpartition(":")
+    try:
+        with engine.engine_call(f"import {tag}"):
+            engine.client().api.import_image(src=str(tarball), repository=repo, tag=version, changes=changes)
+    finally:
+        tarball.unlink(missing_ok=True)
+
+
+def _pull(image: str) -> None:
+    with engine.engine_call(f"pull {image}"):
+        engine.client().images.pull(image)
 
 
 def resolve_base(base: str, say=print) -> tuple[str, str]:
@@ -156,13 +150,16 @@ def resolve_base(base: str, say=print) -> tuple[str, str]:
     if base != "auto":
         if not exists(base):
             say(f"image: pulling {base}")
-            docker("pull", "-q", base, timeout=600)
+            _pull(base)
             return base, "given, pulled"
         return base, "given"
     if exists(DEFAULT_PULL_BASE):
         return DEFAULT_PULL_BASE, "present"
-    if docker("pull", "-q", DEFAULT_PULL_BASE, check=False, timeout=120).returncode == 0:
+    try:
+        _pull(DEFAULT_PULL_BASE)
         return DEFAULT_PULL_BASE, "pulled"
+    except UserError:  # no registry here: make the base
+        pass
     return build_debootstrap_base(say)
 
 
@@ -175,7 +172,7 @@ def build(base: str | None = None, *, force: bool = False, say=print) -> ImageIn
     wanted = requested_base(base)
     tag = target_tag(wanted)
     if not force and exists(tag):
-        docker("tag", tag, f"{REPO}:latest", timeout=60)
+        _tag_latest(tag)
         return ImageInfo(tag, _label(tag, "manobench.base") or "?", "cached", True, time.monotonic() - t0)
     base_image, source = resolve_base(wanted, say)
     say(f"image: building {tag} on {base_image}")
@@ -183,23 +180,34 @@ def build(base: str | None = None, *, force: bool = False, say=print) -> ImageIn
         ctx = Path(tmp)
         shutil.copy(ROOT / "docker" / "Dockerfile", ctx / "Dockerfile")
         shutil.copytree(ROOT / "targets", ctx / "targets", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        docker("build", "-q", "--build-arg", f"BASE_IMAGE={base_image}", "--label", f"manobench.content={tag}",
-               "--label", f"manobench.base={base_image}", "-t", tag, "-t", f"{REPO}:latest", str(ctx), timeout=900)
+        with engine.engine_call(f"build {tag}"):
+            engine.client().images.build(path=str(ctx), tag=tag, buildargs={"BASE_IMAGE": base_image}, rm=True,
+                                         labels={"manobench.content": tag, "manobench.base": base_image})
+        _tag_latest(tag)
     _drop_stale(tag)
     return ImageInfo(tag, base_image, source, False, time.monotonic() - t0)
 
 
+def _tag_latest(tag: str) -> None:
+    with engine.engine_call(f"tag {tag}"):
+        engine.client().images.get(tag).tag(REPO, "latest")
+
+
 def _drop_stale(keep: str) -> None:
-    """Untag earlier target builds (an image still used by a container stays, docker refuses quietly)."""
-    proc = docker("images", REPO, "--format", "{{.Repository}}:{{.Tag}}", check=False, timeout=60)
-    stale = [t for t in proc.stdout.split() if t not in (keep, f"{REPO}:latest") and not t.endswith(":<none>")]
-    if stale:
-        docker("rmi", *stale, check=False, timeout=120)
+    """Untag earlier target builds (an image still used by a container stays: the Engine refuses, quietly here)."""
+    for img in engine.client().images.list(name=REPO):
+        for stale in (t for t in img.tags if t not in (keep, f"{REPO}:latest")):
+            try:
+                engine.client().images.remove(stale)
+            except engine.APIError:
+                pass
 
 
 def _label(tag: str, key: str) -> str:
-    proc = docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{key}"}}}}', tag, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+    try:
+        return str(engine.client().images.get(tag).labels.get(key, ""))
+    except engine.NotFound:
+        return ""
 
 
 def ensure(say=print) -> str:

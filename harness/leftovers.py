@@ -1,7 +1,8 @@
 """Finding what a crashed run left behind: processes carrying MANOBENCH_RUN in their environment whose
 owner (the harness process that started them, MANOBENCH_OWNER) is gone. A live run of another user or
 terminal is never touched unless asked for (`harness clean --all`). The docker runtime's containers and
-networks are found the same way, by their labels (`manobench.run`, `manobench.owner`): `docker_objects`.
+networks are found the same way, by their labels (`manobench.run`, `manobench.owner`), through the Docker SDK:
+`docker_objects`, `remove_docker`.
 
 Used by `harness clean`, at the start of every `harness run`, and by the test suite's final check that no
 process survived it.
@@ -10,10 +11,15 @@ process survived it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from harness.runtime.local import OWNER_ENV, RUN_ENV, SESSION_ENV
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 
 def processes(run: str | None = None, *, orphans: bool = False, session: str | None = None) -> list[psutil.Process]:
@@ -64,82 +70,79 @@ def end(procs: list[psutil.Process], grace: float = 2.0) -> int:
 
 # --- containers and networks (the docker runtime) --------------------------------------------------------
 
+def _engine() -> DockerClient | None:
+    """The Engine's client, or None where no Engine answers (then there is nothing of ours to find)."""
+    from harness.errors import UserError
+    from harness.runtime import engine
+
+    try:
+        return engine.client()
+    except UserError:
+        return None
+
+
 def docker_objects(run: str | None = None, *, orphans: bool = False, session: str | None = None
                    ) -> list[dict[str, str]]:
     """Containers, then networks, labelled `manobench.run` (of one run, whose owner died, of one test session).
 
     Each as {"kind": "container" | "network", "id", "name", "run", "owner"}. Empty where Docker is absent.
+    Two Engine list calls (the listings carry the labels, so nothing is inspected one by one).
     """
-    import shutil
-    import subprocess
-
-    if shutil.which("docker") is None:
+    client = _engine()
+    if client is None:
         return []
-    filters = ["--filter", f"label=manobench.run={run}" if run else "label=manobench.run"]
-    if session:
-        filters += ["--filter", f"label=manobench.session={session}"]
-    fmt = '{{.ID}}\t{{.Names}}\t{{.Label "manobench.run"}}\t{{.Label "manobench.owner"}}'
-    nfmt = '{{.ID}}\t{{.Name}}\t{{index .Labels "manobench.run"}}\t{{index .Labels "manobench.owner"}}'
+    filters = {"label": [f"manobench.run={run}" if run else "manobench.run"]
+                        + ([f"manobench.session={session}"] if session else [])}
+    listed = [("container", c["Id"], c["Names"][0].lstrip("/") if c.get("Names") else c["Id"][:12], c["Labels"])
+              for c in client.api.containers(all=True, filters=filters)]
+    listed += [("network", n["Id"], n["Name"], n["Labels"]) for n in client.api.networks(filters=filters)]
     found = []
-    for kind, argv in (("container", ["docker", "ps", "-a", *filters, "--format", fmt]),
-                       ("network", ["docker", "network", "ls", *filters, "--format", "{{.ID}}"])):
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired):
+    for kind, ident, name, lab in listed:
+        obj = {"kind": kind, "id": ident, "name": name, "run": lab.get("manobench.run", ""),
+               "owner": lab.get("manobench.owner", "")}
+        if orphans and _owner_alive(obj["owner"]):
             continue
-        lines = proc.stdout.split() if kind == "network" else proc.stdout.splitlines()
-        if kind == "network" and lines:
-            proc = subprocess.run(["docker", "network", "inspect", "--format", nfmt, *lines], capture_output=True,
-                                  text=True, timeout=60, check=False)
-            lines = proc.stdout.splitlines()
-        for line in lines:
-            parts = line.split("\t")
-            if len(parts) != 4:
-                continue
-            obj = dict(zip(("id", "name", "run", "owner"), parts, strict=True), kind=kind)
-            if orphans and _owner_alive(obj["owner"]):
-                continue
-            found.append(obj)
+        found.append(obj)
     return found
 
 
 def remove_docker(objects: list[dict[str, str]]) -> int:
-    """Remove containers (thawed first: a frozen one cannot die), then networks; returns how many went."""
-    import subprocess
+    """Remove containers (thawed first: a frozen one cannot die), then networks; returns how many went.
 
-    def docker(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=False)
+    Containers go four at a time: the Engine's removal (unmounting the container's layer) is most of the
+    time, and it overlaps."""
+    from concurrent.futures import ThreadPoolExecutor
 
+    client = _engine()
+    if client is None or not objects:
+        return 0
     containers = [o["id"] for o in objects if o["kind"] == "container"]
-    networks = [o["id"] for o in objects if o["kind"] == "network"]
-    if containers:
-        for c in containers:
-            _thaw(c)
-        docker("rm", "-f", "-v", *containers)
-    if networks:
-        docker("network", "rm", *networks)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda ident: _remove_container(client, ident), containers))
+    for net in (o["id"] for o in objects if o["kind"] == "network"):
+        _quietly(client.api.remove_network, net)
     return len(objects)
 
 
-def _thaw(container: str) -> None:
-    """Undo a pause, whether made by `docker pause` or by writing the cgroup freezer directly."""
-    import subprocess
-    from pathlib import Path
+def _remove_container(client: DockerClient, ident: str) -> None:
+    """Thaw (a pause made by `docker pause` or by writing the freezer directly), then remove by force."""
+    from harness.runtime.cgroups import runs_here, thaw
 
-    proc = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}} {{.State.Paused}}", container],
-                          capture_output=True, text=True, timeout=30, check=False)
-    pid, _, paused = proc.stdout.strip().partition(" ")
-    if paused == "true":
-        subprocess.run(["docker", "unpause", container], capture_output=True, timeout=30, check=False)
-    if pid.isdigit() and pid != "0":
-        try:
-            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-                _, ctrls, path = line.split(":", 2)
-                if "freezer" in ctrls.split(","):
-                    Path("/sys/fs/cgroup/freezer", path.lstrip("/"), "freezer.state").write_text("THAWED")
-                elif ctrls == "":
-                    freeze = Path("/sys/fs/cgroup", path.lstrip("/"), "cgroup.freeze")
-                    if freeze.exists():
-                        freeze.write_text("0")
-        except OSError:
-            pass
+    state = _quietly(client.api.inspect_container, ident)
+    if state:
+        if state["State"].get("Paused"):
+            _quietly(client.api.unpause, ident)
+        pid = int(state["State"].get("Pid") or 0)
+        if runs_here(pid, ident):
+            thaw(pid)
+    _quietly(client.api.remove_container, ident, force=True, v=True)
+
+
+def _quietly(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """An Engine call whose failure (already gone, in use) leaves nothing to do; None then."""
+    from docker.errors import DockerException
+
+    try:
+        return call(*args, **kwargs)
+    except DockerException:
+        return None

@@ -49,3 +49,19 @@ def test_clean_with_nothing_to_do_says_so():
     proc = clean()
     assert proc.returncode == 0
     assert proc.stdout.strip().splitlines()[-1].startswith("clean:")
+
+
+def test_clean_without_a_docker_engine_still_ends_processes(tmp_path):
+    """No Engine at DOCKER_HOST: the containers' part finds nothing (no error, no traceback), processes still go."""
+    orphan = labelled_sleeper(dead_pid(), "crashed-run-no-engine")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "harness", "clean", "--run", "crashed-run-no-engine"],
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert orphan.wait(timeout=10) is not None
+        assert "1 leftover process(es) ended, 0 container(s)/network(s) removed" in proc.stdout
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()

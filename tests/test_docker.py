@@ -1,8 +1,8 @@
 """The docker runtime: images, compose files, `harness run --runtime docker`, leftovers, the cross-checks.
 
-The first tests need no Docker (rendering, the address check, CLI detection); the rest are marked `docker`
-and skip only where no Docker daemon answers. Everything created carries `manobench.session` = this test
-session, and the module checks at its end that none of it is left.
+The first tests need no Docker (rendering, the SDK translation, the address check, no Engine); the rest are
+marked `docker` and skip only where no Docker daemon answers. Everything created carries `manobench.session`
+= this test session, and the module checks at its end that none of it is left.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,8 +24,8 @@ from harness import config, history, image, leftovers
 from harness.links.netem import probe_netem
 from harness.links.spec import BRIDGE_NETS_ENV, check_loopback
 from harness.run import SUMMARY_COLUMNS
-from harness.runtime import compose
-from harness.runtime.docker import DockerRuntime, free_block
+from harness.runtime import compose, engine
+from harness.runtime.docker import KILL_ENV, DockerRuntime, free_block
 from harness.runtime.local import SESSION_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,13 +101,44 @@ def test_free_block_overlaps_nothing_on_the_host():
     assert not any(net.overlaps(t) for t in _taken_networks())
 
 
-def test_compose_cli_can_be_forced(monkeypatch):
-    compose.cli.cache_clear()
-    monkeypatch.setenv("MANOBENCH_COMPOSE", "docker compose")
-    try:
-        assert compose.cli() == ("docker", "compose")
-    finally:
-        compose.cli.cache_clear()
+def test_containers_are_created_from_the_compose_document_itself():
+    """The SDK's create arguments are a translation of the run's compose document, key by key, with compose's
+    labels so the compose CLIs see the containers as theirs; a key with no translation is refused."""
+    z = config.load(design="centralised")
+    rt = DockerRuntime("abc123", Path("/nonexistent"), block="10.250.7", cpus=0.5, memory="256m")
+    from harness.deploy import plan
+
+    dep = plan(z, "abc123", rt.host_of, f"{rt.gateway}:8100", f"{rt.gateway}:9")
+    doc = compose.render(dep.services, image="manobench-target:test", network=rt.network, subnet=rt.subnet,
+                         gateway=rt.gateway, external=True, labels=rt.labels, cpus=0.5, memory="256m")
+    doc["services"]["slm-a"]["environment"]["MANOBENCH_SPEC"] = '{"a": "$$HOME"}'  # compose's escape of $
+    args = compose.container_args(doc, "slm-a", rt.project, "1.41")
+    assert args["name"] == "mbabc123-slm-a-1" and args["image"] == "manobench-target:test"
+    assert args["command"] == ["python3", "-m", "targets"] and args["environment"]["MANOBENCH_SPEC"] == '{"a": "$HOME"}'
+    assert args["labels"][compose.PROJECT_LABEL] == rt.project and args["labels"][compose.SERVICE_LABEL] == "slm-a"
+    assert args["labels"]["manobench.run"] == "abc123" and args["labels"]["manobench.role"] == "slm"
+    endpoint = args["networking_config"]["EndpointsConfig"][rt.network]
+    assert endpoint["IPAMConfig"]["IPv4Address"] == rt.host_of("slm-a")
+    host = args["host_config"]
+    assert host["NetworkMode"] == rt.network and host["NanoCpus"] == 500_000_000 and host["Memory"] == 256 * 2**20
+    assert args["stop_timeout"] == 2
+    doc["services"]["slm-a"]["volumes"] = ["/x:/x"]
+    with pytest.raises(ValueError, match="volumes"):
+        compose.container_args(doc, "slm-a", rt.project, "1.41")
+
+
+def test_no_engine_is_one_line_and_no_leftovers(tmp_path):
+    """DOCKER_HOST naming a socket where no Engine listens: a one-line error (exit 2) for `harness image
+    build`, nothing to clean for `harness clean`, and the reason the docker tests would give for a skip."""
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    build = harness("image", "build", timeout=60, env=env)
+    assert build.returncode == 2 and "Traceback" not in build.stderr, build.stderr
+    (line,) = build.stderr.strip().splitlines()
+    assert "image: no Docker daemon" in line, line
+    probe = subprocess.run([sys.executable, "-c", "from harness import image, leftovers; "
+                            "print(image.available()[0], leftovers.docker_objects())"],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **env})
+    assert probe.stdout.split() == ["False", "[]"], probe.stderr
 
 
 # --- with Docker --------------------------------------------------------------------------------------------
@@ -125,6 +157,24 @@ def test_a_second_build_with_nothing_changed_takes_seconds(built_image):
     info = image.build(say=lambda _m: None)
     assert info.cached and info.tag == built_image
     assert time.monotonic() - t0 < 10
+
+
+@needs_docker
+@pytest.mark.docker
+def test_a_rootfs_is_imported_with_its_dockerfile_changes(tmp_path, built_image):
+    """The debootstrap base's import path, on a one-file root: the Engine gets the tarball and the changes."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "hello").write_text("hi\n")
+    tag = f"manobench-import-test:{os.getpid()}"
+    try:
+        image.import_rootfs(rootfs, tag, image.BASE_CHANGES)
+        config_ = engine.client().api.inspect_image(tag)["Config"]
+        assert config_["Labels"] == {"manobench": "1", "manobench.image": "base"} and config_["Cmd"] == ["python3"]
+        assert not (tmp_path / "rootfs.tar").exists()
+    finally:
+        if image.exists(tag):
+            engine.client().images.remove(tag)
 
 
 def harness(*args: str, timeout: float = 400, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -261,11 +311,10 @@ def test_clean_removes_orphaned_containers_and_networks_but_not_live_ones(built_
     made = []
     for owner, tag in ((str(dead.pid), "orphan"), (str(os.getpid()), "live")):
         run = f"test{tag}{os.getpid()}"
-        lab = ["--label", "manobench=1", "--label", f"manobench.run={run}", "--label", f"manobench.owner={owner}",
-               "--label", f"manobench.session={SESSION}"]
-        image.docker("network", "create", "--internal", *lab, f"mb{run}")
-        image.docker("create", *lab, "--network", f"mb{run}", built_image, "true")
+        lab = {"manobench": "1", "manobench.run": run, "manobench.owner": owner, "manobench.session": SESSION}
         made.append(run)
+        engine.client().networks.create(f"mb{run}", internal=True, labels=lab)
+        engine.client().containers.create(built_image, "true", labels=lab, network=f"mb{run}")
     try:
         out = harness("clean", timeout=120)
         assert out.returncode == 0, out.stderr
@@ -280,28 +329,60 @@ def test_clean_removes_orphaned_containers_and_networks_but_not_live_ones(built_
 @needs_docker
 @pytest.mark.docker
 @pytest.mark.slow
-def test_pause_freezes_the_whole_container_and_kill_ends_it(tmp_path, built_image):
+def test_containers_match_their_record_pause_freezes_and_kill_ends_them(tmp_path, built_image):
+    """One deployment: each container is what compose.yml says (image, spec, address, labels) and the compose
+    CLI sees it as its own; pause by the freezer and by the Engine; the crash by a direct SIGKILL and by the
+    Engine's kill, both leaving exit 137 as `docker kill` does; teardown saves logs and removes everything."""
     import asyncio
 
     from harness.testbed import Testbed
 
     z = config.build({"runtime": "docker", "design": "centralised", "n": 2, "time_scale": 0.1})
+    api = engine.client().api
 
-    async def go() -> None:
+    async def go() -> str:
         async with Testbed(z, tmp_path) as tb:
-            rt: DockerRuntime = tb.runtime
-            c = rt.containers["m1"]
+            rt: DockerRuntime = tb.runtime  # type: ignore[assignment]
+            record = yaml.safe_load(rt.compose_file.read_text())
+            assert set(record["services"]) == set(rt.containers) == {"slm-a", "slm-b", "m1", "m2"}
+            for name, c in rt.containers.items():
+                svc, info = record["services"][name], api.inspect_container(c.id)
+                assert info["Config"]["Image"] == svc["image"] == rt.image
+                assert f"MANOBENCH_SPEC={svc['environment']['MANOBENCH_SPEC']}" in info["Config"]["Env"]
+                assert info["NetworkSettings"]["Networks"][rt.network]["IPAddress"] == rt.host_of(name)
+                assert svc["labels"].items() <= info["Config"]["Labels"].items()
+                assert c.here and c.veth and info["State"]["Pid"] == c.pid
+            if shutil.which("docker-compose"):
+                ps = subprocess.run(["docker-compose", "-p", rt.project, "-f", str(rt.compose_file), "ps", "-q"],
+                                    capture_output=True, text=True, timeout=60, check=False)
+                assert set(ps.stdout.split()) == {c.id for c in rt.containers.values()}, ps.stderr
+            assert not rt.log_tail("m1").startswith("(no log")  # events go to the collector: the log may be empty
+            m1 = rt.containers["m1"]
             rt.pause("m1")
-            state = c.cgroup.freezer.read_text().strip() if c.cgroup.freezer else ""
+            state = m1.cgroup.freezer.read_text().strip() if m1.cgroup.freezer else ""
             assert state in ("FROZEN", "FREEZING", "1"), state
             rt.resume("m1")
+            assert m1.cgroup.freezer and m1.cgroup.freezer.read_text().strip() in ("THAWED", "0")
+            m1.cgroup.freezer = None  # no freezer file: the Engine's pause
+            rt.pause("m1")
+            assert api.inspect_container(m1.id)["State"]["Paused"]
+            rt.resume("m1")
+            assert not api.inspect_container(m1.id)["State"]["Paused"]
             rt.kill("slm-a")
-            await asyncio.sleep(1)
-            info = json.loads(image.docker("inspect", rt.containers["slm-a"].id).stdout)[0]["State"]
-            assert not info["Running"] and info["ExitCode"] == 137  # what `docker kill` leaves
+            os.environ[KILL_ENV] = "docker"
+            try:
+                rt.kill("m2")
+            finally:
+                del os.environ[KILL_ENV]
+            for name in ("slm-a", "m2"):
+                assert api.wait(rt.containers[name].id, timeout=30)["StatusCode"] == 137  # what `docker kill` leaves
             assert rt.timings["ready"] > 0
+            return tb.run
 
-    asyncio.run(go())
+    run = asyncio.run(go())
+    assert leftovers.docker_objects(run=run) == []
+    assert {p.name for p in (tmp_path / "logs").glob("*.log")} >= {f"{s}.log" for s in ("slm-a", "slm-b", "m1", "m2")}
+    assert (tmp_path / "containers.csv").read_text().count("\n") == 5
 
 
 @needs_docker

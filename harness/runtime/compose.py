@@ -1,72 +1,45 @@
-"""Compose files for a deployment, and the compose CLI that this machine has.
+"""Compose files for a deployment: the record of a run's containers and the files users start by hand.
 
 One service per microservice instance, each with a fixed address on one private bridge network, all running
 `manobench-target` with its MANOBENCH_SPEC in the environment. Two flavours:
 
-- **run** files (`DockerRuntime`, written to the run's folder as `compose.yml`): the network is the run's
-  own, created beforehand by the runtime (so the harness can listen on its gateway before any container
-  starts) and referenced as external; services report events to the harness's collector.
+- **run** files (`DockerRuntime`, written to the run's folder as `compose.yml`, the record of the deployment):
+  the network is the run's own, created beforehand by the runtime (so the harness can listen on its gateway
+  before any container starts) and referenced as external; services report events to the harness's
+  collector.
 - **standalone** files (`harness compose render`, the examples in compose/): the network is defined in the
   file, events go to each container's stdout (`docker-compose logs`), and a healthcheck says when each
   service is ready, so `docker-compose -f compose/centralised.yml up` works by hand.
 
-The CLI is `docker compose` (v2+) where present, else `docker-compose` (1.29); $MANOBENCH_COMPOSE overrides.
-Containers are found by compose's labels (`com.docker.compose.project` / `.service`), never by name: the
-two CLIs name containers differently.
+The harness itself runs no compose CLI: the docker runtime creates a run's containers through the Docker SDK
+from the document its `compose.yml` is written from (`container_args`), with compose's labels, so either
+`docker compose` (v2) or `docker-compose` (1.29) can inspect them by hand. Containers are found by those
+labels (`com.docker.compose.project` / `.service`), never by name.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import shlex
-import shutil
-import subprocess
 from typing import Any
 
 import yaml
+from docker.types import EndpointConfig, HostConfig
 
-from harness.errors import UserError
 from targets.spec import ServiceSpec
 
 COMPOSE_VERSION = "2.4"  # understood by docker-compose 1.29 (cpus, mem_limit, ipv4_address) and by v2
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
-
-
-@functools.cache
-def cli() -> tuple[str, ...]:
-    """The compose command line to use here."""
-    forced = os.environ.get("MANOBENCH_COMPOSE")
-    if forced:
-        return tuple(shlex.split(forced))
-    if shutil.which("docker"):
-        try:
-            v2 = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=20,
-                                check=False)
-            if v2.returncode == 0:
-                return ("docker", "compose")
-        except subprocess.TimeoutExpired:
-            pass
-    if shutil.which("docker-compose"):
-        return ("docker-compose",)
-    raise UserError("docker runtime: neither `docker compose` (v2) nor `docker-compose` is installed")
-
-
-def run(project: str, file: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    argv = [*cli(), "-p", project, "-f", file, *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"{' '.join(argv[:-len(args) or None])} {args[0]}: no answer within {timeout:g} s") from None
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        raise UserError(f"{' '.join(cli())} {args[0]} failed: {' | '.join(lines[-3:]) or proc.returncode}")
-    return proc
+NUMBER_LABEL = "com.docker.compose.container-number"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+RUN_FILE_KEYS = {"image", "command", "environment", "labels", "networks", "stop_grace_period", "cpus", "mem_limit"}
 
 
 def _escape(value: str) -> str:
     return value.replace("$", "$$")  # compose interpolates $VAR in values
+
+
+def _unescape(value: str) -> str:
+    return value.replace("$$", "$")
 
 
 def render(services: list[ServiceSpec], *, image: str, network: str, subnet: str, gateway: str,
@@ -99,6 +72,35 @@ def render(services: list[ServiceSpec], *, image: str, network: str, subnet: str
                                   "retries": 3, "start_period": "2s"}
         doc["services"][spec.id] = svc
     return doc
+
+
+def container_args(doc: dict[str, Any], service: str, project: str, api_version: str) -> dict[str, Any]:
+    """Docker Engine API `create_container` arguments (docker-py's APIClient) for one service of a run's
+    compose document.
+
+    The runtime creates its containers through the SDK from the same document it writes to `compose.yml`, so
+    the file is the exact record of what ran, with no second description to drift from it. The container
+    gets compose's own labels and name (`<project>-<service>-1`), so `docker compose -p <project> -f
+    compose.yml ps | logs | down` work on a run's containers as on ones compose started. A key this
+    translation does not know is refused rather than dropped.
+    """
+    svc = doc["services"][service]
+    unknown = set(svc) - RUN_FILE_KEYS
+    if unknown:
+        raise ValueError(f"compose service {service}: no SDK translation for {sorted(unknown)}")
+    ((network, endpoint),) = svc["networks"].items()
+    nano_cpus = round(float(svc["cpus"]) * 1e9) if "cpus" in svc else None
+    return {
+        "image": svc["image"], "command": svc["command"], "name": f"{project}-{service}-1",
+        "environment": {key: _unescape(value) for key, value in svc["environment"].items()},
+        "labels": {**svc["labels"], PROJECT_LABEL: project, SERVICE_LABEL: service, NUMBER_LABEL: "1",
+                   ONEOFF_LABEL: "False"},
+        "host_config": HostConfig(api_version, network_mode=network, nano_cpus=nano_cpus,
+                                  mem_limit=svc.get("mem_limit")),
+        "networking_config": {"EndpointsConfig": {network: EndpointConfig(api_version,
+                                                                          ipv4_address=endpoint["ipv4_address"])}},
+        "stop_timeout": int(float(str(svc["stop_grace_period"]).removesuffix("s"))),
+    }
 
 
 def dump(doc: dict[str, Any], header: str = "") -> str:

@@ -1,25 +1,30 @@
 """The docker runtime: one container per service instance on the run's own private bridge network.
 
 Same interface as `LocalRuntime` (host_of, env, start_process, up, pid, kill, pause, resume, down, log_tail),
-so `Testbed`, the faults and `harness run` do not care which one they drive.
+so `Testbed`, the faults and `harness run` do not care which one they drive. Every Engine call goes through
+the Docker SDK (`harness.runtime.engine`: DOCKER_HOST or the docker context); no `docker` CLI is run.
 
 - **Network**: per run a bridge network `mb<run>` (bridge device of the same name) on a free `10.a.b.0/24`,
-  `--internal` (no route out of the machine), created by `prepare()` before anything else so the harness
+  internal (no route out of the machine), created by `prepare()` before anything else so the harness
   side (collector, BSS, Locust's BSS, the latency proxies) can listen on its gateway `10.a.b.1`, the host's
   own address on that bridge. Every service gets a fixed address `10.a.b.N`, N >= 2, known before any
   container exists, so the planner can write every address into the specs just as for the local runtime.
-- **Containers**: a compose file (`compose.yml` in the run's folder, `harness.runtime.compose`) brought up
-  with `docker compose` or `docker-compose`; containers are found by compose's labels, never by name.
-  Everything (containers, network) carries `manobench=1`, `manobench.run`, `manobench.owner` (the harness
-  pid: a dead owner makes a leftover that `harness clean` and the next `harness run` remove) and, under
-  the test suite, `manobench.session`.
+- **Containers**: the compose document of the deployment (`harness.runtime.compose`) is written to the run's
+  folder as `compose.yml`, the record, and each of its services is created and started through the SDK
+  from that same document (`compose.container_args`), four at a time; containers are found by compose's
+  labels, never by name. Everything (containers, network) carries `manobench=1`, `manobench.run`,
+  `manobench.owner` (the harness pid: a dead owner makes a leftover that `harness clean` and the next
+  `harness run` remove) and, under the test suite, `manobench.session`.
 - **Faults**: crash = SIGKILL of the container's init process, which *is* the service (what `docker kill`
-  sends; delivered directly because a docker CLI round trip takes ~100 ms and faults are aimed at a point of
-  a workflow; $MANOBENCH_DOCKER_KILL=docker uses `docker kill` instead); pause = the cgroup freezer that
-  `docker pause` uses (written directly for the same reason; `docker pause` where no freezer is found).
-- **Measurement**: a sampler reads, per container, CPU from cgroup accounting (cgroup v1 `cpuacct.usage`,
-  split into user/system by `cpuacct.stat`; v2 `cpu.stat`), peak memory, and the byte counters of the
-  host-side veth; written to `containers.csv` beside the psutil figure of the same process as a cross-check.
+  sends), delivered directly: 0.4 ms against 2-5 ms for the Engine's kill (100 ms with the CLI), and faults
+  are aimed at a point of a workflow ($MANOBENCH_DOCKER_KILL=docker sends it through the Engine instead);
+  pause = the cgroup freezer that `docker pause` uses, written directly for the same reason (the Engine's
+  pause where no freezer is found). Direct paths are only taken for a pid whose cgroup names the container.
+- **Measurement**: a sampler reads, per container, CPU from cgroup accounting, peak memory, and the byte
+  counters of the host-side veth (`harness.runtime.cgroups`); written to `containers.csv` beside the psutil
+  figure of the same process as a cross-check.
+- **Teardown**: SIGTERM to every service, the Engine's `die` events until all have exited (or the grace
+  period ends), the logs, then the containers (forced: SIGKILL) and the network are removed.
 """
 
 from __future__ import annotations
@@ -27,29 +32,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import json
 import os
 import random
 import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, ip_network
+from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import psutil
+from docker.types import IPAMConfig, IPAMPool
 
 from harness import image as images
 from harness.errors import UserError
-from harness.runtime import compose, wait_ready
+from harness.runtime import compose, engine, wait_ready
+from harness.runtime.cgroups import CgroupFiles, host_veth, runs_here, veth_bytes
 from harness.runtime.local import SESSION_ENV, LocalRuntime
 from targets.spec import ServiceSpec
 
 HARNESS_SIDE = ("bss", "proxies", "collector", "harness", "locust")
 BRIDGE_NETS_ENV = "MANOBENCH_BRIDGE_NETS"  # subnets of bridges this run created: proxyd may listen there
+KILL_ENV = "MANOBENCH_DOCKER_KILL"  # "docker": the crash through the Engine's kill instead of a direct SIGKILL
+PARALLEL = 4  # containers created and started at once (the Engine's start is most of bring-up, and overlaps)
 CONTAINER_COLUMNS = ["service", "container", "pid", "veth", "cgroup_user_s", "cgroup_system_s", "cgroup_total_s",
                      "proc_total_s", "cpu_agreement", "mem_peak_bytes", "veth_rx_bytes", "veth_tx_bytes"]
 
@@ -92,103 +101,6 @@ def free_block(rng: random.Random | None = None) -> str:
     raise UserError("docker runtime: no free 10.x.y.0/24 for the run's network")
 
 
-# --- cgroups, veths ---------------------------------------------------------------------------------------
-
-def _cgroup_paths(pid: int) -> dict[str, str]:
-    """controller -> path for a process ('' key: the v2 unified hierarchy)."""
-    out: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            _, ctrls, path = line.split(":", 2)
-            for c in ctrls.split(",") if ctrls else [""]:
-                out[c] = path
-    return out
-
-
-def cgroup_version() -> int:
-    return 2 if Path("/sys/fs/cgroup/cgroup.controllers").exists() else 1
-
-
-def _first(*paths: Path) -> Path | None:
-    return next((p for p in paths if p.exists()), None)
-
-
-@dataclass
-class CgroupFiles:
-    """Where one container's accounting lives (found once, while it runs)."""
-
-    cpu: Path | None = None  # v1: the cpuacct directory; v2: cpu.stat
-    memory: Path | None = None  # peak (v1 max_usage_in_bytes, v2 memory.peak) or current
-    freezer: Path | None = None  # v1 freezer.state, v2 cgroup.freeze
-    version: int = 1
-
-    @classmethod
-    def of(cls, pid: int) -> CgroupFiles:
-        paths = _cgroup_paths(pid)
-        root = Path("/sys/fs/cgroup")
-        if "" in paths and cgroup_version() == 2:
-            d = root / paths[""].lstrip("/")
-            return cls(_first(d / "cpu.stat"), _first(d / "memory.peak", d / "memory.current"),
-                       _first(d / "cgroup.freeze"), 2)
-        cpu = None
-        if "cpuacct" in paths:
-            rel = paths["cpuacct"].lstrip("/")
-            cpu = _first(*(root / m / rel for m in ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")))
-        mem = None
-        if "memory" in paths:
-            d = root / "memory" / paths["memory"].lstrip("/")
-            mem = _first(d / "memory.max_usage_in_bytes", d / "memory.usage_in_bytes")
-        frz = None
-        if "freezer" in paths:
-            frz = _first(root / "freezer" / paths["freezer"].lstrip("/") / "freezer.state")
-        return cls(cpu, mem, frz, 1)
-
-    def cpu_seconds(self) -> tuple[float, float] | None:
-        """(user, system) CPU seconds of the whole container, or None once it is gone."""
-        try:
-            if self.cpu is None:
-                return None
-            if self.version == 2:
-                stat = dict(line.split() for line in self.cpu.read_text().splitlines())
-                return int(stat["user_usec"]) / 1e6, int(stat["system_usec"]) / 1e6
-            # cpuacct.usage is exact (ns of run time, like schedstat); cpuacct.stat and usage_user/usage_sys are
-            # split by timer ticks and can be 20-30% off for a process that runs in short bursts: the split only
-            # is taken from cpuacct.stat.
-            total = int((self.cpu / "cpuacct.usage").read_text()) / 1e9
-            stat = dict(line.split() for line in (self.cpu / "cpuacct.stat").read_text().splitlines())
-            ticks_user, ticks_sys = int(stat["user"]), int(stat["system"])
-            share = ticks_user / (ticks_user + ticks_sys) if ticks_user + ticks_sys else 1.0
-            return total * share, total * (1 - share)
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def memory_bytes(self) -> int | None:
-        try:
-            return int(self.memory.read_text()) if self.memory else None
-        except (OSError, ValueError):
-            return None
-
-
-def host_veth(pid: int) -> str | None:
-    """The host side of a container's eth0: its peer's ifindex, read through the container's own /sys."""
-    try:
-        index = int(Path(f"/proc/{pid}/root/sys/class/net/eth0/iflink").read_text())
-        return socket.if_indextoname(index)
-    except (OSError, ValueError):
-        return None
-
-
-def veth_bytes(veth: str | None) -> tuple[int, int] | None:
-    """(rx, tx) of the host-side veth: rx = what the container sent, tx = what it received."""
-    if not veth:
-        return None
-    try:
-        stats = Path(f"/sys/class/net/{veth}/statistics")
-        return int((stats / "rx_bytes").read_text()), int((stats / "tx_bytes").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 @dataclass
 class Container:
     service: str
@@ -197,7 +109,18 @@ class Container:
     cgroup: CgroupFiles
     veth: str | None
     proc: psutil.Process | None = None
+    here: bool = True  # pid is this host's process of the container: direct signals, freezer and files apply
     last: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, service: str, ident: str, pid: int) -> Container:
+        """What the host knows of a running container: nothing at all if its pid is not this host's."""
+        if not runs_here(pid, ident):
+            return cls(service, ident, pid, CgroupFiles(), None, here=False)
+        proc = None
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+        return cls(service, ident, pid, CgroupFiles.of(pid), host_veth(pid), proc)
 
     def sample(self) -> None:
         cpu = self.cgroup.cpu_seconds()
@@ -287,63 +210,74 @@ class DockerRuntime:
         await asyncio.to_thread(self._create_network)
 
     def _create_network(self) -> None:
-        args = ["network", "create", "--driver", "bridge", "--internal", "--subnet", self.subnet,
-                "--gateway", self.gateway, "-o", f"com.docker.network.bridge.name={self.bridge}"]
-        for k, v in self.labels.items():
-            args += ["--label", f"{k}={v}"]
-        proc = images.docker(*args, self.network, check=False, timeout=60)
-        if proc.returncode != 0:  # addresses are already handed out: no second try with another subnet
-            raise UserError(f"docker network create {self.subnet} failed: {proc.stderr.strip()[-300:]}")
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=self.subnet, gateway=self.gateway)])
+        try:  # addresses are already handed out: no second try with another subnet
+            engine.client().networks.create(self.network, driver="bridge", internal=True, ipam=ipam,
+                                            labels=self.labels, check_duplicate=True,
+                                            options={"com.docker.network.bridge.name": self.bridge})
+        except engine.DockerException as err:
+            raise UserError(f"docker network create {self.subnet} failed: {engine.reason(err)}") from None
         self.network_created = True
         # promiscuous: the capture on the bridge also sees frames switched between two containers
         subprocess.run(["ip", "link", "set", self.bridge, "promisc", "on"], capture_output=True, check=False)
 
-    def render(self, services: list[ServiceSpec]) -> str:
+    def render(self, services: list[ServiceSpec]) -> dict[str, Any]:
+        """The run's compose document, written to `compose.yml` (the record) before anything is created from it."""
         assert self.image
         doc = compose.render(services, image=self.image, network=self.network, subnet=self.subnet,
                              gateway=self.gateway, external=True, labels=self.labels, cpus=self.cpus,
                              memory=self.memory)
         text = compose.dump(doc, f"run {self.run}: generated by harness (docker runtime); the network is the run's")
         self.compose_file.write_text(text, encoding="utf-8")
-        return text
+        return doc
 
     async def up(self, services: list[ServiceSpec], timeout: float = 60.0) -> None:
-        """Compose up every service, find the containers by compose labels, wait until each /health says ready."""
+        """Create and start every service's container from the compose document, find them by compose's labels,
+        wait until each /health says ready."""
         if not self.network_created:
             await self.prepare()
         t0 = time.monotonic()
-        self.render(services)
-        await asyncio.to_thread(compose.run, self.project, str(self.compose_file), "up", "-d", "--no-build",
-                                "--remove-orphans")
-        self.timings["compose_up"] = time.monotonic() - t0
+        doc = self.render(services)
+        await asyncio.to_thread(self._start_all, doc)
+        self.timings["start"] = time.monotonic() - t0
         found = await asyncio.to_thread(self.find)
         missing = [s.id for s in services if s.id not in found]
         if missing:
-            raise RuntimeError(f"docker runtime: no container for {missing} after compose up")
+            raise RuntimeError(f"docker runtime: no container for {missing} after start")
+        elsewhere = [c.service for c in found.values() if not c.here]
+        if elsewhere:
+            raise UserError(f"docker runtime: the Engine at {engine.client().api.base_url} runs the containers on "
+                            f"another host ({elsewhere[0]}); a run needs the Engine's host (pids, cgroups, the "
+                            "run's bridge): run the harness there")
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(self._wait_ready(session, s, timeout) for s in services))
         self.timings["ready"] = time.monotonic() - t0
         self._stats = asyncio.create_task(self._sample_loop())
 
+    def _start_all(self, doc: dict[str, Any]) -> None:
+        api = engine.client().api
+
+        def start(service: str) -> None:
+            with engine.engine_call(f"start {service}"):
+                api.start(api.create_container(**compose.container_args(doc, service, self.project, api.api_version)))
+
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(start, doc["services"]))
+
     def find(self) -> dict[str, Container]:
         """The run's containers, by compose labels (project, service)."""
-        ids = images.docker("ps", "-a", "-q", "--no-trunc", "--filter",
-                            f"label={compose.PROJECT_LABEL}={self.project}", timeout=60).stdout.split()
-        if not ids:
-            return {}
-        info = json.loads(images.docker("inspect", *ids, timeout=60).stdout)
-        for c in info:
-            service = c["Config"]["Labels"].get(compose.SERVICE_LABEL)
-            pid = int(c["State"].get("Pid") or 0)
-            if not service or not pid:
+        api = engine.client().api
+        with engine.engine_call("ps"):
+            listed = api.containers(all=True, filters={"label": f"{compose.PROJECT_LABEL}={self.project}"})
+        for entry in listed:
+            service = entry["Labels"].get(compose.SERVICE_LABEL)
+            known = self.containers.get(service or "")
+            if not service or (known and known.id == entry["Id"]):
                 continue
-            known = self.containers.get(service)
-            if known and known.id == c["Id"]:
-                continue
-            proc = None
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc = psutil.Process(pid)
-            self.containers[service] = Container(service, c["Id"], pid, CgroupFiles.of(pid), host_veth(pid), proc)
+            with engine.engine_call(f"inspect {service}"):
+                pid = int(api.inspect_container(entry["Id"])["State"].get("Pid") or 0)
+            if pid:
+                self.containers[service] = Container.of(service, entry["Id"], pid)
         return self.containers
 
     async def _wait_ready(self, session: aiohttp.ClientSession, spec: ServiceSpec, timeout: float) -> None:
@@ -357,12 +291,15 @@ class DockerRuntime:
                 c.sample()
             await asyncio.sleep(self.stats_interval)
 
-    def log_tail(self, name: str, lines: int = 15) -> str:
+    def log_tail(self, name: str, lines: int | Literal["all"] = 15) -> str:
+        """The last `lines` of a container's stdout and stderr ("all": the whole log), from the Engine."""
         c = self.containers.get(name)
         if c is None:
-            return self.host.log_tail(name, lines)
-        proc = images.docker("logs", "--tail", str(lines), c.id, check=False, timeout=30)
-        return (proc.stdout + proc.stderr).strip()
+            return self.host.log_tail(name, 10**9 if lines == "all" else lines)
+        try:
+            return engine.client().api.logs(c.id, tail=lines).decode("utf-8", "replace").strip()
+        except engine.DockerException as err:
+            return f"(no log of {name}: {engine.reason(err)})"
 
     def pid(self, name: str) -> int:
         """The container's init process as the host sees it: the service itself."""
@@ -377,8 +314,9 @@ class DockerRuntime:
         """
         c = self.containers[name]
         c.sample()
-        if os.environ.get("MANOBENCH_DOCKER_KILL") == "docker":
-            images.docker("kill", "--signal", "KILL", c.id, check=False, timeout=30)
+        if os.environ.get(KILL_ENV) == "docker":
+            with contextlib.suppress(engine.DockerException):  # already gone: the crash has happened
+                engine.client().api.kill(c.id, signal="SIGKILL")
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(c.pid, signal.SIGKILL)
@@ -388,11 +326,12 @@ class DockerRuntime:
         f = c.cgroup.freezer
         if f is not None:
             try:
-                f.write_text(("1" if frozen else "0") if c.cgroup.version == 2 else ("FROZEN" if frozen else "THAWED"))
+                f.write_text(c.cgroup.frozen if frozen else c.cgroup.thawed)
                 return
             except OSError:
                 pass
-        images.docker("pause" if frozen else "unpause", c.id, check=False, timeout=30)
+        with engine.engine_call("pause" if frozen else "unpause"):
+            (engine.client().api.pause if frozen else engine.client().api.unpause)(c.id)
 
     def pause(self, name: str) -> None:
         """The grey failure: the cgroup freezer (what `docker pause` does) on the whole container."""
@@ -406,7 +345,7 @@ class DockerRuntime:
 
     # --- teardown -----------------------------------------------------------------------------------------
     async def down(self, grace: float = 2.0) -> None:
-        """Thaw, save logs and stats, compose down (SIGTERM, SIGKILL after `grace`), remove the network."""
+        """Thaw, save stats, SIGTERM and wait for the exits (`grace`), save logs, remove containers and network."""
         t0 = time.monotonic()
         for c in self.containers.values():  # first: the services keep sending until they are stopped
             c.sample()
@@ -430,25 +369,37 @@ class DockerRuntime:
                 writer = csv.DictWriter(fh, fieldnames=CONTAINER_COLUMNS)
                 writer.writeheader()
                 writer.writerows(c.row() for c in sorted(self.containers.values(), key=lambda c: c.service))
+        since = time.time()
+        running = {c.id for c in self.containers.values() if psutil.pid_exists(c.pid)}
         for c in self.containers.values():
-            if psutil.pid_exists(c.pid):
+            if c.id in running:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(c.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(psutil.pid_exists(c.pid) for c in self.containers.values()):
-            time.sleep(0.05)
+        self._await_exit(running, since, grace)
         for c in self.containers.values():
-            proc = images.docker("logs", c.id, check=False, timeout=30)
-            (logs / f"{c.service}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-        if self.compose_file.exists():
-            try:
-                compose.run(self.project, str(self.compose_file), "down", "-t", "0", "--remove-orphans", timeout=120)
-            except UserError:
-                pass
+            (logs / f"{c.service}.log").write_text(self.log_tail(c.service, "all") + "\n", encoding="utf-8")
         from harness import leftovers
 
-        leftovers.remove_docker(leftovers.docker_objects(run=self.run))  # whatever compose left, the network
+        leftovers.remove_docker(leftovers.docker_objects(run=self.run))  # containers (forced), then the network
         self.network_created = False
+
+    def _await_exit(self, ids: set[str], since: float, grace: float) -> None:
+        """Until the Engine has seen every container in `ids` die (its `die` events since `since`), at most
+        `grace` seconds: one event stream instead of polling each container."""
+        if not ids:
+            return
+        pending = set(ids)
+        with contextlib.suppress(engine.DockerException):
+            events = engine.client().events(since=int(since) - 1, until=int(time.time() + grace) + 1, decode=True,
+                                            filters={"type": "container", "event": "die",
+                                                     "label": f"manobench.run={self.run}"})
+            try:
+                for event in events:
+                    pending.discard(event.get("id", ""))
+                    if not pending:
+                        break
+            finally:
+                events.close()
 
 
 def _env_float(name: str) -> float | None:
@@ -458,8 +409,3 @@ def _env_float(name: str) -> float | None:
     except ValueError:
         raise UserError(f"{name} must be a number of CPUs, got {value!r}") from None
 
-
-def network_of(subnet: str) -> IPv4Network:
-    net = ip_network(subnet, strict=False)
-    assert isinstance(net, IPv4Network)
-    return net
