@@ -109,11 +109,17 @@ def centralised_b_rel(z: Experiment, t_c: float) -> float:
     return z.h_m + heartbeats + per_workflow / t_c
 
 
+def t_h(z: Experiment) -> float:
+    """The heartbeat time-out: validation always sets it (from t_h, t_h_mult or 3 / h_r)."""
+    assert z.t_h is not None
+    return z.t_h
+
+
 def centralised(z: Experiment) -> Metrics:
     """Eqs 2-5 for an SLM delegating to n microservices, with k >= 2 SLMs."""
     tm = t_m(z)
     tc = centralised_t_c(z)
-    tl = z.l_hb + z.t_h + centralised_lost_work(z)
+    tl = z.l_hb + t_h(z) + centralised_lost_work(z)
     b_op = (sum(z.per_task("P_a")) + sum(z.per_task("P_b"))) / tc  # Eq 5
     b_rel = centralised_b_rel(z, tc)
     return _metrics(z, tm, tc, tl, b_op, b_rel, q_r=z.n + z.k - 1)
@@ -128,7 +134,7 @@ def distributed(z: Experiment) -> Metrics:
     """Eqs 6-9 for a chain of n duplicated modules."""
     tm = t_m(z)
     tc = distributed_t_c(z)
-    tl = max(z.l_hb + z.t_h + t for t in task_durations(z))  # Eq 7, one h_r, t_h, l_hb for every module
+    tl = max(z.l_hb + t_h(z) + t for t in task_durations(z))  # Eq 7, one h_r, t_h, l_hb for every module
     state = sum(z.per_task("P"))
     b_op = state / tc  # Eq 9
     pairs = z.n if z.model_reading == "literal" else 2 * z.n  # both twins heartbeat each other

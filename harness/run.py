@@ -197,8 +197,8 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
             assert tb.deployment is not None
             record.save_deployment(out, tb.deployment)  # as soon as it is known, like every file of the run
             sampler = CpuSampler({s.id: tb.runtime.pid(s.id) for s in tb.deployment.services})
-            if tb.wiring and tb.wiring.proc:
-                sampler.add("proxyd", tb.wiring.proc.pid)
+            for name, pid in (tb.wiring.pids() if tb.wiring else {}).items():
+                sampler.add(name, pid)
             sampler.start()
             tb.collector.subscribe(lambda e: sampler.sample() if e["kind"] == "fault" and e.get("action") == "kill"
                                    else None)  # the victim's counters die with it: read them first
@@ -253,7 +253,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
 
 def start_capture(tb: Testbed, out: Path) -> tuple[WireCapture | None, str]:
     """Count bytes on the wire for the run's whole address block, or say why that is not possible here."""
-    iface = getattr(tb.runtime, "capture_iface", "lo")  # docker: the run's bridge, which exists from prepare()
+    iface = tb.runtime.capture_iface  # docker: the run's bridge, which exists from prepare()
     capture = WireCapture(f"{tb.runtime.block}.0/24", out / "wire.csv", env=tb.runtime.env({}), iface=iface)
     if iface != "lo":  # the bridge exists once the testbed has prepared its network: start the capture then
         def start() -> None:

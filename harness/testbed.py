@@ -12,14 +12,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from harness.bss import Bss
 from harness.config import Experiment
 from harness.deploy import Deployment, Route, direct, plan
 from harness.errors import UserError
 from harness.history import Collector
+from harness.links.contract import LinkBackend
 from harness.links.netem_wiring import NetemWiring, configured_leaf
+from harness.runtime.contract import Runtime
 from harness.runtime.local import LocalRuntime
 from harness.wiring import ProxyWiring
 
@@ -30,7 +31,7 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def make_runtime(z: Experiment, run: str, workdir: Path) -> Any:
+def make_runtime(z: Experiment, run: str, workdir: Path) -> Runtime:
     """The runtime z asks for: local processes, or one container per service (harness.runtime.docker)."""
     if z.runtime == "docker":
         from harness.runtime.docker import DockerRuntime
@@ -46,12 +47,11 @@ class Testbed:
                  external_bss: bool = False, links_backend: str | None = None) -> None:
         """`links_backend`: what carries each link's latency: "proxy" (every link through the latency proxy),
         "netem" (tc inside each container's namespace: docker runtime only; installed once the containers
-        are up, before any load) or None (direct, no latency). `proxies=True` is the older spelling of
-        "proxy". `external_bss`: the load generator (Locust) hosts the BSS at `bss_address` instead of the
-        harness's asyncio BSS."""
+        are up, before any load) or None (direct, no latency). `external_bss`: the load generator (Locust)
+        hosts the BSS at `bss_address` instead of the harness's asyncio BSS."""
         self.z, self.workdir = z, Path(workdir)
         self.run = run or new_run_id()
-        backend = links_backend or ("proxy" if proxies else None)
+        backend = links_backend or ("proxy" if proxies else None)  # proxies=True: the older spelling
         if backend not in (None, "proxy", "netem"):
             raise UserError(f"links backend must be proxy or netem (or none), got {backend!r}")
         if backend == "netem" and z.runtime != "docker":
@@ -63,11 +63,12 @@ class Testbed:
         self.runtime = make_runtime(z, self.run, self.workdir)
         self.external_bss = external_bss
         self.bss = Bss(self.collector, host=self.runtime.host_of("bss"))
-        self.wiring: ProxyWiring | NetemWiring | None = None
+        self.wiring: LinkBackend | None = None
         if backend == "proxy":
             self.wiring = ProxyWiring(self.runtime.host_of("proxies"), z.time_scale, self.workdir)
         elif backend == "netem":
-            self.wiring = NetemWiring.for_docker(self.runtime, z.time_scale, configured_leaf()[1])
+            self.wiring = NetemWiring.for_docker(self.runtime, z.time_scale,  # type: ignore[arg-type]
+                                                 configured_leaf()[1])
         self.route: Route = self.wiring.route if self.wiring else direct
         self.deployment: Deployment | None = None
         self.on_prepared: list[Callable[[], object]] = []  # called once the runtime's network exists
@@ -81,25 +82,24 @@ class Testbed:
 
     async def __aenter__(self) -> Testbed:
         try:
-            if hasattr(self.runtime, "prepare"):  # docker: image, network (the harness listens on its gateway)
-                await self.runtime.prepare()
+            await self.runtime.prepare()  # docker: image, network (the harness listens on its gateway)
             for hook in self.on_prepared:
                 hook()
-            collector = await self.collector.start(getattr(self.runtime, "collector_host", "127.0.0.1"))
+            collector = await self.collector.start(self.runtime.collector_host)
             if not self.external_bss:
                 await self.bss.start()
             self.deployment = plan(self.z, self.run, self.runtime.host_of, self.bss_address, collector, self.route)
             self.bss.entry = self.deployment.entry
             self.bss.entry_bytes = self.deployment.entry_bytes
-            if isinstance(self.wiring, ProxyWiring):  # the proxies listen before any service dials them
-                self.wiring.start(self.runtime.env({}))
+            if self.wiring:
+                self.wiring.before_up(self.runtime)
             self.collector.emit("harness", "deploy", design=self.z.design, run=self.run,
                                 services=[s.id for s in self.deployment.services])
             await self.runtime.up(self.deployment.services)
-            if isinstance(self.wiring, NetemWiring):  # tc needs the containers' namespaces: after up, before load
-                await asyncio.to_thread(self.wiring.start)
-                self.collector.emit("harness", "links_shaped", backend="netem", places=len(self.wiring.installed),
-                                    directions=len(self.wiring.directions))
+            if self.wiring:
+                shaped = await asyncio.to_thread(self.wiring.after_up)
+                if shaped:
+                    self.collector.emit("harness", "links_shaped", **shaped)
             self.collector.emit("harness", "ready")
         except BaseException:
             await self.close()

@@ -19,6 +19,7 @@ from harness.errors import UserError
 from harness.links.client import ProxyControl, launch_proxyd
 from harness.links.netem import choose_backend, probe_netem
 from harness.links.netem_wiring import LEAF_ENV, configured_leaf, probe_classifier
+from harness.runtime.contract import Runtime
 
 PROXY_PORT_BASE = 20000
 
@@ -60,7 +61,9 @@ def _docker_backend(preference: str) -> tuple[str, str]:
 
 
 class ProxyWiring:
-    """Routes every link through proxyd on its own address; a LinkControl for faults."""
+    """Routes every link through proxyd on its own address (a `LinkBackend`)."""
+
+    name = "proxy"
 
     def __init__(self, host: str, time_scale: float, workdir: Path) -> None:
         self.host, self.scale, self.workdir = host, time_scale, workdir
@@ -72,6 +75,16 @@ class ProxyWiring:
         """Called by the planner for each link: the caller dials a fresh proxy port."""
         self.links.append(link)
         return f"{self.host}:{PROXY_PORT_BASE + len(self.links)}"
+
+    def before_up(self, runtime: Runtime) -> None:
+        """proxyd listens on every link's address before any service dials one."""
+        self.start(runtime.env({}))
+
+    def after_up(self) -> dict[str, object]:
+        return {}
+
+    def pids(self) -> dict[str, int]:
+        return {"proxyd": self.proc.pid} if self.proc else {}
 
     def start(self, env: dict[str, str]) -> None:
         spec = [{"name": link.name, "listen": link.address, "target": link.target, "plane": link.plane,

@@ -95,7 +95,7 @@ def _planned(design: str, **values: object) -> tuple[list[Link], dict[str, Endpo
 def test_route_is_the_real_target_and_counters_are_empty() -> None:
     links, _endpoints, wiring = _planned("distributed", l=[0.03, 0.07], l_hb=0.02)
     assert links and all(link.address == link.target for link in links)
-    assert wiring.links == links and wiring.counters() == {} and wiring.proc is None
+    assert wiring.links == links and wiring.counters() == {} and wiring.pids() == {}
 
 
 def test_directions_of_the_distributed_design() -> None:
@@ -213,7 +213,7 @@ def test_the_classifier_probe_works_here_with_a_fifo_leaf() -> None:
 
 def test_testbed_picks_the_wiring(tmp_path: Path) -> None:
     local, docker = experiment(), experiment(runtime="docker")
-    assert isinstance(Testbed(local, tmp_path / "p", proxies=True).wiring, ProxyWiring)
+    assert isinstance(Testbed(local, tmp_path / "p", links_backend="proxy").wiring, ProxyWiring)
     assert isinstance(Testbed(local, tmp_path / "q", links_backend="proxy").wiring, ProxyWiring)
     assert Testbed(local, tmp_path / "d").wiring is None
     tb = Testbed(docker, tmp_path / "n", links_backend="netem")

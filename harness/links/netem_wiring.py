@@ -50,9 +50,13 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.deploy import Link
+
+if TYPE_CHECKING:
+    from harness.runtime.contract import Runtime
+    from harness.runtime.docker import DockerRuntime
 
 ROOT = "1:"
 DEFAULT_MINOR = 0x1
@@ -293,7 +297,7 @@ def _failure(place: Place, what: str, proc: subprocess.CompletedProcess[str]) ->
     return NetemError(f"netem: {what} on {place.label} ({place.dev}) failed: {text[-400:]}")
 
 
-def docker_locator(runtime: Any) -> Callable[[str], Endpoint]:
+def docker_locator(runtime: DockerRuntime) -> Callable[[str], Endpoint]:
     """Endpoints from a DockerRuntime whose containers are up: eth0 in each container's namespace, the host
     end of its veth; a harness-side name (the BSS) is on the host, with only its address."""
 
@@ -326,10 +330,10 @@ class NetemWiring:
     installed: list[Place] = field(default_factory=list)
     cut_now: set[tuple[str, str]] = field(default_factory=set)
     skipped: list[str] = field(default_factory=list)  # commands not run: their namespace was gone
-    proc: None = None  # no process of its own (harness.run adds proxyd's to the CPU sampler when there is one)
+    name = "netem"
 
     @classmethod
-    def for_docker(cls, runtime: Any, time_scale: float, leaf: Leaf = netem_leaf) -> NetemWiring:
+    def for_docker(cls, runtime: DockerRuntime, time_scale: float, leaf: Leaf = netem_leaf) -> NetemWiring:
         return cls(docker_locator(runtime), time_scale, leaf)
 
     def route(self, link: Link) -> str:
@@ -342,7 +346,18 @@ class NetemWiring:
         endpoints = {name: self.locate(name) for name in sorted(names)}
         return plan_directions(self.links, endpoints, self.time_scale)
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def before_up(self, runtime: Runtime) -> None:
+        """Nothing yet: tc needs the services' namespaces."""
+
+    def after_up(self) -> dict[str, object]:
+        """tc into every service's namespace, now that they exist and before any load."""
+        self.start()
+        return {"backend": "netem", "places": len(self.installed), "directions": len(self.directions)}
+
+    def pids(self) -> dict[str, int]:
+        return {}  # no process of its own
+
+    def start(self) -> None:
         """Install every link's classes and filters; needs the services' namespaces (call after `up`)."""
         planned = self.plan()
         self.directions = {(d.link, d.way): d for d in planned}

@@ -40,7 +40,7 @@ def check_delay(name: str, value: object) -> float:
     return value
 
 
-def _abort_with_rst(transport: asyncio.BaseTransport) -> None:
+def _abort_with_rst(transport: asyncio.Transport) -> None:
     """Abort so the peer gets an RST: a plain abort() sends FIN when the receive buffer happens to be empty."""
     sock = transport.get_extra_info("socket")
     if sock is not None:

@@ -31,11 +31,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 
 from harness.runtime.local import LocalRuntime
+
+if TYPE_CHECKING:
+    from harness.config import Experiment
+    from harness.testbed import Testbed
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONFIG_ENV = "MANOBENCH_LOAD"
@@ -126,7 +130,7 @@ class LocustLoad:
         self._started_at = 0.0
 
     @classmethod
-    def for_testbed(cls, tb: Any, z: Any, out_dir: Path, *, timeout: float | None = None, **overrides: Any
+    def for_testbed(cls, tb: Testbed, z: Experiment, out_dir: Path, *, timeout: float | None = None, **overrides: Any
                     ) -> LocustLoad:
         """The load of experiment z against a live `Testbed(z, ..., external_bss=True)`: z.requests workflows,
         open loop at z.rate if set, else closed loop with z.users; Locust's files and log in `out_dir` (give
@@ -134,16 +138,16 @@ class LocustLoad:
         plus 10 modelled workflow times (the model's t_c, scaled)."""
         if tb.deployment is None:
             raise RuntimeError("the testbed is not up")
-        if not getattr(tb, "external_bss", False):
+        if not tb.external_bss:
             raise RuntimeError("the testbed runs its own BSS: create it with external_bss=True")
         if timeout is None:
             from harness import model
 
             timeout = 60.0 + 10.0 * model.evaluate(z).t_c * z.time_scale
-        rate = getattr(z, "rate", None)
+        rate = z.rate
         kw: dict[str, Any] = {
             "requests": z.requests, "timeout": timeout, "mode": "open" if rate else "closed", "users": z.users,
-            "rate": rate, "seed": getattr(z, "seed", None), "entry_bytes": getattr(tb.deployment, "entry_bytes", 0),
+            "rate": rate, "seed": z.seed, "entry_bytes": tb.deployment.entry_bytes,
             "start_process": tb.runtime.start_process, "run": tb.run, **overrides,
         }
         return cls(tb.deployment.entry, tb.bss_address, tb.collector.address, out_dir, **kw)

@@ -38,9 +38,14 @@ class LocalRuntime:
     def __init__(self, run: str, workdir: Path, block: str | None = None) -> None:
         self.run, self.workdir = run, workdir
         self.block = block or loopback_block()
+        self.collector_host = "127.0.0.1"
+        self.capture_iface = "lo"
         self.hosts: dict[str, str] = {}
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
+
+    async def prepare(self) -> None:
+        """Nothing to make first: loopback addresses need no network."""
 
     def host_of(self, svc_id: str) -> str:
         """Each service (and the BSS, and the proxies) gets its own address in the run's block."""

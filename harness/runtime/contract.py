@@ -1,0 +1,53 @@
+"""The runtime contract: what `Testbed`, the faults, the measurement and `harness run` may ask of a runtime
+(local processes, one container per service, later a Swarm or Kubernetes). Anything else a runtime offers
+is its own business; nobody probes for it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from targets.spec import ServiceSpec
+
+
+class Runtime(Protocol):
+    """Start, address, break and tear down the services of one run."""
+
+    name: str  # as in z.runtime
+    block: str  # the run's /24 as "a.b.c": every address of the run is a.b.c.N
+    collector_host: str  # where the harness's collector listens so that every service can reach it
+    capture_iface: str  # the interface the wire capture watches: where the run's packets pass
+
+    async def prepare(self) -> None:
+        """What must exist before the harness side listens (an image, a network); may do nothing."""
+
+    def host_of(self, svc_id: str) -> str:
+        """The address `svc_id` (a service, or "bss", "proxies", ...) binds to; fixed before it exists."""
+
+    def env(self, extra: dict[str, str]) -> dict[str, str]:
+        """The environment of a process the run starts: labelled with the run and its owner."""
+
+    async def start_process(self, name: str, argv: list[str], extra_env: dict[str, str]
+                            ) -> asyncio.subprocess.Process:
+        """A harness-side helper (the load generator) as a process labelled like the run's services."""
+
+    async def up(self, services: list[ServiceSpec], timeout: float = 30.0) -> None:
+        """Start every service and return once each answers its health check."""
+
+    def pid(self, name: str) -> int:
+        """The host pid of a service's main process (CPU accounting, namespaces)."""
+
+    def kill(self, name: str) -> None:
+        """The crash: SIGKILL, delivered at once (faults are aimed at a point of a workflow)."""
+
+    def pause(self, name: str) -> None:
+        """The grey failure: freeze every process of the service."""
+
+    def resume(self, name: str) -> None:
+        """Thaw what `pause` froze."""
+
+    async def down(self, grace: float = 2.0) -> None:
+        """Take everything of the run down (SIGTERM, then SIGKILL after `grace`); safe to call twice."""
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        """The last lines a service printed, for error messages."""
