@@ -5,24 +5,37 @@ it where the fault strikes: the owning SLM (centralised) or the owning instance 
 
 `worst` follows the model (Eqs 3 and 7): the crash must cost the most work and the longest detection. For
 the centralised design that is the end of the longest run of unshared tasks, just before the share that
-would have saved it; for the distributed one, the end of the longest task t_i. And it should come right
-after a heartbeat, so the survivors wait the full t_h. Both cannot be had exactly: we strike at the last
-heartbeat the driver sends before that task is due to finish, so the crash falls at most one heartbeat
-interval (1/h_r) early. The lost time is then short of the model's t_l by that much at most, and we record
-how early we struck (`early_by`) so reports can show it.
+would have saved it (the moment the worker's reply reaches the SLM); for the distributed one, the end of
+the longest task t_i. And it must come directly after a heartbeat the survivors do receive, so they wait
+the full t_h + l_hb. Both can only coincide if a heartbeat falls at that moment; in a real system the
+heartbeat phase is arbitrary, and the worst phase is one that sends a heartbeat just as the instance dies.
+We emulate that phase with the driver's `POST /hb-now` (targets/membership.py): at the end of that task of
+that request, before acting on it, the driver sends one heartbeat to every peer and falls silent; the
+answer comes once every peer acknowledged it, and the caller then SIGKILLs it. The driver stopped acting
+when the heartbeat left, so the lost work and the detection are the model's; the kill itself comes about
+2 l_hb later (the acknowledgement's round trip), which changes nothing the survivors can see.
+
+The fault event records it: `hb_triggered`, `silent_at` (monotonic time of that last heartbeat: the
+crash as the rest of the system sees it), `hb_acked` (the peers that acknowledged it) and `early_by`
+(wall seconds from the last heartbeat to the worst moment of the configured schedule: negative when the
+real task ran longer than configured, since the heartbeat goes out at the real end of the task).
+A fault other than a crash struck at `worst` (pause, link faults) releases the driver (`POST /release`)
+once it has struck.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
 
 from faults.base import FaultContext
 from harness import model
 from harness.history import Event
 
 WAIT = 600.0  # wall seconds: no experiment legitimately waits longer for its moment
-HB_FLUSH = 0.005  # wall seconds a scheduled heartbeat needs to leave the process (one or two loop rounds)
 
 
 @dataclass
@@ -31,6 +44,15 @@ class Aim:
     driver: str  # the SLM or module instance processing the target request at that moment
     task: int | None
     early_by: float = 0.0  # wall seconds struck before the modelled worst moment
+    silent_at: float | None = None  # the driver's last heartbeat, after which it fell silent (`worst`)
+    acked: list[str] = field(default_factory=list)  # the peers that acknowledged that heartbeat
+
+    def fields(self) -> dict[str, Any]:
+        """What the fault event records about the moment."""
+        out: dict[str, Any] = {"req": self.req, "task": self.task, "early_by": self.early_by}
+        if self.silent_at is not None:
+            out |= {"hb_triggered": True, "silent_at": self.silent_at, "hb_acked": self.acked}
+        return out
 
 
 def worst_task(ctx: FaultContext) -> int:
@@ -108,23 +130,37 @@ def task_wall_time(ctx: FaultContext, k: int) -> float:
     return ctx.scaled(work)
 
 
+async def control(ctx: FaultContext, svc: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """POST to a replica's hb-plane control (targets/membership.py) directly, never through a link's proxy:
+    the harness is not part of the modelled system. None when the replica answers 409 (too late)."""
+    spec = ctx.deployment.service(svc)
+    url = f"http://{spec.bind}:{spec.ports['hb']}{path}"
+    async with aiohttp.ClientSession() as session, session.post(
+            url, json=body, timeout=aiohttp.ClientTimeout(total=WAIT)) as resp:
+        if resp.status == 409:
+            return None
+        if resp.status >= 400:
+            raise RuntimeError(f"{svc} {path}: {resp.status} {await resp.text()}")
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+
 async def worst(ctx: FaultContext) -> Aim:
-    """At the driver's last heartbeat before the worst task is due to end (or at its end, if sooner)."""
+    """The driver's last heartbeat at the end of the worst task, then silence (see module docstring)."""
     k = worst_task(ctx)
     req, driver, started = await task_started(ctx, k)
     due = started["t"] + task_wall_time(ctx, k)
-    hb_interval = ctx.scaled(1.0 / ctx.z.h_r)
-    done = _done_kind(ctx)
-    event = await ctx.history.wait_for(
-        lambda e: e["svc"] == driver and (
-            (e["kind"] == "hb_sent" and e["t"] >= due - hb_interval)
-            or (e["kind"] == done and e.get("req") == req and e.get("task") == k)),
-        WAIT)
-    if event["kind"] == "hb_sent":
-        # hb_sent is recorded as the heartbeat's send is scheduled; give the driver's loop a moment to put it
-        # on the wire, or the crash takes it along and the survivor notices one interval early
-        await asyncio.sleep(min(HB_FLUSH, hb_interval / 10))
-    return Aim(req, driver, k, early_by=max(0.0, due - event["t"]))
+    answer = await control(ctx, driver, "/hb-now", {"req": req, "task": k, "silence": True})
+    if answer is None:  # the task ended before we could ask (a tiny t_i): the worst we can still do is now
+        answer = await control(ctx, driver, "/hb-now", {"silence": True})
+        assert answer is not None
+    return Aim(req, driver, k, early_by=due - answer["sent"], silent_at=answer["sent"], acked=answer["acked"])
+
+
+async def release(ctx: FaultContext, hit: Aim | None) -> None:
+    """Let a driver silenced by `worst` speak again (a pause or a link fault, not a crash)."""
+    if hit is not None and hit.silent_at is not None:
+        await control(ctx, hit.driver, "/release", {})
 
 
 async def at_time(ctx: FaultContext, load_started: float) -> Aim:

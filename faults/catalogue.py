@@ -1,7 +1,8 @@
 """The faults `harness run --fault NAME` knows.
 
 - slm-crash: SIGKILL the instance driving the target request (the owning SLM; in the distributed design,
-  the owning instance of the module at that point). The crash of section III.
+  the owning instance of the module at that point). The crash of section III. At `worst` the driver has
+  sent its last heartbeat and fallen silent at the modelled moment first (faults/aim.py).
 - worker-crash: SIGKILL the worker m_K answering the target request's task K, just before it would have
   answered (centralised, workers duplicated); in the distributed design the modules are the workers, so it
   is the same as slm-crash.
@@ -42,9 +43,8 @@ class _Aimed(Fault):
         raise NotImplementedError
 
     def record(self, action: str, target: str, **fields: object) -> None:
-        hit = self.hit
-        self.ctx.record(action, target, req=hit.req if hit else None, task=hit.task if hit else None,
-                        early_by=hit.early_by if hit else 0.0, **fields)
+        moment = self.hit.fields() if self.hit else {"req": None, "task": None, "early_by": 0.0}
+        self.ctx.record(action, target, **moment, **fields)
 
 
 class SlmCrash(_Aimed):
@@ -101,6 +101,7 @@ class SlmPause(_Aimed):
             self.ctx.processes.resume(self.paused)
             self.record("resume", self.paused)
             self.paused = None
+            await aim.release(self.ctx, self.hit)  # silenced by `worst`: it wakes up and goes on
 
 
 class _LinkFault(_Aimed):
@@ -130,6 +131,7 @@ class _LinkFault(_Aimed):
         for link in self.touched:
             self.apply(link)
         self.record(self.actions[0], hit.driver, links=len(self.touched), duration=self.ctx.z.fault_duration)
+        await aim.release(self.ctx, hit)  # silenced by `worst` until its links were changed
         await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
         await self.heal()
 

@@ -6,6 +6,21 @@ dead brings it back (a paused process, a healed partition) and is recorded, beca
 be working on the same request: the checker must see that, not us hide it. The request owner is the
 member whose rank (position among the sorted UUIDs of the members alive) equals the request UUID modulo
 the number of members: the parity for two.
+
+The hb plane also takes two control calls from the harness, so a crash can be put at the model's worst
+moment (Eqs 3 and 7: directly after a heartbeat the survivors DO receive, so they wait the full t_h). In a
+real system the heartbeat phase is arbitrary; the worst phase is a heartbeat that goes out just as the
+instance dies, and that is what these emulate:
+
+- `POST /hb-now` `{"req"?, "task"?, "silence"?}`: send one heartbeat to every peer, recorded as `hb_sent`
+  with `triggered: true`, and answer once every peer has acknowledged it (`sent`, `acked`, `unacked`).
+  With `req` and `task` it is sent when the instance reaches the end of that task of that request (the
+  SLM has the worker's reply, the module has finished its t_i) and before it acts on it: 409 if the
+  request is already past that point. With `silence: true` the instance then falls silent: it sends no
+  heartbeat, call, share, forward or completion and holds that task's result, as if it had crashed the
+  moment the heartbeat left. The caller SIGKILLs it after the answer; the ack round trip (2 l_hb) it
+  waits for costs nothing, because the instance stopped acting when the heartbeat went out.
+- `POST /release`: speak again (after a pause or a link fault struck at that moment; a crash never needs it).
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -22,6 +38,30 @@ from aiohttp import web
 from targets.events import EventSink
 from targets.http import Client, Planes, read_json
 from targets.spec import Params, ServiceSpec
+
+PASSED_KEPT = 4096  # (req, task) points remembered, so a /hb-now for a point already passed is refused
+
+
+@dataclass
+class Mark:
+    """A /hb-now waiting for the end of task `task` of `req`: the heartbeat is sent the moment it is reached."""
+
+    request: web.Request
+    silence: bool
+    sent: asyncio.Future[tuple[float, list[asyncio.Task[bool]]]]
+
+
+class Gated(Client):
+    """A client whose messages wait while the instance is silent (see /hb-now)."""
+
+    def __init__(self, voice: asyncio.Event) -> None:
+        super().__init__()
+        self.voice = voice
+
+    async def post(self, addr: str, path: str, body: dict[str, Any], size: int, timeout: float
+                   ) -> tuple[dict[str, Any], int, int]:
+        await self.voice.wait()
+        return await super().post(addr, path, body, size, timeout)
 
 
 @dataclass
@@ -45,6 +85,14 @@ class Membership:
         self.client = Client()
         self.seq = 0
         self._pending: set[asyncio.Task] = set()
+        self.voice = asyncio.Event()  # cleared while silent: nothing but a triggered heartbeat leaves
+        self.voice.set()
+        self.marks: dict[tuple[str, int], Mark] = {}
+        self.passed: dict[tuple[str, int], None] = {}  # insertion-ordered, the last PASSED_KEPT
+
+    def gated_client(self) -> Gated:
+        """A client for the instance's own messages (op and state planes), silenced with it."""
+        return Gated(self.voice)
 
     # --- ranking ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -78,6 +126,7 @@ class Membership:
         """Heartbeats on an absolute schedule, so a slow peer or a GC pause does not drift the rate."""
         start = time.monotonic()
         while True:
+            await self.voice.wait()
             self.seq += 1
             for peer in self.peers.values():
                 task = asyncio.create_task(self._send(peer))
@@ -87,13 +136,71 @@ class Membership:
             next_tick = start + self.seq * self.params.hb_interval
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
 
-    async def _send(self, peer: Peer) -> None:
-        body = {"id": self.me, "uuid": self.uuid, "seq": self.seq}
+    async def _send(self, peer: Peer, triggered: bool = False) -> bool:
+        """One heartbeat to `peer`; True once it acknowledged it."""
+        body = {"id": self.me, "uuid": self.uuid, "seq": self.seq, **({"triggered": True} if triggered else {})}
         try:
             await self.client.post(peer.hb_addr, "/hb", body, self.params.hb_bytes,
                                    timeout=max(self.params.t_h, 0.05))
         except (TimeoutError, aiohttp.ClientError, OSError):
-            pass  # a silent peer is what the monitor is for
+            return False  # a silent peer is what the monitor is for
+        return True
+
+    # --- the heartbeat at a chosen moment (harness control) -------------------------------------------------
+    def _last_words(self, silence: bool) -> tuple[float, list[asyncio.Task[bool]]]:
+        """Fall silent (if asked) and send one heartbeat to every peer now; its send time and the sends."""
+        if silence:
+            self.voice.clear()
+        sends = [asyncio.create_task(self._send(peer, triggered=True)) for peer in self.peers.values()]
+        event = self.sink.emit("hb_sent", seq=self.seq, peers=len(self.peers), bytes=self.params.hb_bytes,
+                               triggered=True, silence=silence)
+        return event["t"], sends
+
+    async def at_end_of(self, req: str, task: int) -> None:
+        """Called where task `task` of `req` has ended here, before the instance acts on it: a /hb-now waiting
+        for this point sends its heartbeat now, and a silent instance holds here."""
+        key = (req, task)
+        self.passed[key] = None
+        if len(self.passed) > PASSED_KEPT:
+            del self.passed[next(iter(self.passed))]
+        mark = self.marks.pop(key, None)
+        transport = mark.request.transport if mark else None
+        if mark and transport is not None and not transport.is_closing() and not mark.sent.done():
+            mark.sent.set_result(self._last_words(mark.silence))
+        await self.voice.wait()
+
+    async def handle_hb_now(self, request: web.Request) -> web.Response:
+        body = await read_json(request, {})
+        req, task, silence = body.get("req"), body.get("task"), body.get("silence", False)
+        if not isinstance(silence, bool):
+            raise web.HTTPBadRequest(text="silence must be true or false")
+        if req is None:
+            sent, sends = self._last_words(silence)
+        else:
+            if not (isinstance(req, str) and isinstance(task, int) and not isinstance(task, bool)):
+                raise web.HTTPBadRequest(text="req must be a string, with a task (int)")
+            key = (req, task)
+            if key in self.passed:
+                raise web.HTTPConflict(text=f"{req} is past the end of task {task}")
+            mark = Mark(request, silence, asyncio.get_running_loop().create_future())
+            self.marks[key] = mark
+            try:
+                sent, sends = await mark.sent
+            finally:
+                if self.marks.get(key) is mark:
+                    del self.marks[key]
+        acked = await asyncio.gather(*sends)
+        peers = list(self.peers)
+        return web.json_response({"seq": self.seq, "sent": sent, "silent": not self.voice.is_set(),
+                                  "acked": [p for p, ok in zip(peers, acked, strict=True) if ok],
+                                  "unacked": [p for p, ok in zip(peers, acked, strict=True) if not ok]})
+
+    async def handle_release(self, request: web.Request) -> web.Response:
+        was_silent = not self.voice.is_set()
+        self.voice.set()
+        if was_silent:
+            self.sink.emit("released")
+        return web.json_response({"was_silent": was_silent})
 
     # --- failure detection ---------------------------------------------------------------------------------
     async def monitor_loop(self) -> None:
@@ -139,6 +246,12 @@ class Replicated:
     sink: EventSink
     planes: Planes
     members: Membership
+
+    def route_heartbeats(self) -> None:
+        """The hb plane: peers' heartbeats, and the harness's /hb-now and /release (module docstring)."""
+        self.planes.route("hb", "POST", "/hb", self.members.handle_heartbeat)
+        self.planes.route("hb", "POST", "/hb-now", self.members.handle_hb_now)
+        self.planes.route("hb", "POST", "/release", self.members.handle_release)
 
     async def start_replica(self, **started: object) -> None:
         await self.planes.start()

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from targets.events import EventSink
-from targets.http import Client, Planes, read_json, spend
+from targets.http import Planes, read_json, spend
 from targets.membership import Membership, Replicated
 from targets.spec import Params, ServiceSpec, task_name
 
@@ -29,14 +29,14 @@ class Module(Replicated):
         self.twin_state = twin_addrs["state"]
         self.members = Membership(spec.id, sink, self.p, {self.twin: twin_addrs["hb"]}, on_dead=self._twin_dead)
         self.planes = Planes(sink, spec.bind, spec.ports, self.p.max_message)
-        self.client, self.done_client = Client(), Client()
+        self.client, self.done_client = self.members.gated_client(), self.members.gated_client()
         self.seen: set[str] = set()
         self.log: set[str] = set()  # requests the twin owns and has not reported done
         self.running: dict[str, asyncio.Task] = {}
         self.loops: list[asyncio.Task] = []
         self.planes.route("op", "GET", "/health", self.health)
         self.planes.route("op", "POST", "/request", self.handle_work)
-        self.planes.route("hb", "POST", "/hb", self.members.handle_heartbeat)
+        self.route_heartbeats()
         self.planes.route("state", "POST", "/done", self.handle_done)
 
     async def start(self) -> None:
@@ -70,6 +70,7 @@ class Module(Replicated):
         try:
             self.sink.emit("task_start", req=req, task=i, name=task_name(i))
             await spend(self.p.t_i[i - 1], self.p.work)
+            await self.members.at_end_of(req, i)  # a crash at the worst moment strikes here (membership)
             self.sink.emit("task_end", req=req, task=i, name=task_name(i))
             await self.forward(req)
             try:

@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from targets.events import EventSink
-from targets.http import Client, Planes, read_json, spend
+from targets.http import Planes, read_json, spend
 from targets.membership import Membership, Replicated
 from targets.spec import Params, ServiceSpec, task_name
 
@@ -42,7 +42,7 @@ class Slm(Replicated):
         self.members = Membership(spec.id, sink, self.p, {pid: a["hb"] for pid, a in spec.peers.items()},
                                   on_dead=self._peer_dead)
         self.planes = Planes(sink, spec.bind, spec.ports, self.p.max_message)
-        self.op, self.state_client = Client(), Client()
+        self.op, self.state_client = self.members.gated_client(), self.members.gated_client()
         self.log: dict[str, LogEntry] = {}
         self.running: dict[str, asyncio.Task] = {}
         self.finished: set[str] = set()  # completed here, or a peer said 'done'
@@ -51,7 +51,7 @@ class Slm(Replicated):
         self._background: set[asyncio.Task] = set()
         self.planes.route("op", "GET", "/health", self.health)
         self.planes.route("op", "POST", "/request", self.handle_request)
-        self.planes.route("hb", "POST", "/hb", self.members.handle_heartbeat)
+        self.route_heartbeats()
         self.planes.route("state", "POST", "/state", self.handle_state)
         self.planes.route("state", "POST", "/done", self.handle_done)
 
@@ -116,6 +116,7 @@ class Slm(Replicated):
                 attempt += 1
                 await asyncio.sleep(RETRY_BACKOFF if attempt % len(replicas) == 0 else 0)
                 continue
+            await self.members.at_end_of(req, i)  # a crash at the worst moment strikes here (membership)
             self.sink.emit("task_reply", req=req, task=i, name=task_name(i), worker=addr, bytes_out=sent,
                            bytes_in=got)
             self.preferred[i] = replica
