@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from harness.history import Collector
-from targets.http import padded
+from protocol.messages import padded
 
 
 class Bss:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from harness.history import Event
+from protocol.events import FAULT_END, FAULT_START
 
 
 def of_kind(events: Iterable[Event], *kinds: str, svc: str | None = None) -> list[Event]:
@@ -116,8 +117,6 @@ def detections(events: list[Event]) -> list[Detection]:
     return out
 
 
-FAULT_START = ("kill", "pause", "cut", "delay")
-FAULT_END = ("resume", "heal", "restore")
 
 
 def fault_times(events: Iterable[Event]) -> list[float]:

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.config import Experiment
-from targets.spec import ServiceSpec
-
-PORTS = {"op": 8000, "hb": 8001, "state": 8002}
+from protocol.messages import PLANES
+from protocol.spec import ServiceSpec
 
 
 @dataclass
@@ -90,20 +89,20 @@ class _Builder:
 
     def _spec(self, svc_id: str, role: str, planes: tuple[str, ...], **kw) -> ServiceSpec:
         spec = ServiceSpec(id=svc_id, role=role, run=self.run, bind=self.host_of(svc_id),
-                           ports={p: PORTS[p] for p in planes}, z=self.zdata, collector=self.collector,
+                           ports={p: PLANES[p] for p in planes}, z=self.zdata, collector=self.collector,
                            bss=self.bss, **kw)
         self.services.append(spec)
         return spec
 
     def _link(self, src: str, dst: str, plane: str, fwd: float, rev: float) -> str:
-        link = Link(f"{src}>{dst}:{plane}", src, dst, plane, fwd, rev, target=f"{self.host_of(dst)}:{PORTS[plane]}")
+        link = Link(f"{src}>{dst}:{plane}", src, dst, plane, fwd, rev, target=f"{self.host_of(dst)}:{PLANES[plane]}")
         link.address = self.route(link)
         self.links.append(link)
         return link.address
 
     def monolith(self) -> None:
         self._spec("monolith", "monolith", ("op",))
-        self.entry = [f"{self.host_of('monolith')}:{PORTS['op']}"]
+        self.entry = [f"{self.host_of('monolith')}:{PLANES['op']}"]
 
     def centralised(self) -> None:
         z = self.z
@@ -120,7 +119,7 @@ class _Builder:
             workers = [[self._link(me, w, "op", l_a[i - 1], l_b[i - 1]) for w in worker_ids(z, i)]
                        for i in range(1, z.n + 1)]
             self._spec(me, "slm", ("op", "hb", "state"), peers=peers, workers=workers)
-        self.entry = [f"{self.host_of(s)}:{PORTS['op']}" for s in ids]
+        self.entry = [f"{self.host_of(s)}:{PLANES['op']}" for s in ids]
 
     def distributed(self) -> None:
         z = self.z

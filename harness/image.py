@@ -7,9 +7,10 @@ imported as `manobench-base:bookworm-<hash>` (about 130 MB, under a minute to ma
 pull, import, build, tag, remove) goes through the Docker SDK (`harness.runtime.engine`), not the CLI.
 
 Both images are cached by content: the target is tagged `manobench-target:<hash>` where the hash covers
-targets/*.py, docker/Dockerfile and the base asked for; the local base by its package list and mirror. A
-build with nothing changed finds the tag and returns at once. `manobench-target:latest` always points at
-the last build (the checked-in compose files use it).
+protocol/ and targets/ (*.py), docker/Dockerfile and the base asked for; the local base by its package list
+and mirror. A build with nothing changed finds the tag and returns at once. `manobench-target:latest` always
+points at the last build (the checked-in compose files use it). Earlier target builds are untagged once they
+are STALE_AFTER old: another harness on this Engine may have built one a moment ago and be about to use it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import UserError
@@ -33,6 +35,7 @@ DEFAULT_PULL_BASE = "python:3.11-slim"
 SUITE = "bookworm"
 PACKAGES = ("python3-minimal", "python3-aiohttp")
 LABELS = {"manobench": "1"}
+STALE_AFTER = 3600.0  # seconds: an earlier target build is untagged by a new build only once this old
 BASE_CHANGES = ["LABEL manobench=1", "LABEL manobench.image=base",  # Dockerfile lines applied by the import
                 "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 'CMD ["python3"]']
 _TRIM = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt/archives",
@@ -65,8 +68,11 @@ def exists(tag: str) -> bool:
     return True
 
 
+SOURCES = ("protocol", "targets")  # what a service container runs: the reference services and their protocol
+
+
 def _files() -> list[Path]:
-    return sorted([*(ROOT / "targets").rglob("*.py"), ROOT / "docker" / "Dockerfile"])
+    return sorted([*(f for pkg in SOURCES for f in (ROOT / pkg).rglob("*.py")), ROOT / "docker" / "Dockerfile"])
 
 
 def content_hash(base: str) -> str:
@@ -179,7 +185,8 @@ def build(base: str | None = None, *, force: bool = False, say=print) -> ImageIn
     with tempfile.TemporaryDirectory(prefix="manobench-ctx-") as tmp:
         ctx = Path(tmp)
         shutil.copy(ROOT / "docker" / "Dockerfile", ctx / "Dockerfile")
-        shutil.copytree(ROOT / "targets", ctx / "targets", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for pkg in SOURCES:
+            shutil.copytree(ROOT / pkg, ctx / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         with engine.engine_call(f"build {tag}"):
             engine.client().images.build(path=str(ctx), tag=tag, buildargs={"BASE_IMAGE": base_image}, rm=True,
                                          labels={"manobench.content": tag, "manobench.base": base_image})
@@ -194,8 +201,14 @@ def _tag_latest(tag: str) -> None:
 
 
 def _drop_stale(keep: str) -> None:
-    """Untag earlier target builds (an image still used by a container stays: the Engine refuses, quietly here)."""
+    """Untag earlier target builds older than STALE_AFTER (one still used by a container stays: the Engine
+    refuses, quietly here); a younger one may be another run's, built from other sources, between its build
+    and its containers' creation."""
+    now = datetime.now(timezone.utc)
     for img in engine.client().images.list(name=REPO):
+        created = datetime.fromisoformat(str(img.attrs.get("Created", ""))[:26].rstrip("Z") or now.isoformat())
+        if (now - created.replace(tzinfo=timezone.utc)).total_seconds() < STALE_AFTER:
+            continue
         for stale in (t for t in img.tags if t not in (keep, f"{REPO}:latest")):
             try:
                 engine.client().images.remove(stale)

@@ -23,8 +23,9 @@ from harness import checker
 from harness.config import Experiment
 from harness.deploy import Deployment
 from harness.history import Event
+from protocol.messages import KB
 
-KB = 1000.0
+
 def affected(events: list[Event]) -> set[str]:
     """Requests the fault touched: taken over, a call that failed, a task run twice, completed twice, or in
     flight during the fault and driven (owned, at some module) by the instance the fault hit."""

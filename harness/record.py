@@ -30,7 +30,7 @@ from harness.deploy import Deployment, Link
 from harness.errors import UserError
 from harness.history import Event
 from harness.measure.wire import Flow, read_flows
-from targets.spec import ServiceSpec
+from protocol.spec import ServiceSpec
 
 DEPLOYMENT = "deployment.json"
 COUNTERS = "counters.json"

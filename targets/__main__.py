@@ -7,8 +7,8 @@ import ctypes
 import signal
 import sys
 
-from targets.events import EventSink
-from targets.spec import ServiceSpec
+from protocol.events import EventSink
+from protocol.spec import ServiceSpec
 
 ROLES = {
     "slm": ("targets.slm", "Slm"),

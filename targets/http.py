@@ -18,17 +18,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from targets.events import EventSink
-from targets.spec import address
+from protocol.events import EventSink
+from protocol.messages import padded
+from protocol.spec import address
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def padded(body: dict[str, Any], size: int) -> bytes:
-    """`body` as JSON, padded with a `pad` field so the encoded body is `size` bytes (or minimal)."""
-    raw = json.dumps({**body, "pad": ""}, separators=(",", ":")).encode()
-    fill = max(0, size - len(raw))
-    return raw if not fill else json.dumps({**body, "pad": "x" * fill}, separators=(",", ":")).encode()
 
 
 class BadMessage(web.HTTPBadRequest):

@@ -10,7 +10,7 @@ import asyncio
 
 from aiohttp import web
 
-from targets.events import EventSink
+from protocol.events import EventSink
 from targets.http import Client, Planes, read_json, spend
 from targets.spec import Params, ServiceSpec, task_name
 

@@ -7,12 +7,13 @@ proxy (or a netem'd link) between any two services. Durations are converted to w
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field
 from typing import Any
 
-KB = 1000  # the paper's kB; bytes on the wire are compared against kB * 1000
+from protocol.messages import KB
+from protocol.spec import ServiceSpec, address
+
+__all__ = ["KB", "Params", "ServiceSpec", "address", "task_name"]  # ServiceSpec, address: old import path
+
 
 # The SONATA SLM's service instantiation workflow (paper Fig 2; SONATA's SLM task list).
 TASK_NAMES = (
@@ -24,43 +25,6 @@ TASK_NAMES = (
 def task_name(i: int) -> str:
     """Readable name of task i (1-based); workflows longer than SONATA's get numbered extra tasks."""
     return TASK_NAMES[i - 1] if i <= len(TASK_NAMES) else f"task-{i}"
-
-
-def address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host, int(port)
-
-
-@dataclass
-class ServiceSpec:
-    """The JSON a service receives in MANOBENCH_SPEC."""
-
-    id: str
-    role: str
-    run: str
-    bind: str
-    ports: dict[str, int]  # plane -> port: "op" (requests, task calls), "hb" (heartbeats), "state" (sharing)
-    z: dict[str, Any]  # the resolved experiment configuration, paper units
-    collector: str | None = None  # host:port of the harness's event collector; None = events to stdout
-    bss: str | None = None  # host:port where completion notices go
-    task: int | None = None  # worker/module: which task (1-based) it performs
-    peers: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"hb": addr, "state": addr}
-    workers: list[list[str]] = field(default_factory=list)  # SLM: per task, the op address of each replica
-    next: list[str] = field(default_factory=list)  # module: op addresses of both instances of m_{i+1}
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> ServiceSpec:
-        return cls(**json.loads(text))
-
-    @classmethod
-    def from_env(cls) -> ServiceSpec:
-        text = os.environ.get("MANOBENCH_SPEC")
-        if not text:
-            raise SystemExit("targets: MANOBENCH_SPEC (the service's JSON spec) is not set")
-        return cls.from_json(text)
 
 
 class Params:

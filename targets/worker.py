@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from targets.events import EventSink
-from targets.http import Planes, padded, read_json, spend
+from protocol.events import EventSink
+from protocol.messages import padded
+from targets.http import Planes, read_json, spend
 from targets.spec import Params, ServiceSpec, task_name
 
 

@@ -20,7 +20,7 @@ Locust is computed from the very `t` values of those two events, so it equals `c
 
 Configuration: the JSON object in MANOBENCH_LOAD, set by harness/load/locust_runner.py:
   entry      list of "host:port" entry addresses             bss        "host:port" to serve /complete on
-  entry_bytes  size the request body is padded to (targets.http.padded, as harness/bss.py: P_{0,1} kB of
+  entry_bytes  size the request body is padded to (protocol.messages.padded, as harness/bss.py: P_{0,1} kB of
              state on the distributed chain's hop 0; 0 = minimal)
   collector  "host:port" of the collector (null: events are written to stdout)
   requests   N, the number of workflows to submit            timeout    seconds per workflow
@@ -59,8 +59,8 @@ from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from locust import User, constant, events, task
 
-from targets.events import EventSink
-from targets.http import padded  # the request body exactly as harness/bss.py sends it
+from protocol.events import EventSink
+from protocol.messages import padded  # the request body exactly as harness/bss.py sends it
 
 log = logging.getLogger("manobench.load")
 CONFIG_ENV = "MANOBENCH_LOAD"

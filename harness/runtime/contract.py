@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from targets.spec import ServiceSpec
+from protocol.spec import ServiceSpec
 
 
 class Runtime(Protocol):

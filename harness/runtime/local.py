@@ -19,7 +19,7 @@ import aiohttp
 
 from harness.errors import UserError
 from harness.runtime import wait_ready
-from targets.spec import ServiceSpec
+from protocol.spec import ServiceSpec
 
 RUN_ENV = "MANOBENCH_RUN"
 OWNER_ENV = "MANOBENCH_OWNER"  # pid of the harness process that started it: dead owner = leftover

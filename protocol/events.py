@@ -1,0 +1,147 @@
+"""The event stream: what every process of a run tells the harness, and the kinds of event there are.
+
+Wire format: one JSON object per line, over one TCP connection per process, to the collector's host:port
+(the spec's `collector`). Every event has `t` (CLOCK_MONOTONIC seconds: system-wide on Linux, so comparable
+across the processes of one host), `wall` (Unix time), `svc` (the instance id, or "bss", "harness") and
+`kind`; the other fields depend on the kind (`KINDS`). A request's id is `req` (a UUID), a task's number
+`task` (1-based), byte counts are body bytes. Events are sent synchronously, before the process goes on,
+so the collector sees "task 3 of R ended" before the service can start task 4: that is what lets the
+harness strike at a chosen point of a workflow. A line that does not parse is counted, not recorded.
+
+A process that could not send some events says so with `events_lost` once it can again; the harness's
+verdict is then "unknown", never "pass".
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.spec import address
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of event: who records it, its fields beyond t/wall/svc/kind (`?` = optional), what it means."""
+
+    by: str
+    fields: str
+    means: str
+
+
+SERVICES = "service"
+KINDS: dict[str, Kind] = {
+    # life cycle
+    "started": Kind(SERVICES, "role, task?, uuid?", "the instance listens and can take work"),
+    "stopping": Kind(SERVICES, "", "SIGTERM received: the instance shuts down cleanly"),
+    "events_lost": Kind(SERVICES, "lost", "this many earlier events could not be sent: the history has a hole"),
+    "bad_message": Kind("service, bss", "plane?, path, status?, reason?",
+                        "a malformed or oversized message, answered 4xx and never fatal"),
+    "error": Kind(SERVICES, "plane, path, error", "a handler failed: answered 500, the instance lives on"),
+    # a workflow
+    "request_received": Kind(SERVICES, "req, owner, bytes, task?",
+                             "a request (or chain hop) arrived; `owner` is the instance that ranks as its driver"),
+    "request_logged": Kind(SERVICES, "req, owner, task?", "a non-owner logged the request, to take it over if needed"),
+    "request_duplicate": Kind(SERVICES, "req, task?", "the request was already known here: dropped"),
+    "task_call": Kind("slm", "req, task, name, worker, attempt", "the SLM calls worker m_i"),
+    "task_call_failed": Kind("slm", "req, task, worker, error", "the call failed (a dead worker): retried elsewhere"),
+    "task_reply": Kind("slm", "req, task, name, worker, bytes_out, bytes_in", "the worker's reply arrived"),
+    "task_start": Kind("worker, module, monolith", "req, task, name, bytes_in?", "the work of task i starts here"),
+    "task_end": Kind("worker, module, monolith", "req, task, name, bytes_out?", "the work of task i is done here"),
+    "forward_sent": Kind("module", "req, task, to, bytes", "the chain's hop i -> i+1, to one instance of m_{i+1}"),
+    "forward_failed": Kind("module", "req, task, to, error", "a hop could not be delivered"),
+    "request_completed": Kind(SERVICES, "req, task?", "the driver sent the completion notice to the BSS"),
+    # the reliability mechanism
+    "state_share_sent": Kind("slm", "req, task, peer, bytes", "the owner shared its state after task i"),
+    "state_share_received": Kind("slm", "req, task, owner, bytes", "a peer stored the owner's state"),
+    "state_share_failed": Kind("slm", "req, task, peer, error", "a share could not be delivered"),
+    "state_share_stale": Kind("slm", "req, task, owner", "a share older than what the peer has: ignored"),
+    "done_sent": Kind("slm, module", "req, peer, bytes, task?", "peers may forget the request"),
+    "done_received": Kind("slm, module", "req, by, bytes, task?", "a peer's 'done' arrived"),
+    "done_failed": Kind("slm, module", "req, peer, error, task?", "a 'done' could not be delivered"),
+    "hb_sent": Kind("slm, module", "seq, peers, bytes, triggered?, silence?",
+                    "a heartbeat to every peer (`triggered`: sent on the harness's /hb-now)"),
+    "released": Kind("slm, module", "", "the instance speaks again after /hb-now's silence"),
+    "peer_dead": Kind("slm, module", "peer, silent_for", "a peer was silent for longer than t_h"),
+    "peer_rejoined": Kind("slm, module", "peer", "a heartbeat from a peer declared dead"),
+    "takeover": Kind("slm, module", "req, dead, from_task, last_shared?, task?",
+                     "a survivor resumes a dead owner's request at task `from_task`"),
+    # the BSS (harness.bss, or the Locust BSS)
+    "submitted": Kind("bss", "req, to, warmup?", "a request went to every entry point"),
+    "completed": Kind("bss", "req, by, n, warmup?", "a completion notice arrived (n > 1: a duplicate)"),
+    # the harness
+    "deploy": Kind("harness", "design, run, services", "the deployment was planned"),
+    "links_shaped": Kind("harness", "backend, places, directions", "tc is installed in every namespace (netem)"),
+    "ready": Kind("harness", "", "every service answers its health check"),
+    "load_start": Kind("harness", "waited, quiet, suspicions_before, warmup, warmup_completed",
+                       "settled and warmed up: the measured load starts now"),
+    "fault": Kind("harness", "fault, action, target, req?, task?, early_by?, ...",
+                  "a fault struck (`action` in FAULT_START) or was undone (FAULT_END)"),
+    "fault_missed": Kind("harness", "fault", "the load ended before the fault's moment came"),
+    "down": Kind("harness", "", "teardown finished"),
+}
+FAULT_START = ("kill", "pause", "cut", "delay")  # a `fault` event's `action` when it strikes
+FAULT_END = ("resume", "heal", "restore")  # ... and when it is undone
+
+
+class EventSink:
+    """Emits events for one service; falls back to stdout when no collector was given."""
+
+    def __init__(self, collector: str | None, svc: str, run: str) -> None:
+        self.svc, self.run = svc, run
+        self.collector = collector
+        self.sock: socket.socket | None = None
+        self.lost = 0  # events that could not be sent
+        self.reported = 0  # of those, how many an `events_lost` event has owned up to
+        if collector:
+            self._connect()
+
+    def _connect(self) -> None:
+        assert self.collector
+        try:
+            self.sock = socket.create_connection(address(self.collector), timeout=5)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            self.sock = None
+
+    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Send one event (returned, so its `t` can be used by the caller) before going on."""
+        record = {"t": time.monotonic(), "wall": time.time(), "svc": self.svc, "kind": kind, **fields}
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        if not self.collector:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+            return record
+        if self._send(line) and self.lost > self.reported:
+            # the history has a hole: say so, so the harness's verdict becomes "unknown" instead of "pass"
+            gap = {"t": time.monotonic(), "wall": time.time(), "svc": self.svc, "kind": "events_lost",
+                   "lost": self.lost - self.reported}
+            if self._send((json.dumps(gap, separators=(",", ":")) + "\n").encode()):
+                self.reported = self.lost
+            else:
+                self.lost -= 1  # the report itself is no lost event: it is retried with the next one
+        return record
+
+    def _send(self, line: bytes) -> bool:
+        """One line to the collector, reconnecting once; counts it as lost when that fails."""
+        for _ in range(2):
+            if self.sock is None:
+                self._connect()
+            if self.sock is not None:
+                try:
+                    self.sock.sendall(line)
+                    return True
+                except OSError:
+                    self.sock.close()
+                    self.sock = None
+        self.lost += 1
+        return False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
