@@ -16,6 +16,7 @@ import yaml
 
 from harness import history, leftovers
 from harness.summary import SUMMARY_COLUMNS
+from protocol.events import KINDS
 from tests.helpers import assert_reanalysis_reproduces
 
 pytestmark = pytest.mark.slow
@@ -90,6 +91,7 @@ def _the_fault_did_what_its_doc_promises(out: Path, fault: str, row: dict) -> No
     and the victim finishes too: centralised, the BSS sees a duplicate; distributed, both twins run the task and
     the next module drops the second copy); a partition makes each side declare the other dead."""
     events = history.read(out / "events.jsonl")
+    assert {e["kind"] for e in events} <= set(KINDS), "every recorded kind is in the written contract"
     struck = [e for e in events if e["svc"] == "harness" and e["kind"] == "fault"]
     dead = [e for e in events if e["kind"] == "peer_dead"]
     if fault == "slm-pause":
