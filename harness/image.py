@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import UserError
@@ -204,12 +203,10 @@ def _drop_stale(keep: str) -> None:
     """Untag earlier target builds older than STALE_AFTER (one still used by a container stays: the Engine
     refuses, quietly here); a younger one may be another run's, built from other sources, between its build
     and its containers' creation."""
-    now = datetime.now(timezone.utc)
-    for img in engine.client().images.list(name=REPO):
-        created = datetime.fromisoformat(str(img.attrs.get("Created", ""))[:26].rstrip("Z") or now.isoformat())
-        if (now - created.replace(tzinfo=timezone.utc)).total_seconds() < STALE_AFTER:
+    for img in engine.client().api.images(name=REPO):  # the listing's Created is a Unix time
+        if time.time() - float(img.get("Created") or 0) < STALE_AFTER:
             continue
-        for stale in (t for t in img.tags if t not in (keep, f"{REPO}:latest")):
+        for stale in (t for t in img.get("RepoTags") or [] if t not in (keep, f"{REPO}:latest")):
             try:
                 engine.client().images.remove(stale)
             except engine.APIError:

@@ -74,6 +74,11 @@ def render(services: list[ServiceSpec], *, image: str, network: str, subnet: str
     return doc
 
 
+def container_name(project: str, service: str) -> str:
+    """Compose v2's name for a service's one container."""
+    return f"{project}-{service}-1"
+
+
 def container_args(doc: dict[str, Any], service: str, project: str, api_version: str) -> dict[str, Any]:
     """Docker Engine API `create_container` arguments (docker-py's APIClient) for one service of a run's
     compose document.
@@ -91,7 +96,7 @@ def container_args(doc: dict[str, Any], service: str, project: str, api_version:
     ((network, endpoint),) = svc["networks"].items()
     nano_cpus = round(float(svc["cpus"]) * 1e9) if "cpus" in svc else None
     return {
-        "image": svc["image"], "command": svc["command"], "name": f"{project}-{service}-1",
+        "image": svc["image"], "command": svc["command"], "name": container_name(project, service),
         "environment": {key: _unescape(value) for key, value in svc["environment"].items()},
         "labels": {**svc["labels"], PROJECT_LABEL: project, SERVICE_LABEL: service, NUMBER_LABEL: "1",
                    ONEOFF_LABEL: "False"},

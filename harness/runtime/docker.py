@@ -242,8 +242,8 @@ class DockerRuntime:
         self.timings["start"] = time.monotonic() - t0
         found = await asyncio.to_thread(self.find)
         missing = [s.id for s in services if s.id not in found]
-        if missing:
-            raise RuntimeError(f"docker runtime: no container for {missing} after start")
+        if missing:  # no pid: it has exited already
+            raise RuntimeError(f"{missing[0]} exited during start-up:\n{self.log_tail(missing[0])}")
         elsewhere = [c.service for c in found.values() if not c.here]
         if elsewhere:
             raise UserError(f"docker runtime: the Engine at {engine.client().api.base_url} runs the containers on "
@@ -294,10 +294,11 @@ class DockerRuntime:
     def log_tail(self, name: str, lines: int | Literal["all"] = 15) -> str:
         """The last `lines` of a container's stdout and stderr ("all": the whole log), from the Engine."""
         c = self.containers.get(name)
-        if c is None:
+        if c is None and name not in self.hosts:  # a harness-side process
             return self.host.log_tail(name, 10**9 if lines == "all" else lines)
         try:
-            return engine.client().api.logs(c.id, tail=lines).decode("utf-8", "replace").strip()
+            ref = c.id if c else compose.container_name(self.project, name)  # exited before found: by name
+            return engine.client().api.logs(ref, tail=lines).decode("utf-8", "replace").strip()
         except engine.DockerException as err:
             return f"(no log of {name}: {engine.reason(err)})"
 
