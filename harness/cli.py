@@ -9,10 +9,8 @@ import click
 from harness import config, model, optimise
 from harness.entry import run_cli
 from harness.errors import UserError
+from harness.load import LOADS
 from harness.output import FORMATS, render, write_rows
-
-DESIGN_NAMES = ("monolith", "centralised", "distributed")
-MECHANISM_NAMES = ("state-sharing", "restart")
 
 
 def config_options(func):
@@ -38,8 +36,8 @@ def cli() -> None:
 
 
 @cli.command("model")
-@click.option("--design", type=click.Choice(DESIGN_NAMES), default=None, help="Default: centralised.")
-@click.option("--mechanism", type=click.Choice(MECHANISM_NAMES), default=None, help="Default: state-sharing.")
+@click.option("--design", type=click.Choice(config.DESIGNS), default=None, help="Default: centralised.")
+@click.option("--mechanism", type=click.Choice(config.MECHANISMS), default=None, help="Default: state-sharing.")
 @config_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def model_cmd(design: str | None, mechanism: str | None, config_file: str | None, sets: tuple[str, ...],
@@ -54,9 +52,9 @@ def model_cmd(design: str | None, mechanism: str | None, config_file: str | None
 
 @cli.command("optimise")
 @click.argument("sweep_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--design", "designs", type=click.Choice(DESIGN_NAMES), multiple=True,
+@click.option("--design", "designs", type=click.Choice(config.DESIGNS), multiple=True,
               help="Design(s) to compare. Default: centralised and distributed.")
-@click.option("--mechanism", "mechanisms", type=click.Choice(MECHANISM_NAMES), multiple=True,
+@click.option("--mechanism", "mechanisms", type=click.Choice(config.MECHANISMS), multiple=True,
               help="Mechanism(s) of the centralised design. Default: state-sharing.")
 @click.option("--weights", required=True, metavar="A,B,G,D",
               help="alpha,beta,gamma,delta of Eq 10 (gamma is per kB/s of B_tot).")
@@ -97,22 +95,19 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
             click.echo(f"optimum {design} ({mechanism}): {point}, C = {row['C']:.6g}")
 
 
-FAULT_NAMES = ("none", "slm-crash", "worker-crash", "slm-pause", "link-delay", "partition")
-
-
 @cli.command("run")
-@click.option("--design", type=click.Choice(DESIGN_NAMES), default=None, help="Default: centralised.")
-@click.option("--mechanism", type=click.Choice(MECHANISM_NAMES), default=None, help="Default: state-sharing.")
-@click.option("--fault", type=click.Choice(FAULT_NAMES), default=None, help="Default: none.")
+@click.option("--design", type=click.Choice(config.DESIGNS), default=None, help="Default: centralised.")
+@click.option("--mechanism", type=click.Choice(config.MECHANISMS), default=None, help="Default: state-sharing.")
+@click.option("--fault", type=click.Choice(config.FAULTS), default=None, help="Default: none.")
 @click.option("--fault-at", "fault_at", default=None, metavar="worst|task:K|time:T",
               help="When the fault strikes (default worst: where the model says the lost time is largest).")
-@click.option("--runtime", type=click.Choice(("local", "docker")), default=None, help="Default: local.")
+@click.option("--runtime", type=click.Choice(config.RUNTIMES), default=None, help="Default: local.")
 @config_options
 @click.option("--requests", type=int, default=None, help="Workflows to submit (default 20).")
 @click.option("--users", type=int, default=None, help="Closed loop: concurrent BSS users (default 4).")
 @click.option("--rate", type=float, default=None, help="Open loop: requests per second instead of users.")
 @click.option("--seed", type=int, default=None)
-@click.option("--load", type=click.Choice(("locust", "builtin")), default="locust", show_default=True,
+@click.option("--load", type=click.Choice(LOADS), default="locust", show_default=True,
               help="Load generator: Locust in its own process, or the harness's own asyncio BSS.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: results/<time>-<design>-<fault>.")
 def run_cmd(design, mechanism, fault, fault_at, runtime, config_file, sets, requests, users, rate, seed, load,
@@ -196,7 +191,7 @@ def compose_group() -> None:
 
 
 @compose_group.command("render")
-@click.option("--design", "designs", type=click.Choice(DESIGN_NAMES), multiple=True,
+@click.option("--design", "designs", type=click.Choice(config.DESIGNS), multiple=True,
               help="Design(s) to render (default: all three).")
 @config_options
 @click.option("--out", type=click.Path(file_okay=False), default="compose", show_default=True,
@@ -206,7 +201,7 @@ def compose_render_cmd(designs: tuple[str, ...], config_file: str | None, sets: 
     from harness.runtime import compose
 
     Path(out).mkdir(parents=True, exist_ok=True)
-    for design in designs or DESIGN_NAMES:
+    for design in designs or config.DESIGNS:
         z = config.load(config_file, sets, design=design)
         path = Path(out) / f"{design}.yml"
         path.write_text(compose.render_standalone(z), encoding="utf-8")

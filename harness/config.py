@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
@@ -27,6 +27,13 @@ FaultName = Literal["none", "slm-crash", "worker-crash", "slm-pause", "link-dela
 Runtime = Literal["local", "docker"]
 LinkBackend = Literal["auto", "proxy", "netem"]
 Work = Literal["sleep", "burn"]
+
+# The registries: each list of names is written once, above, and every choice (CLI, sweep specs) comes from it.
+DESIGNS: tuple[str, ...] = get_args(Design)
+MECHANISMS: tuple[str, ...] = get_args(Mechanism)
+FAULTS: tuple[str, ...] = get_args(FaultName)  # faults.catalogue.FAULTS holds the class of each but "none"
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+LINK_BACKENDS: tuple[str, ...] = get_args(LinkBackend)
 
 PerTask = float | list[float]
 """One value for every task, or a list of exactly n values (one per task m_1 .. m_n)."""

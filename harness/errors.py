@@ -1,11 +1,17 @@
-"""Errors the CLI turns into one clear line and exit code 2.
+"""manobench's errors, under one root, `ManobenchError`.
 
 Anything the user can fix (a bad key, a bad value, a file that does not parse, a fault that does not fit the
-design) is a `UserError`; everything else is a bug and keeps its traceback.
+design) is a `UserError`, which the CLI turns into one clear line and exit code 2; the other subclasses are
+a part of the testbed failing (a proxy, the capture, tc, the load generator) and say which; anything else
+is a bug and keeps its traceback.
 """
 
 
-class UserError(Exception):
+class ManobenchError(Exception):
+    """The root of every error manobench raises on purpose."""
+
+
+class UserError(ManobenchError):
     """Bad input from the user: reported as one line, exit code 2, no traceback."""
 
 

@@ -13,10 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness import checker
+from harness import checker, model
 from harness.config import Experiment
-
-PAIRS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot")
 
 
 def default_out(z: Experiment) -> Path:
@@ -56,7 +54,7 @@ def summary_table(row: dict) -> str:
     for col in ("metric", "measured", "model", "error"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     table.add_row("t_m", _fmt(row["t_m_measured"]), _fmt(row["t_c_model"] / row["R_a_model"]), "")
-    for name in PAIRS:
+    for name in model.COMPARED:
         meas, mod = row[f"{name}_measured"], row[f"{name}_model"]
         err = (meas - mod) / mod if mod and not math.isnan(meas) and not math.isnan(mod) else math.nan
         table.add_row(name, _fmt(meas), _fmt(mod), "-" if math.isnan(err) else f"{err:+.1%}")

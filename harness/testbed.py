@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from harness.bss import Bss
-from harness.config import Experiment
+from harness.config import LINK_BACKENDS, Experiment
 from harness.deploy import Deployment, Route, direct, plan
 from harness.errors import UserError
 from harness.history import Collector
@@ -52,7 +52,7 @@ class Testbed:
         self.z, self.workdir = z, Path(workdir)
         self.run = run or new_run_id()
         backend = links_backend or ("proxy" if proxies else None)  # proxies=True: the older spelling
-        if backend not in (None, "proxy", "netem"):
+        if backend is not None and backend not in LINK_BACKENDS[1:]:  # "auto" is resolved before a testbed
             raise UserError(f"links backend must be proxy or netem (or none), got {backend!r}")
         if backend == "netem" and z.runtime != "docker":
             raise UserError("link_backend: netem needs a network namespace per service: use --runtime docker, "

@@ -231,6 +231,10 @@ def test_testbed_installs_netem_after_up_and_removes_it_at_down(tmp_path: Path,
 
     class FakeRuntime:
         block, containers = "127.77.7", {}
+        collector_host, capture_iface = "127.0.0.1", "lo"
+
+        async def prepare(self) -> None:
+            order.append("prepare")
 
         def host_of(self, name: str) -> str:
             return "127.0.0.1"
@@ -254,7 +258,7 @@ def test_testbed_installs_netem_after_up_and_removes_it_at_down(tmp_path: Path,
             order.append("load")
 
     asyncio.run(asyncio.wait_for(main(), 10))
-    assert order == ["up", "netem start", "load", "down", "netem stop"]
+    assert order == ["prepare", "up", "netem start", "load", "down", "netem stop"]
 
 
 # --- real namespaces -------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from harness.errors import ManobenchError
+
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -23,7 +25,7 @@ def _quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-class ProxyControlError(RuntimeError):
+class ProxyControlError(ManobenchError):
     """proxyd answered with an error (``status`` 400/404/...) or could not be reached (``status`` 0)."""
 
     def __init__(self, status: int, message: str) -> None:

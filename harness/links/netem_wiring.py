@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from harness.deploy import Link
+from harness.errors import ManobenchError
 
 if TYPE_CHECKING:
     from harness.runtime.contract import Runtime
@@ -288,7 +289,7 @@ def run_command(argv: list[str], stdin: str | None = None) -> subprocess.Complet
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=TC_TIMEOUT, check=False)
 
 
-class NetemError(RuntimeError):
+class NetemError(ManobenchError):
     """A tc command failed where it should not (not a user error: the backend was probed before the run)."""
 
 

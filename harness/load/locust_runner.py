@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 
+from harness.errors import ManobenchError
 from harness.runtime.local import LocalRuntime
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class LocustResult:
         return {**asdict(self), "offered_rate": self.offered_rate}
 
 
-class LocustLoadError(RuntimeError):
+class LocustLoadError(ManobenchError):
     """Locust did not finish by itself with exit code 0 (timed out, crashed, or was stopped)."""
 
     def __init__(self, message: str, result: LocustResult | None, log_tail: str = "") -> None:
