@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,28 +63,3 @@ class Fault:
 
     async def heal(self) -> None:
         """Undo whatever can be undone (resume, restore, heal); always called, also after an error."""
-
-
-class Composite(Fault):
-    """Several faults as one: set up and injected concurrently, healed in reverse order."""
-
-    name = "composite"
-
-    def __init__(self, ctx: FaultContext, faults: list[Fault]) -> None:
-        super().__init__(ctx)
-        self.faults = faults
-
-    async def setup(self) -> None:
-        for fault in self.faults:
-            await fault.setup()
-
-    def start_clock(self) -> None:
-        for fault in self.faults:
-            fault.start_clock()
-
-    async def inject(self) -> None:
-        await asyncio.gather(*(fault.inject() for fault in self.faults))
-
-    async def heal(self) -> None:
-        for fault in reversed(self.faults):
-            await fault.heal()

@@ -64,15 +64,6 @@ def latencies(events: list[Event]) -> dict[str, float]:
     return {r: c[0]["t"] - sub[r] for r, c in completions(events).items() if r in sub}
 
 
-def owners(events: Iterable[Event]) -> dict[str, str]:
-    """Request -> the instance that first processed it (the owner named when the request arrived)."""
-    out: dict[str, str] = {}
-    for e in of_kind(events, "request_received"):
-        if e.get("task", 1) == 1:
-            out.setdefault(e["req"], e["owner"])
-    return out
-
-
 def processed_by(events: list[Event]) -> dict[str, set[str]]:
     """Request -> every instance that drove its first task: the SLMs that called it (centralised), else
     whoever ran it (an instance of m_1, or the monolith)."""
