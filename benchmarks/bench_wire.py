@@ -1,191 +1,303 @@
-"""Does the wire capture keep up? Push traffic over loopback at full speed and compare captured with sent bytes.
+"""Does the scapy wire capture keep up? Its highest packet rate without drops, beside the rates runs produce.
 
-    python benchmarks/bench_wire.py [--mb 200] [--seconds 3] [--senders 2] [--mode auto|ring|recv]
+    python benchmarks/bench_wire.py [--phase rate,default,figs,open] [--seconds 2] [--senders 2] [--buffer 1048576]
 
-Two phases, each with its own capture process on a random 127.a.b.0/24 block:
-  bulk   one connection, `--mb` MB client -> server in 1 MiB writes (big GSO segments, few packets);
-  small  `--senders` processes, each streaming 100-byte writes with TCP_NODELAY for `--seconds` (one packet per
-         write: the packet-rate worst case).
-For each: payload bytes the application sent, what TCP itself sent (tcpi_bytes_sent: the same plus any
-retransmissions, which are real bytes on the wire) and what the capture counted on the phase's flows; kernel
-drops; packets/s; and the capture process's CPU seconds during the phase (psutil). Exits 1 if the captured
-bytes differ from TCP's own count without kernel drops to explain it; prints a note and exits 0 where no
-capture is possible.
+rate   For each reader (raw: fixed headers from scapy's socket; layers: scapy's dissection) and each link (lo, and
+       a throwaway labelled docker bridge with a network namespace on a veth port, removed afterwards): offered
+       packet rates doubling from 500/s, then bisected, `--senders` paced TCP streams of 100-byte writes for
+       `--seconds` each, the capture's socket buffer cut to `--buffer` bytes so a reader that falls behind
+       drops within the step instead of hiding in a 128 MiB backlog. Prints the highest rate with no kernel
+       drops and every packet counted, the capture's CPU per packet, and where the senders ran out first.
+default, figs, open
+       The packet rates runs produce, each measured by the capture itself (wire.stats.json: mean over the
+       run, peak over one second, drops, longest wait in the socket) from one short real run each:
+         - the default run, `harness run --design centralised --fault slm-crash`, with an independent tcpdump
+           capture of the same run: per-link wire bytes of links.csv against tcpdump's (total and worst link);
+         - the heaviest point of each shipped Fig 6-8 spec (distributed, highest h_r / n), 6 requests;
+         - a 100 workflows/s open-loop run (centralised, no fault, 300 requests).
+Prints a note and exits 0 where no capture is possible; exits 1 if the tcpdump check fails (1% total, 3% link).
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
+import contextlib
+import json
+import os
 import random
 import shutil
 import socket
-import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import psutil
+import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from harness.measure.wire import Flow, WireCapture, probe
+from harness.measure.tcpdump import Tcpdump, agreement, block_of, compare_links, flows_from_pcap  # noqa: E402
+from harness.measure.wire import WireCapture, probe  # noqa: E402
 
-Key = tuple[str, int, str, int]
-
-
-def _pair(server_ip: str, client_ip: str) -> tuple[socket.socket, socket.socket]:
-    with socket.socket() as lst:
-        lst.bind((server_ip, 0))
-        lst.listen(1)
-        client = socket.create_connection(lst.getsockname(), source_address=(client_ip, 0))
-        server, _ = lst.accept()
-    return client, server
-
-
-def _key(sock: socket.socket) -> Key:
-    return (*sock.getsockname(), *sock.getpeername())
-
-
-def _drain(sock: socket.socket, total: list[int]) -> None:
-    buf = bytearray(4 << 20)
-    while n := sock.recv_into(buf):
-        total[0] += n
-
-
-def _stream(client: socket.socket, server: socket.socket, send: object) -> int:
-    """Run `send(client)` while a thread reads the server side; close cleanly; return bytes received."""
-    got = [0]
-    reader = threading.Thread(target=_drain, args=(server, got))
-    reader.start()
-    send(client)  # type: ignore[operator]
-    client.shutdown(socket.SHUT_WR)
-    reader.join()
-    return got[0]
+SENDER = """
+import socket, sys, time
+host, port, src, rate, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+s = socket.create_connection((host, port), source_address=(src, 0))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+msg, sent, t0 = b"m" * 100, 0, time.monotonic()
+while (now := time.monotonic()) < t0 + seconds:
+    due = min(max(int((now - t0) * rate) - sent, 0), 2000)
+    for _ in range(due):
+        s.send(msg)
+    sent += due
+    if not due:
+        time.sleep(0.0005)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+print(sent)
+"""
 
 
-def _small_worker(server_ip: str, client_ip: str, seconds: float, go: mp.Event, out: mp.Queue) -> None:
-    client, server = _pair(server_ip, client_ip)
-    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sent = [0]
+class Link:
+    """Where the senders run and the capture listens: loopback, or a docker bridge with a namespace on it."""
 
-    def send(sock: socket.socket) -> None:
-        msg = b"m" * 100
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for _ in range(256):
-                sock.sendall(msg)
-            sent[0] += 256 * 100
-
-    go.wait()
-    got = _stream(client, server, send)
-    time.sleep(0.05)  # the last ACKs
-    out.put((_key(client), sent[0], got, _tcp_sent(client)))
-    client.close()
-    server.close()
+    def __init__(self, name: str, iface: str, net: str, server: str, clients: list[str], prefix: list[str]) -> None:
+        self.name, self.iface, self.net, self.server, self.clients, self.prefix = (
+            name, iface, net, server, clients, prefix)
 
 
-def _tcp_sent(sock: socket.socket) -> tuple[int, int]:
-    """(tcpi_bytes_sent, tcpi_bytes_retrans) of struct tcp_info (Linux >= 5.5): payload bytes TCP put on the wire."""
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
-    return struct.unpack_from("QQ", raw, 200) if len(raw) >= 216 else (0, 0)
+@contextlib.contextmanager
+def loopback(senders: int) -> Iterator[Link]:
+    block = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}"
+    yield Link("lo", "lo", f"{block}.0/24", f"{block}.1", [f"{block}.{10 + i}" for i in range(senders)], [])
 
 
-def _capture_cpu(cap: WireCapture) -> float:
-    """CPU seconds the capture process has used so far (psutil; the sidecar has the same at each write)."""
-    t = psutil.Process(cap.pid).cpu_times()
-    return t.user + t.system
+@contextlib.contextmanager
+def docker_bridge(senders: int) -> Iterator[Link]:
+    """A labelled docker bridge network (as a run makes), and a network namespace plugged into it by a veth pair,
+    standing in for a container: its packets cross the bridge as a container's do. All removed on exit."""
+    from docker.types import IPAMConfig, IPAMPool
+
+    import docker
+    from harness.runtime.docker import free_block, labels
+
+    tag = f"{os.getpid() % 100000:05d}"
+    block, bridge, ns, veth = free_block(), f"mbw{tag}", f"mbwire{tag}", f"mbwv{tag}"
+    client = docker.from_env()
+    net = client.networks.create(
+        f"mbwire{tag}", driver="bridge", internal=True, labels=labels(f"bench-wire-{tag}"),
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=f"{block}.0/24", gateway=f"{block}.1")]),
+        options={"com.docker.network.bridge.name": bridge})
+    ip = ["ip"]
+    try:
+        for cmd in ([*ip, "netns", "add", ns], [*ip, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                                                   "netns", ns],
+                    [*ip, "link", "set", veth, "master", bridge, "up"],
+                    [*ip, "-n", ns, "link", "set", "eth0", "up"], [*ip, "-n", ns, "link", "set", "lo", "up"]):
+            subprocess.run(cmd, check=True, capture_output=True)
+        clients = [f"{block}.{10 + i}" for i in range(senders)]
+        for addr in clients:
+            subprocess.run([*ip, "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"], check=True, capture_output=True)
+        yield Link("docker bridge", bridge, f"{block}.0/24", f"{block}.1", clients, ["ip", "netns", "exec", ns])
+    finally:
+        subprocess.run([*ip, "link", "del", veth], capture_output=True)
+        subprocess.run([*ip, "netns", "del", ns], capture_output=True)
+        net.remove()
 
 
-def _report(name: str, cap: WireCapture, flows: list[Flow], sent: dict[Key, tuple[int, int, int]], wall: float,
-            cpu: float) -> bool:
-    """sent: 4-tuple -> (application bytes, TCP's bytes_sent, TCP's bytes_retrans)."""
-    by_key = {f.key: f for f in flows}
-    mine = [by_key[k] for k in sent if k in by_key]
-    captured = sum(f.payload_bytes for f in mine)
-    app, tcp, retrans = (sum(v[i] for v in sent.values()) for i in range(3))
-    packets = sum(f.packets for f in flows)  # both directions (the ACKs too): what the capture had to handle
-    stats = cap.stats()
-    drops = stats.get("kernel_drops", 0)
-    exact = captured == tcp
-    print(f"{name:5}  app sent {app / 1e6:8.3f} MB, TCP sent {tcp / 1e6:8.3f} MB (retransmitted {retrans} B), "
-          f"captured {captured / 1e6:8.3f} MB: {'exact' if exact else f'diff {captured - tcp:+d} B'}; "
-          f"kernel drops {drops}" + (f", max ring lag {stats['max_lag_seconds'] * 1000:.0f} ms"
-                                     if stats.get("mode") == "ring" else " (recvfrom)"))
-    print(f"       {packets} packets in {wall:.2f} s = {packets / wall:,.0f} packets/s, {app / wall / 1e6:,.0f} MB/s; "
-          f"capture CPU {cpu:.2f} s ({cpu / wall:.0%} of one core"
-          + (f", {packets / cpu:,.0f} packets per CPU-second)" if cpu >= 0.05 else ")")  # 10 ms CPU clock
-          + f"; {stats.get('cpu_seconds', 0):.2f} s in all")
-    return exact or drops > 0
+def step(link: Link, reader: str, rate: float, seconds: float, buffer: int, tmp: Path) -> dict[str, Any]:
+    """Offer `rate` packets/s (data segments; the ACKs come on top) for `seconds`; what the capture made of it."""
+    cap = WireCapture(link.net, tmp / f"{reader}.csv", iface=link.iface, reader=reader, buffer=buffer,
+                      interval=0.5).start()
+    servers, readers, procs = [], [], []
+    try:
+        for addr in link.clients:
+            lst = socket.socket()
+            lst.bind((link.server, 0))
+            lst.listen(1)
+            servers.append(lst)
+            procs.append(subprocess.Popen([*link.prefix, sys.executable, "-c", SENDER, link.server,
+                                           str(lst.getsockname()[1]), addr, str(rate / len(link.clients)),
+                                           str(seconds)], stdout=subprocess.PIPE, text=True))
+        for lst in servers:
+            lst.settimeout(10)
+            conn, _ = lst.accept()
+            t = threading.Thread(target=_sink, args=(conn,), daemon=True)
+            t.start()
+            readers.append(t)
+        t0 = time.monotonic()
+        for p in procs:
+            p.communicate(timeout=seconds + 30)
+        wall = time.monotonic() - t0
+        for t in readers:
+            t.join(5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for lst in servers:
+            lst.close()
+        with contextlib.suppress(Exception):
+            cap.stop()
+    s = cap.stats()
+    cpu_per_packet = s["cpu_seconds"] / max(s["packets_counted"], 1)  # (start-up included: an upper bound)
+    return {"offered": rate, "rate": s["kernel_packets"] / wall, "drops": s["kernel_drops"],
+            "complete": s["kernel_drops"] == 0 and s["packets_counted"] == s["kernel_packets"],
+            "lag": s["max_lag_seconds"], "cpu_us": cpu_per_packet * 1e6}
 
 
-def bulk(block: str, tmp: Path, mb: int, mode: str) -> bool:
-    cap = WireCapture(f"{block}.0/24", tmp / "bulk.csv", interval=1.0, mode=mode).start()
-    client, server = _pair(f"{block}.1", f"{block}.2")
-    chunk = b"b" * (1 << 20)
-
-    def send(sock: socket.socket) -> None:
-        for _ in range(mb):
-            sock.sendall(chunk)
-
-    cpu0, t0 = _capture_cpu(cap), time.monotonic()
-    got = _stream(client, server, send)
-    wall = time.monotonic() - t0
-    key = _key(client)
-    assert got == mb << 20, (got, mb << 20)
-    time.sleep(0.05)
-    tcp = _tcp_sent(client)
-    flows = cap.stop()
-    cpu = max(0.0, cap.stats()["cpu_seconds"] - cpu0)  # up to the final write, so the last blocks are in
-    client.close()
-    server.close()
-    return _report("bulk", cap, flows, {key: (mb << 20, *tcp)}, wall, cpu)
+def _sink(conn: socket.socket) -> None:
+    with conn:
+        while conn.recv(1 << 20):
+            pass
+        conn.send(b"x")
 
 
-def small(block: str, tmp: Path, seconds: float, senders: int, mode: str) -> bool:
-    cap = WireCapture(f"{block}.0/24", tmp / "small.csv", interval=1.0, mode=mode).start()
-    ctx = mp.get_context("fork")
-    q: mp.Queue = ctx.Queue()
-    go = ctx.Event()
-    procs = [ctx.Process(target=_small_worker, args=(f"{block}.{10 + i}", f"{block}.{100 + i}", seconds, go, q))
-             for i in range(senders)]
-    for p in procs:
-        p.start()
-    time.sleep(0.3)  # let the workers connect
-    cpu0, t0 = _capture_cpu(cap), time.monotonic()
-    go.set()
-    results = [q.get(timeout=seconds + 30) for _ in procs]
-    for p in procs:
-        p.join()
-    wall = time.monotonic() - t0
-    flows = cap.stop()
-    cpu = max(0.0, cap.stats()["cpu_seconds"] - cpu0)
-    for _, sent, got, _tcp in results:
-        assert sent == got, (sent, got)
-    return _report("small", cap, flows, {k: (sent, *tcp) for k, sent, _, tcp in results}, wall, cpu)
+def max_rate(link: Link, reader: str, seconds: float, buffer: int, tmp: Path) -> str:
+    """Double the offered rate until a step drops (or the senders cannot offer more), then bisect 3 times."""
+    good: dict[str, Any] | None = None
+    bad: dict[str, Any] | None = None
+    rate = 500.0
+    while bad is None:
+        r = step(link, reader, rate, seconds, buffer, tmp)
+        if not r["complete"]:
+            bad = r
+        elif good and r["rate"] < 1.15 * good["rate"]:  # doubled the offer, barely more packets: senders' limit
+            return f"{_fmt(r)}; no drops up to the senders' limit (the machine, not the capture)"
+        else:
+            good, rate = r, rate * 2
+    lo_rate, hi_rate = (good["offered"] if good else 0.0), bad["offered"]
+    for _ in range(3):
+        mid = (lo_rate + hi_rate) / 2
+        r = step(link, reader, mid, seconds, buffer, tmp)
+        if r["complete"]:
+            good, lo_rate = r, mid
+        else:
+            hi_rate = mid
+    return f"{_fmt(good)}; drops from an offered {hi_rate:,.0f} data packets/s" if good else f"drops at {_fmt(bad)}"
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    return (f"{r['rate']:,.0f} packets/s without drops (offered {r['offered']:,.0f} data packets/s; capture CPU "
+            f"{r['cpu_us']:.1f} us/packet incl. start-up, longest wait {r['lag'] * 1000:.0f} ms)")
+
+
+def phase_rate(args: argparse.Namespace, tmp: Path) -> None:
+    print(f"== highest packet rate without drops ({args.senders} paced senders, {args.seconds:g} s a step, "
+          f"socket buffer {args.buffer:,} B)")
+    for make in (loopback, docker_bridge):
+        try:
+            with make(args.senders) as link:
+                for reader in ("raw", "layers"):
+                    print(f"  {link.name:13} {reader:6} {max_rate(link, reader, args.seconds, args.buffer, tmp)}",
+                          flush=True)
+        except Exception as e:  # (no docker here, no netns): say so, go on
+            print(f"  {make.__name__}: not measured: {type(e).__name__}: {e}")
+
+
+def harness_run(out: Path, *argv: str, timeout: float = 900) -> dict[str, Any]:
+    """One `harness run`; the capture's own account of it (wire.stats.json) with its mean rate."""
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out), *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"harness run {' '.join(argv)} failed: {proc.stderr.strip()[-800:]}")
+    s = json.loads((out / "wire.stats.json").read_text())
+    s["mean"] = s["kernel_packets"] / max(s["updated"] - s["started"], 1e-9)
+    return s
+
+
+def _print_run(name: str, s: dict[str, Any]) -> None:
+    print(f"  {name:34} {s['kernel_packets']:>8,} packets, mean {s['mean']:>7,.0f}/s, "
+          f"peak {s['peak_packets_per_second']:>7,}/s (1 s), kernel drops {s['kernel_drops']}, "
+          f"longest wait {s['max_lag_seconds'] * 1000:.0f} ms, capture CPU {s['cpu_seconds']:.2f} s", flush=True)
+
+
+def heaviest(spec: Path) -> dict[str, Any]:
+    """The spec's base with its heaviest grid point: distributed, the largest h_r and n, the smallest t_h_mult."""
+    doc = yaml.safe_load(spec.read_text())
+    z = dict(doc["base"])
+    z["design"] = "distributed"
+    for key, values in (doc.get("grid") or {}).items():
+        if key != "design":
+            z[key] = min(values) if key == "t_h_mult" else max(values)
+    return z
+
+
+def phase_default(tmp: Path) -> bool:
+    """The default run under tcpdump: its packet rate, and links.csv's wire bytes against tcpdump's."""
+    out, pcap = tmp / "default", tmp / "default.pcap"
+    dump = Tcpdump("lo", pcap).start()
+    try:
+        s = harness_run(out, "--design", "centralised", "--fault", "slm-crash")
+    finally:
+        summary = dump.stop()
+    _print_run("default run (centralised slm-crash)", s)
+    rows = compare_links(out, flows_from_pcap(pcap, block_of(out)))
+    total, worst = agreement(rows)
+    link = max(rows, key=lambda r: abs(r["wire_fwd"] - r["other_fwd"]) + abs(r["wire_rev"] - r["other_rev"]))
+    ok = abs(total) <= 0.01 and worst <= 0.03 and dump.dropped() == 0
+    print(f"  tcpdump check: {len(rows)} links, {sum(r['wire_fwd'] + r['wire_rev'] for r in rows):,} B (links.csv) "
+          f"vs {sum(r['other_fwd'] + r['other_rev'] for r in rows):,} B (tcpdump): total {total:+.4%}, worst "
+          f"link {worst:.3%} ({link['link']}); tcpdump: {summary}: {'PASS' if ok else 'FAIL'} (1% / 3%)")
+    return ok
+
+
+def phase_figs(tmp: Path) -> None:
+    for fig in ("fig6", "fig7", "fig8"):
+        z = heaviest(ROOT / "experiments" / f"{fig}.yaml")
+        cfg = tmp / f"{fig}.yaml"
+        cfg.write_text(yaml.safe_dump(z))
+        point = ", ".join(f"{k}={z[k]}" for k in ("design", "n", "h_r", "t_h_mult", "time_scale") if k in z)
+        try:
+            _print_run(f"{fig} heaviest ({point})", harness_run(tmp / fig, "--config", str(cfg), "--load", "builtin"))
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            print(f"  {fig}: {e}")
+
+
+def phase_open(tmp: Path) -> None:
+    try:
+        _print_run("open loop 100 workflows/s", harness_run(tmp / "open", "--design", "centralised", "--fault",
+                                                            "none", "--rate", "100", "--requests", "300"))
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        print(f"  open loop 100 workflows/s: {e}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mb", type=int, default=200, help="bulk phase size, MiB")
-    ap.add_argument("--seconds", type=float, default=3.0, help="small-message phase duration")
-    ap.add_argument("--senders", type=int, default=2, help="small-message sender processes")
-    ap.add_argument("--mode", choices=("auto", "ring", "recv"), default="auto", help="the capture's reader")
+    ap.add_argument("--phase", default="rate,default,figs,open", help="comma-separated: rate, default, figs, open")
+    ap.add_argument("--seconds", type=float, default=2.0, help="duration of one offered-rate step")
+    ap.add_argument("--senders", type=int, default=2, help="paced sender processes")
+    ap.add_argument("--buffer", type=int, default=1 << 20, help="capture socket buffer in the rate search, bytes")
+    ap.add_argument("--keep", action="store_true", help="keep the runs' folders (printed)")
     args = ap.parse_args()
     ok, why = probe()
     if not ok:
         print(f"wire capture unavailable: {why}; nothing to measure")
         return 0
-    block = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}"
-    tmp = Path(tempfile.mkdtemp(prefix="wire-"))
-    print(f"block {block}.0/24 on lo, {psutil.cpu_count()} CPUs")
+    phases = set(args.phase.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-wire-"))
+    print(f"{os.cpu_count()} CPUs; work in {tmp}")
+    good = True
     try:
-        good = bulk(block, tmp, args.mb, args.mode)
-        good = small(block, tmp, args.seconds, args.senders, args.mode) and good
+        if "rate" in phases:
+            phase_rate(args, tmp)
+        if phases & {"default", "figs", "open"}:
+            print("== packet rates of runs (the capture's own count, raw reader)")
+        if "default" in phases:
+            good = phase_default(tmp)
+        if "figs" in phases:
+            phase_figs(tmp)
+        if "open" in phases:
+            phase_open(tmp)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0 if good else 1
 
 

@@ -76,7 +76,7 @@ class Tcpdump:
     def dropped(self) -> int:
         """tcpdump's own 'packets dropped by kernel', from its closing lines."""
         words = self.summary.split()
-        return int(words[words.index("dropped") - 3]) if "dropped" in words else 0
+        return int(words[words.index("dropped") - 2]) if "dropped" in words else 0
 
 
 def flows_from_pcap(pcap: Path, net: str) -> list[Flow]:

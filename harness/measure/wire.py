@@ -26,11 +26,12 @@ Counting rules:
 
 How: scapy's `L2ListenSocket` (an AF_PACKET socket) with `filter=` a tcpdump expression, which scapy compiles
 with libpcap into a classic BPF program in the kernel, so only the run's packets reach user space. Two readers:
-  * ``raw`` (the default): the socket's frames are read into a 256-byte buffer (the kernel reports the full
-    length) and the fixed IPv4/TCP header fields are unpacked with one struct call: about 2-3 us a packet.
-  * ``layers``: each frame is dissected by scapy (Ether / IP / TCP) and the fields read from the layers:
-    about 170 us a packet, ~6,000 packets/s on one core, which bursts of the runs exceed
-    (benchmarks/bench_wire.py, docs/measure.md); kept as the reference the raw reader is tested against.
+  * ``raw`` (the default): the first 256 bytes of each frame of scapy's socket (the kernel reports the full
+    length) and the fixed IPv4/TCP header fields unpacked with struct: about 3.4 us of CPU a packet.
+  * ``layers``: each frame dissected by scapy (Ether / IP / TCP), the fields read from the layers: about
+    170-210 us a packet, at most ~5,500 packets/s without drops, below the peaks of the Fig 8 spec and of a
+    100 workflows/s run (benchmarks/bench_wire.py, docs/measure.md); the reference the raw reader is tested
+    against.
 Kernel drops (PACKET_STATISTICS) are in the sidecar and in `WireCapture.health()`; they are never hidden.
 
 Python side: `WireCapture` (start/stop or a context manager), `read_flows`, `by_endpoint`, `probe`.
@@ -79,7 +80,6 @@ DEFAULT_BUFFER = 64 << 20  # socket receive buffer (the kernel doubles it): what
 _LINK_HEADER = {ARPHRD_ETHER: 14, ARPHRD_LOOPBACK: 14, ARPHRD_NONE: 0}
 _IP = struct.Struct("!BxHxxHxB2xII")  # version/IHL, total length, flags/fragment offset, protocol, src, dst
 _TCP = struct.Struct("!HH8xBB")  # sport, dport, (seq, ack), data offset, flags
-_IPTCP = struct.Struct("!BxHxxHxB2xIIHH8xBB")  # both at once, for an IP header without options
 _AUX_LEN = struct.Struct("=4xI")  # struct tpacket_auxdata: tp_status, tp_len (the frame's length before the filter)
 _SNAP = 256  # bytes copied per packet: link (14) + IP (<= 60) + TCP (<= 60) headers fit with room to spare
 _ANC = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16)  # PACKET_AUXDATA + SO_TIMESTAMPNS (scapy turns both on)
@@ -131,12 +131,12 @@ def parse_frame(frame: bytes | bytearray | memoryview, length: int, link: int = 
     return _parse_ip(frame, link, min(len(frame), length) - link, length - link)
 
 
-def parse_frame_layers(frame: bytes, length: int, link: int = 14) -> Parsed | None:
+def parse_frame_layers(frame: bytes | bytearray | memoryview, length: int, link: int = 14) -> Parsed | None:
     """What `parse_frame` returns, read from scapy's dissection (Ether or, for link=0, IP): the layers reader."""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    pkt = Ether(frame) if link else IP(frame)
+    pkt = Ether(bytes(frame)) if link else IP(bytes(frame))
     ip, tcp = pkt.getlayer(IP), pkt.getlayer(TCP)
     if ip is None or tcp is None or ip.version != 4 or ip.frag or len(frame) < link + ip.ihl * 4 + 14:
         return None  # (scapy leaves a non-first fragment's payload undissected: no TCP layer)
@@ -387,7 +387,7 @@ class _Capture:
         self.lag = 0.0  # the longest a packet waited in the socket before it was counted, seconds
         self.peak = 0.0  # the highest packets/s over one write interval
         self._last = (time.monotonic(), 0)
-        self.drain: Callable[[], bool] = self._drain_raw if reader == "raw" else self._drain_layers
+        self.parse: Callable[[Any, int, int], Parsed | None] = parse_frame if reader == "raw" else parse_frame_layers
 
     def _count(self, p: Parsed | None) -> None:
         """Add one parsed packet (or count it as other traffic)."""
@@ -415,60 +415,12 @@ class _Capture:
         if stamp is not None:
             self.lag = max(self.lag, time.time() - stamp)
 
-    def _drain_raw(self, limit: int = 4096) -> bool:
-        """Read up to `limit` queued packets and count them from their fixed headers; True if there may be more.
+    def _drain(self, limit: int = 4096) -> bool:
+        """Read up to `limit` queued packets and count them; True if there may be more.
 
-        The hot loop: a plain IPv4 header (no options) + TCP is parsed and counted inline (one struct call);
-        anything else goes through `_parse_ip` and `_count`, which give the same answer, only slower.
+        Only the first _SNAP bytes of a frame are copied (MSG_TRUNC: the kernel still reports its length).
         """
-        recv, bufs, buf, link = self.sock.recvmsg_into, [self.buf], self.buf, self.link
-        iptcp, flows, mask, addr, trunc = _IPTCP.unpack_from, self.flows, self._mask, self._addr, socket.MSG_TRUNC
-        skip_outgoing = self.skip_outgoing
-        seen = outgoing = counted = other = 0
-        try:
-            for i in range(limit):
-                n, ancdata, _flags, sa = recv(bufs, _ANC, trunc)  # n: the frame's length, only _SNAP bytes copied
-                seen += 1
-                if not i:
-                    self._lagged(ancdata)
-                if skip_outgoing and sa[2] == PACKET_OUTGOING:
-                    outgoing += 1
-                    continue
-                if sa[1] != ETH_P_IP or n < link + 40:
-                    self._count(None if sa[1] != ETH_P_IP else _parse_ip(buf, link, min(n, _SNAP) - link, n - link))
-                    continue
-                vihl, total, frag, proto, src, dst, sport, dport, doff, flags = iptcp(buf, link)
-                if vihl != 0x45 or proto != 6 or frag & 0x1FFF or not total:
-                    size = _frame_length(n, ancdata) - link
-                    self._count(_parse_ip(buf, link, min(n, _SNAP) - link, size))
-                elif src & mask != addr and dst & mask != addr:
-                    other += 1
-                else:
-                    key = (src, sport, dst, dport)
-                    rec = flows.get(key)
-                    if rec is None:
-                        rec = flows[key] = [0, 0, 0, 0, 0, 0]
-                    rec[0] += 1
-                    rec[1] += total
-                    payload = total - 20 - (doff >> 4) * 4
-                    rec[2] += payload if payload > 0 else 0
-                    if flags & 0x07:
-                        rec[3] += flags & TCP_SYN and 1
-                        rec[4] += flags & TCP_FIN
-                        rec[5] += flags & TCP_RST and 1
-                    counted += 1
-            return True
-        except BlockingIOError:
-            return False
-        finally:
-            self.seen += seen
-            self.counted += counted
-            self.skipped_outgoing += outgoing
-            self.skipped_other += other
-
-    def _drain_layers(self, limit: int = 256) -> bool:
-        """Read up to `limit` queued packets and count them from scapy's dissection; True if there may be more."""
-        recv, bufs, link = self.sock.recvmsg_into, [self.buf], self.link
+        recv, bufs, view, link, parse = self.sock.recvmsg_into, [self.buf], memoryview(self.buf), self.link, self.parse
         try:
             for i in range(limit):
                 n, ancdata, _flags, sa = recv(bufs, _ANC, socket.MSG_TRUNC)
@@ -478,8 +430,8 @@ class _Capture:
                 if self.skip_outgoing and sa[2] == PACKET_OUTGOING:
                     self.skipped_outgoing += 1
                     continue
-                self._count(parse_frame_layers(bytes(self.buf[:min(n, _SNAP)]), _frame_length(n, ancdata), link)
-                            if sa[1] == ETH_P_IP else None)
+                self._count(parse(view[:min(n, _SNAP)], _frame_length(n, ancdata), link) if sa[1] == ETH_P_IP
+                            else None)
             return True
         except BlockingIOError:
             return False
@@ -487,7 +439,7 @@ class _Capture:
     def drain_all(self, budget: float = 2.0) -> None:
         """Count everything queued now, never taking more than `budget` seconds on a busy link."""
         deadline = time.monotonic() + budget
-        while self.drain() and time.monotonic() < deadline:
+        while self._drain() and time.monotonic() < deadline:
             pass
 
     def kernel_stats(self) -> None:
@@ -538,7 +490,7 @@ class _Capture:
         print("ready", flush=True)
         next_write = time.monotonic() + interval
         while self.stop_reason is None:
-            more = self.drain()
+            more = self._drain()
             if os.getppid() != parent:  # orphaned: the harness is gone, and with it whoever would stop us
                 self.stop_reason = self.stop_reason or "parent died"
             now = time.monotonic()
