@@ -10,11 +10,10 @@ from pathlib import Path
 
 import click
 
+from harness.analysis.qr import QR_RULES
 from harness.entry import run_cli
 from harness.errors import UserError
 from harness.output import FORMATS, render, write_rows
-
-QR_SOURCES = ("cpu", "instances")
 
 
 def _sweep_dir(path: str) -> Path:
@@ -56,9 +55,10 @@ def fit_cmd(sweep_dir: str, fmt: str) -> None:
     from harness import fit
 
     result = fit.fit_dir(_sweep_dir(sweep_dir))
-    click.echo(render(result.param_rows, fmt, title=f"fitted parameters ({result.trials} trials)"), nl=False)
-    click.echo(render(result.error_rows, fmt, title="model vs measured: relative error, configured -> fitted"),
-               nl=False)
+    click.echo(render(result.params.to_dict("records"), fmt,  # type: ignore[arg-type]
+                      title=f"fitted parameters ({len(result.trials)} trials)"), nl=False)
+    click.echo(render(result.errors.to_dict("records"), fmt,  # type: ignore[arg-type]
+                      title="model vs measured: relative error, configured -> fitted"), nl=False)
     if fmt == "table":
         for note in result.notes:
             click.echo(f"note: {note}")
@@ -72,14 +72,16 @@ def show_measured_optimum(sweep_dir: str, weights: str, *, top: int = 10, out: s
     from harness import fit, optimise
 
     w = optimise.parse_weights(weights)
-    rows = fit.optimise_measured(_sweep_dir(sweep_dir), w, qr=qr)
-    if not rows:
+    table, note = fit.optimise_measured(_sweep_dir(sweep_dir), w, rule=qr)
+    if table.empty:
         raise UserError(f"{sweep_dir}: no finished trials to rank")
+    rows = table.to_dict("records")
     if out:
-        write_rows(out, rows)
-    click.echo(render(rows[:top], fmt, title=f"measured C(z) with alpha,beta,gamma,delta = {weights}"), nl=False)
+        write_rows(out, rows)  # type: ignore[arg-type]
+    click.echo(render(rows[:top], fmt, title=f"measured C(z) with alpha,beta,gamma,delta = {weights}"),  # type: ignore[arg-type]
+               nl=False)
     if fmt == "table":
-        for line in fit.optimum_lines(rows):
+        for line in [*fit.optimum_lines(table), note]:
             click.echo(line)
 
 
@@ -87,8 +89,9 @@ def show_measured_optimum(sweep_dir: str, weights: str, *, top: int = 10, out: s
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--weights", required=True, metavar="A,B,G,D",
               help="alpha,beta,gamma,delta of Eq 10 (gamma is per kB/s of B_tot).")
-@click.option("--qr", type=click.Choice(QR_SOURCES), default="cpu", show_default=True,
-              help="Measured Q_r: extra CPU relative to the monolith, or extra instances (the paper's n+k-1, 2n-1).")
+@click.option("--qr", type=click.Choice(QR_RULES), default="cpu", show_default=True,
+              help="Q_r of both costs, measured and modelled: extra CPU per workflow relative to the monolith "
+                   "(model: the fitted CPU regression), or extra instances (model: the paper's n+k-1, 2n-1).")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to print.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write every ranked row as CSV.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
@@ -101,14 +104,14 @@ def optimise_dir(sweep_dir: str, weights: str, qr: str, top: int, out: str | Non
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--weights", "weight_sets", multiple=True, metavar="A,B,G,D",
               help="Weight sets for Fig 8 and the optimum (repeatable; default: the three of docs/analysis.md).")
-@click.option("--qr", type=click.Choice(QR_SOURCES), default="cpu", show_default=True,
-              help="Measured Q_r used in C(z).")
+@click.option("--qr", type=click.Choice(QR_RULES), default="cpu", show_default=True,
+              help="Q_r of both costs, measured and modelled (see `harness optimise DIR --help`).")
 def report_cmd(sweep_dir: str, weight_sets: tuple[str, ...], qr: str) -> None:
     """Plots of measured beside modelled (the paper's Figs 6, 7, 8) and DIR/report.md."""
     from harness import optimise, report
 
     sets = [optimise.parse_weights(w) for w in weight_sets] or None
-    result = report.build_report(_sweep_dir(sweep_dir), weight_sets=sets, qr=qr)
+    result = report.build_report(_sweep_dir(sweep_dir), weight_sets=sets, rule=qr)
     for line in result.lines:
         click.echo(line)
     click.echo(f"report: {result.path}")

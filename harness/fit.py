@@ -26,22 +26,22 @@ time scale, p + o / ts.
 
 from __future__ import annotations
 
-import csv
 import math
-import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 from scipy.optimize import least_squares
 
 from harness import checker, config, history, metrics, model
+from harness.analysis import qr, tables
 from harness.config import Experiment
 from harness.errors import UserError
-from harness.sweep import read_record, read_rows
+from harness.sweep import read_record
 
 METRIC_NAMES = ("t_m", "t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
 ERROR_METRICS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot")
@@ -69,7 +69,7 @@ class TrialData:
     repeat: int
     dir: Path
     z: Experiment
-    row: dict[str, str]
+    row: dict[str, Any]  # its trials.csv row, numbers parsed
     overrides: dict[str, Any] = field(default_factory=dict)
 
     _events: list | None = None
@@ -94,13 +94,15 @@ def load_trials(out: Path) -> tuple[dict[str, Any], list[TrialData]]:
     record = read_record(out)
     overrides = {p["id"]: p.get("overrides", {}) for p in record.get("points", [])}
     trials = []
-    for row in read_rows(out / "trials.csv"):
+    frame = tables.read_csv(out / "trials.csv")
+    rows: list[dict[str, Any]] = frame.to_dict("records") if "trial" in frame else []  # type: ignore[assignment]
+    for row in rows:
         tdir = out / "trials" / row["trial"]
         cfg = tdir / "config.yaml"
         if not cfg.exists():
             continue
         z = config.build((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {})["z"])
-        trials.append(TrialData(row["trial"], row["point"], int(row["repeat"]), tdir, z, row,
+        trials.append(TrialData(str(row["trial"]), str(row["point"]), int(row["repeat"]), tdir, z, row,
                                 overrides.get(row["point"], {})))
     if not trials:
         raise UserError(f"{out}: no finished trials yet (trials.csv has no rows): run the sweep first")
@@ -167,7 +169,8 @@ def observations(t: TrialData) -> list[Obs]:
             if (req, i) in f["task_end"]:
                 add(Obs("t_i", ts, t_i[i - 1], f["task_end"][(req, i)] - s, i, t.id))
     assert z.t_h is not None
-    for d, arrived, _kill in detections(ev):
+    for d, arrived, _kill in detections(ev):  # (detections() keeps only kills that were declared)
+        assert d.declared_at is not None
         # the heartbeat's latency plus the monitor's lag: declared dead t_h after the last heartbeat that
         # arrived, which was sent at `arrived`; the model's l_hb + t_h is this for a crash right after it
         add(Obs("l_hb", ts, z.l_hb, d.declared_at - arrived - z.t_h * ts, None, t.id))
@@ -299,80 +302,77 @@ def fit_family(name: str, kind: str, obs: list[Obs]) -> Family | None:
 
 def header_params(trials: list[TrialData]) -> list[Param]:
     """Bytes per message on the wire beyond the body, per plane and overall: (wire - body) = h * messages."""
-    per_plane: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    source = "wire"
+    frames, source = [], "wire"
     for t in trials:
-        path = t.dir / "links.csv"
-        if not path.exists():
+        links = tables.read_csv(t.dir / "links.csv")
+        if links.empty:
             continue
-        with path.open(encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        src = "wire" if any(r.get("wire_bytes_fwd") not in ("", None) for r in rows) else "proxy"
+        src = "wire" if tables.numeric(links, ["wire_bytes_fwd"]).iloc[:, 0].notna().any() else "proxy"
         source = src if src == "proxy" else source
-        hit = {e.get("target") for e in t.events if e["kind"] == "fault"}
-        for r in rows:
-            if r["src"] in hit or r["dst"] in hit:  # messages lost or cut short by the fault
-                continue
-            msgs, wire, said = num(r.get("messages")), num(r.get(f"{src}_bytes_fwd")), num(r.get("service_bytes_fwd"))
-            if msgs > 0 and math.isfinite(wire) and math.isfinite(said) and wire > 0:
-                per_plane[r["plane"]].append((msgs, wire - said))
+        hit = {e.get("target") for e in t.events if e["kind"] == "fault"}  # messages lost or cut short by it
+        counts = tables.numeric(links, ["messages", f"{src}_bytes_fwd", "service_bytes_fwd"])
+        counts.columns = ["messages", "wire", "said"]
+        keep = ~(links["src"].isin(hit) | links["dst"].isin(hit)) & (counts.messages > 0) & (counts.wire > 0) \
+            & counts.said.notna()
+        frames.append(pd.DataFrame({"plane": links["plane"], "messages": counts.messages,
+                                    "extra": counts.wire - counts.said})[keep])
+    if not frames:
+        return []
+    everything = pd.concat(frames, ignore_index=True)
     out = []
-    everything = [pair for pairs in per_plane.values() for pair in pairs]
-    for plane, pairs in [("all", everything), *sorted(per_plane.items())]:
-        if not pairs:
-            continue
-        X = np.array([[m] for m, _ in pairs])
-        y = np.array([extra for _, extra in pairs])
-        (h,), (eh,) = _solve(X, y)
+    for plane, rows in [("all", everything), *sorted(everything.groupby("plane"))]:
+        (h,), (eh,) = _solve(rows[["messages"]].to_numpy(float), rows["extra"].to_numpy(float))
         name = "header_bytes" if plane == "all" else f"header_bytes.{plane}"
-        out.append(Param(name, float(h), float(eh), None, "bytes/message", len(pairs),
+        out.append(Param(name, float(h), float(eh), None, "bytes/message", len(rows),
                          f"HTTP request line + headers, from {source} bytes vs service-counted bodies"))
     return out
 
 
 MESSAGE_KINDS = ("task_call", "task_reply", "task_start", "task_end", "request_received", "forward_sent",
                  "state_share_sent", "state_share_received", "done_sent", "done_received")
+CPU_TERMS = ("messages", "heartbeats", "up", "fixed")
 
 
-def cpu_params(trials: list[TrialData]) -> list[Param]:
+def cpu_activity(t: TrialData) -> pd.DataFrame:
+    """Per MANO service of a trial: its CPU seconds (cpu.csv) beside what it did from load start on (cpu.csv
+    counts from there, harness.cpu's baseline): messages, heartbeats (sent, and about as many received), wall
+    seconds up, and 1 for the per-service fixed cost."""
+    cpu = tables.read_csv(t.dir / "cpu.csv")
+    if cpu.empty or not t.events:
+        return pd.DataFrame()
+    total = cpu[cpu["role"] != "harness"].set_index("service")["total_s"]
+    ev = pd.DataFrame(t.events)
+    ev = ev[(ev["t"] >= history.load_start(t.events)) & ev["svc"].isin(total.index)]
+    peers = ev["peers"].fillna(1) if "peers" in ev else 1
+    ev = ev.assign(message=ev["kind"].isin(MESSAGE_KINDS), heartbeat=np.where(ev["kind"] == "hb_sent", 2 * peers, 0))
+    per = ev.groupby("svc").agg(messages=("message", "sum"), heartbeats=("heartbeat", "sum"), first=("t", "min"),
+                                last=("t", "max"))
+    per = per.assign(up=per["last"] - per["first"], fixed=1.0, cpu=total.reindex(per.index), trial=t.id)
+    return per[np.isfinite(per["cpu"])][[*CPU_TERMS, "cpu", "trial"]]
+
+
+def cpu_fit(trials: list[TrialData]) -> tuple[list[Param], dict[str, float]]:
     """CPU seconds of each MANO service = c_msg messages + c_hb heartbeats + c_idle wall seconds + c_start
-    (interpreter start-up and imports). A kB term is left out: with fixed message sizes it is collinear with
-    the message count."""
-    X, y = [], []
-    for t in trials:
-        path = t.dir / "cpu.csv"
-        if not path.exists() or not t.events:
-            continue
-        with path.open(encoding="utf-8") as fh:
-            cpu = {r["service"]: num(r["total_s"]) for r in csv.DictReader(fh) if r["role"] != "harness"}
-        msgs: Counter[str] = Counter()
-        hbs: Counter[str] = Counter()
-        first: dict[str, float] = {}
-        last: dict[str, float] = {}
-        start = history.load_start(t.events)  # cpu.csv counts from there (harness.cpu's baseline)
-        for e in t.events:
-            svc = e["svc"]
-            if svc not in cpu or e["t"] < start:
-                continue
-            first.setdefault(svc, max(start, e["t"]))
-            last[svc] = e["t"]
-            if e["kind"] in MESSAGE_KINDS:
-                msgs[svc] += 1
-            elif e["kind"] == "hb_sent":
-                hbs[svc] += 2 * e.get("peers", 1)  # sent, and about as many received
-        for svc, total in cpu.items():
-            if svc in first and math.isfinite(total):
-                X.append([msgs[svc], hbs[svc], last[svc] - first[svc], 1.0])
-                y.append(total)
-    if len(y) < 5:
-        return []
-    x, err = _solve(np.array(X, dtype=float), np.array(y), lower=0.0)
+    (a kB term is left out: with fixed message sizes it is collinear with the message count), and what it
+    predicts: per trial, Q_r of the `cpu` rule with the design's CPU predicted instead of measured. The
+    monolith's CPU per workflow is the run's own reference, CPU / (1 + Q_r_measured), so the predicted ratio
+    is (1 + Q_r_measured) predicted CPU / measured CPU - 1 over the trial's services."""
+    frames = [cpu_activity(t) for t in trials]
+    activity = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()])
+    if len(activity) < 5:
+        return [], {}
+    X = activity[list(CPU_TERMS)].to_numpy(float)
+    x, err = _solve(X, activity["cpu"].to_numpy(float), lower=0.0)
+    totals = activity.assign(predicted=X @ x).groupby("trial")[["predicted", "cpu"]].sum()
+    measured = pd.Series({t.id: num(t.row.get("Q_r_measured")) for t in trials})
+    q_r_cpu = ((1 + measured.reindex(totals.index)) * totals["predicted"] / totals["cpu"] - 1).dropna()
     names = [("cpu.per_message", 1e3, "ms CPU/message"),
              ("cpu.per_heartbeat", 1e3, "ms CPU/heartbeat (sent or received)"),
              ("cpu.idle", 100.0, "% of a core while up"), ("cpu.fixed", 1.0, "s CPU per service and trial")]
-    return [Param(name, float(x[j]) * k, float(err[j]) * k, None, unit, len(y),
-                  "over every MANO service of every trial (cpu.csv vs counts in the history)")
-            for j, (name, k, unit) in enumerate(names)]
+    params = [Param(name, float(x[j]) * k, float(err[j]) * k, None, unit, len(activity),
+                    "over every MANO service of every trial (cpu.csv vs counts in the history)")
+              for j, (name, k, unit) in enumerate(names)]
+    return params, {str(trial): float(v) for trial, v in q_r_cpu.items()}
 
 
 # --- the fit of a whole sweep --------------------------------------------------------------------------------
@@ -384,6 +384,7 @@ class Fit:
     params: list[Param]
     per_task: list[Param]
     notes: list[str]
+    q_r_cpu: dict[str, float] = field(default_factory=dict)  # trial -> Q_r (cpu rule) the CPU fit predicts
 
     def zfit(self, z: Experiment) -> Experiment:
         """z with every fitted parameter at its effective value for z's time scale (not re-validated)."""
@@ -405,10 +406,10 @@ class Fit:
 
 
 def fit_trials(trials: list[TrialData]) -> Fit:
+    obs = [o for t in trials for o in observations(t)]
     by_family: dict[str, list[Obs]] = defaultdict(list)
-    for t in trials:
-        for o in observations(t):
-            by_family[o.family].append(o)
+    for o in obs:
+        by_family[o.family].append(o)
     families: dict[str, Family] = {}
     params: list[Param] = []
     notes: list[str] = []
@@ -440,8 +441,14 @@ def fit_trials(trials: list[TrialData]) -> Fit:
                      "values that include the services' per-message cost; add a trial at another time_scale "
                      "(spec `extra:`) to separate the two")
     params += fault_params(trials)
-    per_task = _per_task(by_family, families)
+    per_task = _per_task(pd.DataFrame([asdict(o) for o in obs], columns=[f.name for f in fields(Obs)]), families)
     return Fit(families, params, per_task, notes)
+
+
+def _mean_err(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (NaN below 2 values)."""
+    s = pd.Series(values, dtype=float)
+    return float(s.mean()), float(s.sem())  # type: ignore[arg-type]
 
 
 def fault_params(trials: list[TrialData]) -> list[Param]:
@@ -449,200 +456,177 @@ def fault_params(trials: list[TrialData]) -> list[Param]:
     after, early = [], []
     for t in trials:
         ts = t.z.time_scale
-        for _d, arrived, kill in detections(t.events):
-            after.append((kill - arrived) / ts)
+        after += [(kill - arrived) / ts for _d, arrived, kill in detections(t.events)]
         early += [e.get("early_by", 0.0) / ts for e in t.events if e["kind"] == "fault" and e.get("action") == "kill"]
     out = []
     if after:
-        mean, err = _mean_err(after)
-        out.append(Param("fault.crash_after_heartbeat", mean, err, 0.0, "s", len(after),
+        out.append(Param("fault.crash_after_heartbeat", *_mean_err(after), 0.0, "s", len(after),
                          "crash time - send of the victim's last heartbeat that arrived; the model's t_r assumes 0, "
                          "so measured t_r falls short of it by this much"))
     if early:
-        mean, err = _mean_err(early)
-        out.append(Param("fault.early_by", mean, err, 0.0, "s", len(early),
+        out.append(Param("fault.early_by", *_mean_err(early), 0.0, "s", len(early),
                          "how early the injector struck before the modelled worst moment (faults/aim.py)"))
     return out
 
 
-def _mean_err(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan)
-
-
-def _per_task(by_family: dict[str, list[Obs]], families: dict[str, Family]) -> list[Param]:
+def _per_task(obs: pd.DataFrame, families: dict[str, Family]) -> list[Param]:
     """l_a + l_b per task i (centralised) and l per hop (distributed), each family's overhead removed."""
-    values: dict[tuple[str, int], list[float]] = defaultdict(list)
-    configured: dict[tuple[str, int], set[float]] = defaultdict(set)
-    for name in ("l_a", "l_b", "l"):
-        fam = families.get(name)
-        for o in by_family.get(name, []) if fam else []:
-            if o.task is not None:
-                values[(name, o.task)].append((o.y - fam.o[0]) / o.ts)
-                configured[(name, o.task)].add(_key(o.cfg))
+    lat = obs[obs["family"].isin([f for f in ("l_a", "l_b", "l") if f in families]) & obs["task"].notna()]
+    if lat.empty:
+        return []
+    overhead = lat["family"].map({f: families[f].o[0] for f in families})
+    lat = lat.assign(value=(lat["y"] - overhead) / lat["ts"], cfg=lat["cfg"].map(_key), task=lat["task"].astype(int))
+    g = lat.groupby(["family", "task"])
+    by_task = g["value"].agg(["mean", "sem", "count"]).join(g["cfg"].agg(lambda c: c.iloc[0] if c.nunique() == 1
+                                                                          else math.nan))
+    stats: dict[Any, dict[str, Any]] = by_task.to_dict("index")  # type: ignore[assignment]  # (family, task) ->
+    none = {"mean": math.nan, "sem": math.nan, "count": 0, "cfg": math.nan}
     out = []
-    tasks = sorted({task for name, task in values if name == "l_a"})
-    for task in tasks:
-        (a, ea), (b, eb) = _mean_err(values[("l_a", task)]), _mean_err(values.get(("l_b", task), []))
-        ca, cb = configured[("l_a", task)], configured.get(("l_b", task), set())
-        cfg = next(iter(ca)) + next(iter(cb)) if len(ca) == 1 and len(cb) == 1 else None
-        note = "per-message cost removed" if families["l_a"].identified else "effective (one time scale)"
-        out.append(Param(f"l_a+l_b (task {task})", a + b, math.hypot(ea, eb), cfg, "s",
-                         len(values[("l_a", task)]), note))
-    for task in sorted({task for name, task in values if name == "l"}):
-        value, err = _mean_err(values[("l", task)])
-        cfgs = configured[("l", task)]
-        note = "per-message cost removed" if families["l"].identified else "effective (one time scale)"
-        name = f"l (hop {task}: m{task} -> m{task + 1})" if task else "l (hop 0: BSS -> m1)"
-        out.append(Param(name, value, err, next(iter(cfgs)) if len(cfgs) == 1 else None, "s",
-                         len(values[("l", task)]), note))
-    return out
+    for (family, task), a in stats.items():
+        note = "per-message cost removed" if families[family].identified else "effective (one time scale)"
+        if family == "l_a":
+            b = stats.get(("l_b", task), none)
+            name, value, err, cfg = f"l_a+l_b (task {task})", a["mean"] + b["mean"], \
+                math.hypot(a["sem"], b["sem"]), a["cfg"] + b["cfg"]
+        elif family == "l":
+            name = f"l (hop {task}: m{task} -> m{task + 1})" if task else "l (hop 0: BSS -> m1)"
+            value, err, cfg = a["mean"], a["sem"], a["cfg"]
+        else:
+            continue
+        out.append(Param(name, value, err, None if math.isnan(cfg) else cfg, "s", int(a["count"]), note))
+    return sorted(out, key=lambda p: not p.name.startswith("l_a+l_b"))  # per task first, then per hop
 
 
 # --- points: measured beside modelled ------------------------------------------------------------------------
 
 
-def _finite(values: list[float]) -> list[float]:
-    return [v for v in values if math.isfinite(v)]
+def trial_table(trials: list[TrialData], fit: Fit) -> pd.DataFrame:
+    """trials.csv's rows of the loaded trials, in the sweep's point order, with the fitted model's Q_r (cpu)."""
+    return pd.DataFrame([{**t.row, "Q_r_cpu_fitted": fit.q_r_cpu.get(t.id, math.nan)} for t in trials])
 
 
-def point_rows(record: dict[str, Any], trials: list[TrialData], fit: Fit | None) -> list[dict[str, Any]]:
-    """Per point: the swept keys, measured mean/min/max/std over its repeats, the model with the configured
-    parameters and with the fitted ones."""
-    swept = list(record.get("swept") or [])
-    by_point: dict[str, list[TrialData]] = defaultdict(list)
-    for t in trials:
-        by_point[t.point].append(t)
+def _describe_point(t: TrialData, swept: list[str]) -> dict[str, Any]:
+    z = t.z
+    row: dict[str, Any] = {"point": t.point, "design": z.design, "mechanism": z.mechanism, "n": z.n, "h_r": z.h_r,
+                           "t_h": z.t_h, "t_h_mult": round(z.t_h * z.h_r, 6) if z.t_h else None, "s_p": z.s_p,
+                           "s_o": z.s_o, "time_scale": z.time_scale, "fault": z.fault}
+    for key in swept:
+        if key not in row:
+            value = t.overrides.get(key, getattr(z, key, None))
+            row[key] = value if not isinstance(value, list) else str(value)
+    return row
+
+
+def _models(z: Experiment, fit: Fit) -> dict[str, float]:
+    """The model of z with the configured parameters (`<metric>_model`) and with the fitted ones (`_fitted`)."""
+    configured, fitted = model.evaluate(z), model.evaluate(fit.zfit(z))
+    return {f"{m}_{kind}": getattr(metrics_, m) for m in METRIC_NAMES
+            for kind, metrics_ in (("model", configured), ("fitted", fitted))}
+
+
+def point_table(record: dict[str, Any], trials: list[TrialData], fit: Fit) -> pd.DataFrame:
+    """Per point (the sweep's order): the swept keys, the measured statistics over its repeats (tables.STATS),
+    the model with the configured parameters (`_model`) and with the fitted ones (`_fitted`), and the fitted
+    CPU model's Q_r (`Q_r_cpu_fitted`, the `cpu` rule's model side)."""
     order = [p["id"] for p in record.get("points", [])]
-    ids = sorted(by_point, key=lambda p: order.index(p) if p in order else len(order))
-    rows = []
-    for pid in ids:
-        group = sorted(by_point[pid], key=lambda t: t.repeat)
-        z = group[0].z
-        row: dict[str, Any] = {"point": pid, "design": z.design, "mechanism": z.mechanism, "n": z.n,
-                               "h_r": z.h_r, "t_h": z.t_h, "t_h_mult": round(z.t_h * z.h_r, 6) if z.t_h else None,
-                               "s_p": z.s_p, "s_o": z.s_o, "time_scale": z.time_scale, "fault": z.fault}
-        for key in swept:
-            if key not in row:
-                value = group[0].overrides.get(key, getattr(z, key, None))
-                row[key] = value if not isinstance(value, list) else str(value)
-        row["repeats"] = len(group)
-        row["instances_extra"] = statistics.fmean(_finite([num(t.row.get("instances_extra")) for t in group]) or
-                                                  [math.nan])
-        configured = model.evaluate(z)
-        fitted = model.evaluate(fit.zfit(z)) if fit else None
-        for m in METRIC_NAMES:
-            values = _finite([num(t.row.get(f"{m}_measured")) for t in group])
-            row[f"{m}_mean"] = statistics.fmean(values) if values else math.nan
-            row[f"{m}_min"] = min(values) if values else math.nan
-            row[f"{m}_max"] = max(values) if values else math.nan
-            row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else math.nan)
-            row[f"{m}_model"] = getattr(configured, m)
-            row[f"{m}_fitted"] = getattr(fitted, m) if fitted else math.nan
-        rows.append(row)
-    return rows
+    trials = sorted(trials, key=lambda t: (order.index(t.point) if t.point in order else len(order), t.repeat))
+    per_trial = trial_table(trials, fit).rename(columns={f"{m}_measured": m for m in METRIC_NAMES})
+    first = {t.point: t for t in reversed(trials)}  # the lowest repeat of each point stands for its z
+    described = pd.DataFrame([_describe_point(first[p], list(record.get("swept") or []))
+                              for p in dict.fromkeys(t.point for t in trials)]).set_index("point")
+    models = pd.DataFrame([_models(first[p].z, fit) for p in described.index], index=described.index)
+    extra = tables.numeric(per_trial, ["instances_extra", "Q_r_cpu_fitted"]).groupby(per_trial["point"], sort=False)
+    table = described.assign(repeats=per_trial.groupby("point", sort=False).size(),
+                             instances_extra=extra["instances_extra"].mean()) \
+        .join(tables.over_repeats(per_trial, "point", list(METRIC_NAMES))).join(models) \
+        .assign(Q_r_cpu_fitted=extra["Q_r_cpu_fitted"].mean())
+    columns = [*described.columns, "repeats", "instances_extra",
+               *(f"{m}_{s}" for m in METRIC_NAMES for s in (*tables.STATS, "model", "fitted")), "Q_r_cpu_fitted"]
+    return table.reset_index()[["point", *columns]]
 
 
-def _rel(model_value: float, measured: float) -> float:
-    if not (math.isfinite(model_value) and math.isfinite(measured)) or measured == 0:
-        return math.nan
-    return abs(model_value - measured) / abs(measured)
-
-
-def error_rows(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def error_table(points: pd.DataFrame) -> pd.DataFrame:
     """Per metric: mean and max relative error |model - measured| / measured over the points (means over
     repeats), with the configured parameters (before) and the fitted ones (after)."""
     rows = []
     for m in ERROR_METRICS:
-        before = _finite([_rel(p[f"{m}_model"], p[f"{m}_mean"]) for p in points])
-        after = _finite([_rel(p[f"{m}_fitted"], p[f"{m}_mean"]) for p in points])
-        rows.append({"metric": m, "points": len(before),
-                     "before_mean": statistics.fmean(before) if before else math.nan,
-                     "before_max": max(before) if before else math.nan,
-                     "after_mean": statistics.fmean(after) if after else math.nan,
-                     "after_max": max(after) if after else math.nan})
-    return rows
+        measured = tables.numeric(points, [f"{m}_mean"]).iloc[:, 0].replace(0, math.nan)
+        err = {side: ((tables.numeric(points, [f"{m}_{kind}"]).iloc[:, 0] - measured).abs() / measured.abs())
+               for side, kind in (("before", "model"), ("after", "fitted"))}
+        rows.append({"metric": m, "points": int(err["before"].count()),
+                     **{f"{side}_{stat}": getattr(e, stat)() for side, e in err.items() for stat in ("mean", "max")}})
+    return pd.DataFrame(rows)
 
 
 # --- the cost function on measured points --------------------------------------------------------------------
 
 
-def primary_scale(points: list[dict[str, Any]]) -> float:
+def primary_scale(points: pd.DataFrame) -> float:
     """The sweep's own time scale: the most common one (other ones are calibration points)."""
-    return Counter(p["time_scale"] for p in points).most_common(1)[0][0]
+    return float(Counter(points["time_scale"]).most_common(1)[0][0])
 
 
-def measured_cost(p: dict[str, Any], weights: tuple[float, float, float, float], qr: str = "cpu") -> float:
-    q = p["instances_extra"] if qr == "instances" else p["Q_r_mean"]
-    if qr == "cpu" and not math.isfinite(q):
-        q = p["instances_extra"]
-    return model.cost(weights, p["R_a_mean"], p["R_r_mean"], p["B_tot_mean"], q)
-
-
-def _cost(weights: tuple[float, float, float, float], p: dict[str, Any], kind: str) -> float:
-    return model.cost(weights, p[f"R_a_{kind}"], p[f"R_r_{kind}"], p[f"B_tot_{kind}"], p[f"Q_r_{kind}"])
-
-
-def cost_rows(points: list[dict[str, Any]], weights: tuple[float, float, float, float], swept: list[str],
-              qr: str = "cpu") -> list[dict[str, Any]]:
-    """Every point of the sweep's own time scale, costed measured and modelled, cheapest measured first."""
-    ts = primary_scale(points)
+def cost_table(points: pd.DataFrame, weights: tuple[float, float, float, float], swept: list[str],
+               rule: str = "cpu") -> pd.DataFrame:
+    """Every point of the sweep's own time scale, costed measured, with the fitted model and with the configured
+    one, each with its Q_r under the same `rule` (harness.analysis.qr); cheapest measured first, NaN last,
+    `rank_model` the fitted model's own ranking."""
+    p = points[points["time_scale"] == primary_scale(points)]
+    no_cpu = pd.Series(math.nan, index=p.index)  # the configured model has no CPU figure
+    q = {"mean": qr.q_r(rule, instances=p["instances_extra"], cpu=p["Q_r_mean"]),
+         "fitted": qr.q_r(rule, instances=p["Q_r_fitted"], cpu=p["Q_r_cpu_fitted"]),
+         "model": qr.q_r(rule, instances=p["Q_r_model"], cpu=no_cpu)}
+    terms: dict[str, list[Any]] = {k: [p[f"R_a_{k}"], p[f"R_r_{k}"], p[f"B_tot_{k}"], q[k]] for k in q}
+    cost = {kind: model.cost(weights, *terms[kind]) for kind in q}
     keys = [k for k in swept if k not in ("design", "mechanism", "time_scale")]
-    rows = []
-    for p in points:
-        if p["time_scale"] != ts:
-            continue
-        q = p["instances_extra"] if qr == "instances" else p["Q_r_mean"]
-        rows.append({"design": p["design"], "mechanism": p["mechanism"], **{k: p.get(k) for k in keys},
-                     "repeats": p["repeats"], "R_a": p["R_a_mean"], "R_r": p["R_r_mean"], "B_tot": p["B_tot_mean"],
-                     "Q_r": q, "C_measured": measured_cost(p, weights, qr),
-                     "C_model_fitted": _cost(weights, p, "fitted"), "C_model": _cost(weights, p, "model"),
-                     "point": p["point"]})
-    for col, rank in (("C_model_fitted", "rank_model"), ("C_measured", "rank")):
-        ordered = sorted(rows, key=lambda r, c=col: (not math.isfinite(r[c]), r[c]))
-        for i, r in enumerate(ordered):
-            r[rank] = i + 1
-    rows.sort(key=lambda r: r["rank"])
-    return [{"rank": r.pop("rank"), **r} for r in rows]
+    rows = p[["design", "mechanism", *keys, "repeats"]].assign(
+        R_a=p["R_a_mean"], R_r=p["R_r_mean"], B_tot=p["B_tot_mean"], Q_r=q["mean"], Q_r_fitted=q["fitted"],
+        C_measured=cost["mean"], C_model_fitted=cost["fitted"], C_model=cost["model"], point=p["point"])
+    rows["rank_model"] = rows["C_model_fitted"].rank(method="first", na_option="bottom").astype(int)
+    rows.insert(0, "rank", rows["C_measured"].rank(method="first", na_option="bottom").astype(int))
+    return rows.sort_values("rank").reset_index(drop=True)
 
 
-def optimise_measured(out: Path, weights: tuple[float, float, float, float], qr: str = "cpu") -> list[dict[str, Any]]:
-    """C(z) of Eq 10 on the measured points of a sweep (means over repeats) beside the fitted model's,
-    ranked by the measured cost (rank_model: the fitted model's own ranking)."""
-    record, trials = load_trials(Path(out))
-    fit = fit_trials(trials)
-    points = point_rows(record, trials, fit)
-    return cost_rows(points, weights, list(record.get("swept") or []), qr)
+def optimise_measured(out: Path, weights: tuple[float, float, float, float],
+                      rule: str = "cpu") -> tuple[pd.DataFrame, str]:
+    """C(z) of Eq 10 on the measured points of a sweep (means over repeats) beside the fitted model's, ranked
+    by the measured cost, and the line that says which Q_r both took."""
+    qr.q_r(rule, instances=0, cpu=0)  # an unknown rule is refused before the fit
+    record, _, result = analyse(Path(out))
+    return cost_table(result.points, weights, list(record.get("swept") or []), rule), \
+        qr.note(rule, bool(result.fit.q_r_cpu))
 
 
-def _describe(row: dict[str, Any]) -> str:
-    skip = {"rank", "design", "mechanism", "repeats", "R_a", "R_r", "B_tot", "Q_r", "C_measured", "C_model_fitted",
-            "C_model", "point", "rank_model"}
-    parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in skip]
+COST_COLUMNS = {"rank", "design", "mechanism", "repeats", "R_a", "R_r", "B_tot", "Q_r", "Q_r_fitted", "C_measured",
+                "C_model_fitted", "C_model", "point", "rank_model"}
+
+
+def _describe(row: pd.Series) -> str:
+    parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in COST_COLUMNS]
     return ", ".join(parts) or "the base configuration"
 
 
-def optimum_lines(rows: list[dict[str, Any]]) -> list[str]:
+def optimum_lines(rows: pd.DataFrame) -> list[str]:
     """The optimum per design and overall, measured beside what the fitted model picks."""
     lines = []
-    for design in dict.fromkeys((r["design"], r["mechanism"]) for r in rows):
-        mine = [r for r in rows if (r["design"], r["mechanism"]) == design]
-        by_model = min(mine, key=lambda r: r["rank_model"])
-        measured = [r for r in mine if math.isfinite(r["C_measured"])]
-        if not measured:
-            lines.append(f"optimum {design[0]} ({design[1]}): no measured C (a weighted metric was not measured, "
-                         f"e.g. R_r without a fault); the fitted model picks {_describe(by_model)}, "
-                         f"C = {by_model['C_model_fitted']:.4g}")
+    for (design, mechanism), mine in rows.groupby(["design", "mechanism"], sort=False):
+        by_model = mine.sort_values("rank_model").iloc[0]
+        model_says = (f"the fitted model picks {_describe(by_model)}" if math.isfinite(by_model["C_model_fitted"])
+                      else "the fitted model has no C here (see the Q_r note)")
+        measured = mine[np.isfinite(mine["C_measured"])]
+        if measured.empty:
+            lines.append(f"optimum {design} ({mechanism}): no measured C (a weighted metric was not measured, e.g. "
+                         f"R_r without a fault); {model_says}, C = {by_model['C_model_fitted']:.4g}")
             continue
-        best = min(measured, key=lambda r: r["rank"])
-        agree = "the model agrees" if by_model is best else f"the fitted model picks {_describe(by_model)}"
-        lines.append(f"optimum {design[0]} ({design[1]}): {_describe(best)}, C measured = {best['C_measured']:.4g} "
-                     f"(model {best['C_model_fitted']:.4g}); {agree}")
-    measured = [r for r in rows if math.isfinite(r["C_measured"])]
-    if measured:
-        best = min(measured, key=lambda r: r["rank"])
+        best = measured.sort_values("rank").iloc[0]
+        agree = "the model agrees" if by_model["point"] == best["point"] else model_says
+        left_out = f"; {len(mine) - len(measured)} point(s) without a measured C left out" \
+            if len(measured) < len(mine) else ""
+        lines.append(f"optimum {design} ({mechanism}): {_describe(best)}, C measured = {best['C_measured']:.4g} "
+                     f"(model {best['C_model_fitted']:.4g}); {agree}{left_out}")
+    measured = rows[np.isfinite(rows["C_measured"])]
+    if not measured.empty:
+        best = measured.sort_values("rank").iloc[0]
         lines.append(f"optimum overall: {best['design']} ({best['mechanism']}), {_describe(best)}, "
                      f"C measured = {best['C_measured']:.4g}")
     return lines
@@ -654,37 +638,33 @@ def optimum_lines(rows: list[dict[str, Any]]) -> list[str]:
 @dataclass
 class FitResult:
     fit: Fit
-    param_rows: list[dict[str, Any]]
-    error_rows: list[dict[str, Any]]
-    points: list[dict[str, Any]]
+    params: pd.DataFrame  # fit.csv
+    errors: pd.DataFrame  # model_error.csv
+    points: pd.DataFrame  # points.csv
+    trials: pd.DataFrame  # trials.csv's rows of the loaded trials, with Q_r_cpu_fitted
     notes: list[str]
-    trials: int
-
-
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        if rows:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def analyse(out: Path) -> tuple[dict[str, Any], list[TrialData], FitResult]:
     record, trials = load_trials(Path(out))
     fit = fit_trials(trials)
     trials_ok = [t for t in trials if t.events]
-    fit.params += header_params(trials_ok) + cpu_params(trials_ok)
-    points = point_rows(record, trials, fit)
-    params = [p.row() for p in fit.params + fit.per_task]
-    result = FitResult(fit, params, error_rows(points), points, fit.notes, len(trials))
+    cpu, fit.q_r_cpu = cpu_fit(trials_ok)
+    fit.params += header_params(trials_ok) + cpu
+    points = point_table(record, trials, fit)
+    params = pd.DataFrame([p.row() for p in fit.params + fit.per_task])
+    result = FitResult(fit, params, error_table(points), points, trial_table(trials, fit), fit.notes)
     return record, trials, result
+
+
+def write_tables(out: Path, result: FitResult) -> None:
+    """fit.csv, model_error.csv and points.csv in the sweep folder."""
+    for name, frame in (("fit", result.params), ("model_error", result.errors), ("points", result.points)):
+        tables.write_csv(Path(out) / f"{name}.csv", frame)
 
 
 def fit_dir(out: Path) -> FitResult:
     """`harness fit DIR`: fit.csv, model_error.csv and points.csv in DIR."""
-    out = Path(out)
-    _, _, result = analyse(out)
-    write_rows(out / "fit.csv", result.param_rows)
-    write_rows(out / "model_error.csv", result.error_rows)
-    write_rows(out / "points.csv", result.points)
+    _, _, result = analyse(Path(out))
+    write_tables(out, result)
     return result

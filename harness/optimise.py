@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import pandas as pd
+
 from harness import config, model
 from harness.errors import UserError
 
@@ -62,13 +64,13 @@ def evaluate_grid(
             m = model.evaluate(z)
             rows.append({"design": design, "mechanism": z.mechanism, **point,
                          **{name: getattr(m, name) for name in model.METRICS}, "C": m.C})
-    rows.sort(key=lambda row: (math.isnan(row["C"]), row["C"]))  # a NaN cost (no recovery) ranks last
-    return [{"rank": i + 1, **row} for i, row in enumerate(rows)]
+    # a NaN cost (no recovery) ranks last; ties keep grid order
+    ranked = pd.DataFrame(rows).sort_values("C", na_position="last", kind="stable")
+    ranked.insert(0, "rank", range(1, len(ranked) + 1))
+    return ranked.to_dict("records")  # type: ignore[return-value]
 
 
 def optimum_per_candidate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """The cheapest row of each (design, mechanism) (rows arrive sorted by cost)."""
-    best: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        best.setdefault((row["design"], row["mechanism"]), row)
-    return best
+    best = pd.DataFrame(rows).groupby(["design", "mechanism"], sort=False).head(1)
+    return {(row["design"], row["mechanism"]): row for row in best.to_dict("records")}  # type: ignore[misc]

@@ -11,8 +11,6 @@ thin dotted lines the model with the configured ones. Points at another time sca
 from __future__ import annotations
 
 import math
-import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import yaml
 
 from harness import config, fit, model
+from harness.analysis import qr, tables
 from harness.errors import ConfigError
 
 Weights = tuple[float, float, float, float]
@@ -49,8 +49,7 @@ class Group:
     key: tuple
     design: str
     mechanism: str
-    points: list[dict[str, Any]] = field(default_factory=list)
-    trials: list[list[fit.TrialData]] = field(default_factory=list)
+    points: list[dict[str, Any]] = field(default_factory=list)  # rows of points.csv
     overrides: dict[str, Any] = field(default_factory=dict)  # of the first point, for the model lines
 
     @property
@@ -80,8 +79,8 @@ def _round(v: Any) -> Any:
     return round(v, 6) if isinstance(v, float) else v
 
 
-def groups_by(points: list[dict[str, Any]], trials: dict[str, list[fit.TrialData]], overrides: dict[str, dict],
-              x: str, ignore: tuple[str, ...], swept: list[str]) -> list[Group]:
+def groups_by(points: list[dict[str, Any]], overrides: dict[str, dict], x: str, ignore: tuple[str, ...],
+              swept: list[str]) -> list[Group]:
     """Points grouped by every swept key except x (and the keys in `ignore`), sorted by x; none unless some
     group has two or more x values (a single point of another group is then shown beside the lines)."""
     keys = ["design", "mechanism", *[k for k in swept if k not in (x, "design", "mechanism", *ignore)]]
@@ -90,11 +89,8 @@ def groups_by(points: list[dict[str, Any]], trials: dict[str, list[fit.TrialData
         key = tuple(_round(p.get(k)) for k in keys)
         g = out.setdefault(key, Group(key, p["design"], p["mechanism"], overrides=overrides.get(p["point"], {})))
         g.points.append(p)
-        g.trials.append(trials.get(p["point"], []))
     for g in out.values():
-        order = sorted(range(len(g.points)), key=lambda i: g.points[i][x])
-        g.points = [g.points[i] for i in order]
-        g.trials = [g.trials[i] for i in order]
+        g.points.sort(key=lambda p: p[x])
     if not any(len({_round(p[x]) for p in g.points}) >= 2 for g in out.values()):
         return []
     return list(out.values())
@@ -115,23 +111,21 @@ def model_line(base: dict[str, Any], overrides: dict[str, Any], sets: list[tuple
     return model.evaluate(z), (model.evaluate(the_fit.zfit(z)) if the_fit else None)
 
 
-def _bars(values: list[float]) -> tuple[float, float, float]:
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return math.nan, math.nan, math.nan
-    mean = statistics.fmean(values)
-    return mean, mean - min(values), max(values) - mean
+def _bars(points: list[dict[str, Any]], metric: str) -> list[tuple[float, float, float]]:
+    """(mean, min, max) of a metric over each point's repeats, from points.csv's statistics."""
+    return [(p[f"{metric}_mean"], p[f"{metric}_min"], p[f"{metric}_max"]) for p in points]
 
 
-def _errorbar(ax: Any, xs: list[float], per_point: list[list[float]], colour: str, design: str, label: str) -> None:
-    stats = [_bars(v) for v in per_point]
+def _errorbar(ax: Any, xs: list[float], stats: list[tuple[float, float, float]], colour: str, design: str,
+              label: str) -> None:
     keep = [i for i, s in enumerate(stats) if math.isfinite(s[0])]
     if not keep:
         return
     ax.errorbar([xs[i] for i in keep], [stats[i][0] for i in keep],
-                yerr=[[stats[i][1] for i in keep], [stats[i][2] for i in keep]], fmt=MARKER.get(design, "o"),
-                color=colour, ecolor=colour, capsize=3, markersize=6, linestyle="none", label=label,
-                markerfacecolor=colour if design == "centralised" else "white", markeredgewidth=1.5, zorder=3)
+                yerr=[[stats[i][0] - stats[i][1] for i in keep], [stats[i][2] - stats[i][0] for i in keep]],
+                fmt=MARKER.get(design, "o"), color=colour, ecolor=colour, capsize=3, markersize=6, linestyle="none",
+                label=label, markerfacecolor=colour if design == "centralised" else "white", markeredgewidth=1.5,
+                zorder=3)
 
 
 def _lines(ax: Any, xs: np.ndarray, configured: list[float], fitted: list[float], colour: str, design: str) -> None:
@@ -139,10 +133,6 @@ def _lines(ax: Any, xs: np.ndarray, configured: list[float], fitted: list[float]
     if any(math.isfinite(v) for v in fitted):
         ax.plot(xs, fitted, style, color=colour, linewidth=1.8, zorder=2)
     ax.plot(xs, configured, style, color=colour, linewidth=0.8, alpha=0.5, zorder=1)
-
-
-def _trial_metric(trials: list[fit.TrialData], metric: str) -> list[float]:
-    return [fit.num(t.row.get(f"{metric}_measured")) for t in trials]
 
 
 def _finish(fig: Any, path: Path, extra: list[Any] | None = None) -> None:
@@ -164,22 +154,20 @@ def _finish(fig: Any, path: Path, extra: list[Any] | None = None) -> None:
 # --- Fig 6 --------------------------------------------------------------------------------------------------
 
 
-def fig6(points: list[dict[str, Any]], trials: dict[str, list[fit.TrialData]], record: dict[str, Any],
-         the_fit: fit.Fit, path: Path) -> Figure:
+def fig6(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit, path: Path) -> Figure:
     base = (record.get("spec") or {}).get("base") or {}
     overrides = {p["id"]: p.get("overrides", {}) for p in record.get("points", [])}
     swept = list(record.get("swept") or [])
-    groups = [g for g in groups_by(points, trials, overrides, "h_r", ("t_h", "t_h_mult", "time_scale"), swept)
+    groups = [g for g in groups_by(points, overrides, "h_r", ("t_h", "t_h_mult", "time_scale"), swept)
               if g.design != "monolith"]
     # one line per t_h multiple too: split each group by t_h / (1 / h_r)
     lines: list[tuple[Group, float]] = []
     for g in groups:
         by_mult: dict[float, Group] = {}
-        for p, ts in zip(g.points, g.trials, strict=True):
+        for p in g.points:
             mult = round(p["t_h_mult"], 3)
             sub = by_mult.setdefault(mult, Group((*g.key, mult), g.design, g.mechanism, overrides=g.overrides))
             sub.points.append(p)
-            sub.trials.append(ts)
         lines += [(sub, mult) for mult, sub in by_mult.items()]
     if not any(len({p["h_r"] for p in g.points}) >= 2 for g, _ in lines):
         return Figure("Fig 6", None, "", "no points that differ in h_r only (the Fig 6 spec sweeps h_r)")
@@ -198,11 +186,11 @@ def fig6(points: list[dict[str, Any]], trials: dict[str, list[fit.TrialData]], r
             b_conf.append(mc.B_tot if mc else math.nan)
             b_fit.append(mf.B_tot if mf else math.nan)
         label = f"{g.design}, t_h = {mult:g}/h_r"
-        _errorbar(ax_r, xs, [_trial_metric(t, "R_r") for t in g.trials], colour, g.design, label)
+        _errorbar(ax_r, xs, _bars(g.points, "R_r"), colour, g.design, label)
         _lines(ax_r, dense, conf, fitted, colour, g.design)
         if g.design not in seen_b:  # B_tot does not depend on t_h: one line per design
             seen_b.add(g.design)
-            _errorbar(ax_b, xs, [_trial_metric(t, "B_tot") for t in g.trials], "tab:blue", g.design, g.design)
+            _errorbar(ax_b, xs, _bars(g.points, "B_tot"), "tab:blue", g.design, g.design)
             _lines(ax_b, dense, b_conf, b_fit, "tab:blue", g.design)
     for ax in (ax_r, ax_b):
         ax.set_xscale("log", base=2)
@@ -226,11 +214,11 @@ def fig6(points: list[dict[str, Any]], trials: dict[str, list[fit.TrialData]], r
 # --- Figs 7 and 8 ---------------------------------------------------------------------------------------
 
 
-def _n_groups(points, trials, record) -> tuple[list[Group], dict[str, Any]]:
+def _n_groups(points: list[dict[str, Any]], record: dict[str, Any]) -> tuple[list[Group], dict[str, Any]]:
     base = (record.get("spec") or {}).get("base") or {}
     overrides = {p["id"]: p.get("overrides", {}) for p in record.get("points", [])}
     swept = list(record.get("swept") or [])
-    groups = [g for g in groups_by(points, trials, overrides, "n", ("time_scale",), swept) if g.design != "monolith"]
+    groups = [g for g in groups_by(points, overrides, "n", ("time_scale",), swept) if g.design != "monolith"]
     return groups, base
 
 
@@ -248,8 +236,8 @@ def _n_label(g: Group) -> str:
     return "centralised, restart" if g.mechanism == "restart" else f"centralised, s_p = {g.z['s_p']}"
 
 
-def fig7(points, trials, record, the_fit: fit.Fit, path: Path) -> Figure:
-    groups, base = _n_groups(points, trials, record)
+def fig7(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit, path: Path) -> Figure:
+    groups, base = _n_groups(points, record)
     if not groups:
         return Figure("Fig 7", None, "", "no points that differ in n only (the Fig 7 spec sweeps n)")
     fig, (ax_r, ax_a) = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -265,9 +253,9 @@ def fig7(points, trials, record, the_fit: fit.Fit, path: Path) -> Figure:
             fit_r.append(mf.R_r if mf else math.nan)
             conf_a.append(mc.R_a if mc else math.nan)
             fit_a.append(mf.R_a if mf else math.nan)
-        _errorbar(ax_r, xs, [_trial_metric(t, "R_r") for t in g.trials], colour, g.design, _n_label(g))
+        _errorbar(ax_r, xs, _bars(g.points, "R_r"), colour, g.design, _n_label(g))
         _lines(ax_r, dense, conf_r, fit_r, colour, g.design)
-        _errorbar(ax_a, xs, [_trial_metric(t, "R_a") for t in g.trials], colour, g.design, _n_label(g))
+        _errorbar(ax_a, xs, _bars(g.points, "R_a"), colour, g.design, _n_label(g))
         _lines(ax_a, dense, conf_a, fit_a, colour, g.design)
     for ax in (ax_r, ax_a):
         ax.set_xlabel("number of tasks n (t_m fixed)")
@@ -287,37 +275,45 @@ def fig7(points, trials, record, the_fit: fit.Fit, path: Path) -> Figure:
                   "the model with the configured parameters.")
 
 
-def trial_cost(t: fit.TrialData, w: Weights, qr: str) -> float:
-    q = fit.num(t.row.get("instances_extra" if qr == "instances" else "Q_r_measured"))
-    if not math.isfinite(q):
-        q = fit.num(t.row.get("instances_extra"))
-    return model.cost(w, fit.num(t.row.get("R_a_measured")), fit.num(t.row.get("R_r_measured")),
-                      fit.num(t.row.get("B_tot_measured")), q)
+def trial_cost(trials: pd.DataFrame, w: Weights, rule: str) -> pd.Series:
+    """C(z) of each trial (trials.csv rows), its Q_r under `rule` (harness.analysis.qr)."""
+    m = tables.numeric(trials, ["R_a_measured", "R_r_measured", "B_tot_measured", "instances_extra", "Q_r_measured"])
+    terms: list[Any] = [m["R_a_measured"], m["R_r_measured"], m["B_tot_measured"],
+                        qr.q_r(rule, instances=m["instances_extra"], cpu=m["Q_r_measured"])]
+    return model.cost(w, *terms)  # type: ignore[return-value]
 
 
-def fig8(points, trials, record, the_fit: fit.Fit, path: Path, weight_sets: list[tuple[str, Weights, str]],
-         qr: str) -> Figure:
-    groups, base = _n_groups(points, trials, record)
+def _model_cost(w: Weights, m: model.Metrics | None, rule: str) -> float:
+    """C of a modelled z that was not measured: no model has a CPU figure there (NaN under `cpu`)."""
+    return model.cost(w, m.R_a, m.R_r, m.B_tot, qr.q_r(rule, instances=m.Q_r, cpu=math.nan)) if m else math.nan
+
+
+def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, Any], the_fit: fit.Fit, path: Path,
+         weight_sets: list[tuple[str, Weights, str]], rule: str) -> Figure:
+    groups, base = _n_groups(points, record)
     if any(g.design == "centralised" and g.z["s_p"] == 1 for g in groups):  # the paper's Fig 8: s_p = 1
         groups = [g for g in groups if g.design != "centralised" or (g.z["s_p"] == 1 and g.mechanism != "restart")]
     if not groups:
         return Figure("Fig 8", None, "", "no points that differ in n only (the Fig 8 spec sweeps n)")
     fig, axes = plt.subplots(1, len(weight_sets), figsize=(5 * len(weight_sets), 4.6), squeeze=False)
     lo, hi = _span(groups, "n")
+    swept = list(record.get("swept") or [])
     for ax, (name, w, colour) in zip(axes[0], weight_sets, strict=True):
+        measured = tables.over_repeats(trials.assign(C=trial_cost(trials, w, rule)), "point", ["C"])
+        fitted_at = fit.cost_table(pd.DataFrame(points), w, swept, rule).set_index("point")["C_model_fitted"]
         for g in groups:
             xs = [p["n"] for p in g.points]
             dense = np.arange(lo, hi + 1)
-            conf, fitted = [], []
-            for x in dense:
-                mc, mf = model_line(base, g.overrides, [("n", int(x))], the_fit)
-                conf.append(model.cost(w, mc.R_a, mc.R_r, mc.B_tot, mc.Q_r) if mc else math.nan)
-                fitted.append(model.cost(w, mf.R_a, mf.R_r, mf.B_tot, mf.Q_r) if mf else math.nan)
+            lines = [model_line(base, g.overrides, [("n", int(x))], the_fit) for x in dense]
+            conf, fitted = [_model_cost(w, mc, rule) for mc, _ in lines], [_model_cost(w, mf, rule) for _, mf in lines]
+            if not any(math.isfinite(c) for c in fitted):  # Q_r = cpu: the fitted model at the measured n only
+                dense, fitted = np.array(xs), [fitted_at.get(p["point"], math.nan) for p in g.points]
+                conf = [math.nan] * len(xs)
+            stats = [tuple(measured.loc[p["point"], [f"C_{s}" for s in ("mean", "min", "max")]]) for p in g.points]
             label = g.design if g.design == "distributed" else _n_label(g)
-            _errorbar(ax, xs, [[trial_cost(t, w, qr) for t in ts] for ts in g.trials], colour, g.design, label)
+            _errorbar(ax, xs, stats, colour, g.design, label)  # type: ignore[arg-type]
             _lines(ax, dense, conf, fitted, colour, g.design)
-            means = [statistics.fmean([c for c in (trial_cost(t, w, qr) for t in ts) if math.isfinite(c)] or
-                                      [math.nan]) for ts in g.trials]
+            means = [s[0] for s in stats]
             if any(math.isfinite(m) for m in means):
                 best = int(np.nanargmin(means))
                 ax.plot([xs[best]], [means[best]], "o", markersize=15, markerfacecolor="none", color=colour,
@@ -329,8 +325,7 @@ def fig8(points, trials, record, the_fit: fit.Fit, path: Path, weight_sets: list
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"Fig 8: cost against n for three weight sets (measured Q_r: {qr}; model Q_r: instances)",
-                 fontsize=12)
+    fig.suptitle(f"Fig 8: cost against n for three weight sets (Q_r: {rule}, measured and model alike)", fontsize=12)
     from matplotlib.lines import Line2D
 
     ring = Line2D([], [], marker="o", markersize=11, markerfacecolor="none", color="grey", linestyle="none",
@@ -338,112 +333,93 @@ def fig8(points, trials, record, the_fit: fit.Fit, path: Path, weight_sets: list
     _finish(fig, path, [ring])
     return Figure("Fig 8", path, "C(z) against n for each weight set; full lines centralised, dashed distributed; "
                   "markers measured (C of each trial: mean, min-max), thick lines the fitted model, thin lines the "
-                  f"configured model. Measured C uses Q_r = {qr} (`--qr`); the model's Q_r counts instances.")
+                  f"configured model. {qr.note(rule, bool(the_fit.q_r_cpu))}"
+                  + (" Where the cost weighs Q_r, the fitted model's line joins its C at the measured n only (its CPU "
+                     "figure comes from the trials' activity)." if rule == "cpu" else ""))
 
 
 # --- report.md ------------------------------------------------------------------------------------------
-
-
-def _md_table(rows: list[dict[str, Any]], columns: list[str] | None = None, digits: int = 4) -> str:
-    if not rows:
-        return "(none)\n"
-    columns = columns or list(rows[0])
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "-" if not math.isfinite(v) else f"{v:.{digits}g}"
-        return "" if v is None else str(v)
-
-    head = "| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n"
-    return head + "".join("| " + " | ".join(cell(r.get(c)) for c in columns) + " |\n" for r in rows)
 
 
 def _pct(v: float) -> str:
     return "-" if not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
-def build_report(out: Path, weight_sets: list[Weights] | None = None, qr: str = "cpu") -> ReportResult:
+def build_report(out: Path, weight_sets: list[Weights] | None = None, rule: str = "cpu") -> ReportResult:
     out = Path(out)
-    record, trial_list, result = fit.analyse(out)
-    fit.write_rows(out / "fit.csv", result.param_rows)
-    fit.write_rows(out / "model_error.csv", result.error_rows)
-    fit.write_rows(out / "points.csv", result.points)
+    qr.q_r(rule, instances=0, cpu=0)  # an unknown rule is refused before the fit
+    record, _, result = fit.analyse(out)
+    fit.write_tables(out, result)
     sets = DEFAULT_WEIGHTS if weight_sets is None else [
         (f"weights {i + 1}", w, colour) for i, (w, (_, _, colour)) in
         enumerate(zip(weight_sets, DEFAULT_WEIGHTS * (len(weight_sets) // 3 + 1), strict=False))]
-    by_point: dict[str, list[fit.TrialData]] = defaultdict(list)
-    for t in trial_list:
-        by_point[t.point].append(t)
     ts = fit.primary_scale(result.points)
-    primary = [p for p in result.points if p["time_scale"] == ts]
+    primary = result.points[result.points["time_scale"] == ts].to_dict("records")
     figures = [
-        fig6(primary, by_point, record, result.fit, out / "fig6.png"),
-        fig7(primary, by_point, record, result.fit, out / "fig7.png"),
-        fig8(primary, by_point, record, result.fit, out / "fig8.png", sets, qr),
+        fig6(primary, record, result.fit, out / "fig6.png"),  # type: ignore[arg-type]
+        fig7(primary, record, result.fit, out / "fig7.png"),  # type: ignore[arg-type]
+        fig8(primary, result.trials, record, result.fit, out / "fig8.png", sets, rule),  # type: ignore[arg-type]
     ]
     swept = list(record.get("swept") or [])
     optimum: list[str] = []
     for name, w, _ in sets:
-        rows = fit.cost_rows(result.points, w, swept, qr)
+        rows = fit.cost_table(result.points, w, swept, rule)
         optimum += [f"**{name}** (alpha, beta, gamma, delta = {', '.join(f'{v:g}' for v in w)}):", ""]
         optimum += [f"- {line}" for line in fit.optimum_lines(rows)] + [""]
-    text = _markdown(out, record, trial_list, result, figures, optimum, ts, qr)
     path = out / "report.md"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(_markdown(out, record, result, figures, optimum, ts, rule), encoding="utf-8")
     lines = [f"{f.name}: {f.path}" if f.path else f"{f.name}: skipped, {f.skipped}" for f in figures]
     return ReportResult(path, figures, lines)
 
 
-def _markdown(out: Path, record: dict[str, Any], trials: list[fit.TrialData], result: fit.FitResult,
-              figures: list[Figure], optimum: list[str], ts: float, qr: str) -> str:
+def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures: list[Figure], optimum: list[str],
+              ts: float, rule: str) -> str:
     spec = record.get("spec") or {}
     planned = len(record.get("points", [])) * int(record.get("repeat", 1))
     machine = record.get("machine") or {}
     sessions = record.get("sessions") or []
     commits = sorted({s.get("commit", "?") for s in sessions} | {record.get("commit", "?")})
-    rows = [t.row for t in trials]
-    def total(key: str) -> int:
-        return sum(int(v) for v in (fit.num(r.get(key)) for r in rows) if math.isfinite(v))
-
-    lost, dup, completed, submitted = total("lost"), total("duplicated"), total("completed"), total("requests")
-    seconds = sum(fit.num(r.get("trial_seconds")) for r in rows if math.isfinite(fit.num(r.get("trial_seconds"))))
-    backends = sorted({r.get("link_backend", "?") for r in rows})
-    loads = [v for v in (fit.num(r.get("host_load")) for r in rows) if math.isfinite(v)]
+    trials = result.trials
+    total = tables.numeric(trials, ["lost", "duplicated", "completed", "requests", "trial_seconds"]).sum()
+    backends = sorted(str(b) for b in trials.get("link_backend", pd.Series(["?"])).unique())
+    loads = tables.numeric(trials, ["host_load"])["host_load"].dropna()
     cpus = machine.get("cpus") or 1
-    busy = sum(v > cpus for v in loads)
+    busy = int((loads > cpus).sum())
     load_line = (f"- Host load (1-minute load average when each trial ended, the trial included): median "
-                 f"{statistics.median(loads):.2f}, max {max(loads):.2f} on {cpus} CPUs"
+                 f"{loads.median():.2f}, max {loads.max():.2f} on {cpus} CPUs"
                  + (f"; {busy} trial(s) ran on an overloaded host, their timings include waiting for the CPU."
-                    if busy else ".") if loads else "")
+                    if busy else ".") if len(loads) else "")
     md = [f"# Sweep report: {Path(str(record.get('spec_file') or out)).name}", ""]
     if spec.get("description"):
         md += [str(spec["description"]).strip(), ""]
     md += ["## What was run", "",
            f"- Trials: {len(trials)} finished of {planned} planned ({len(record.get('points', []))} points x "
-           f"{record.get('repeat', 1)} repeats), {seconds / 60:.1f} min of trial time; load generator "
+           f"{record.get('repeat', 1)} repeats), {total['trial_seconds'] / 60:.1f} min of trial time; load generator "
            f"`{record.get('load')}`, link backend {', '.join(backends)}, time_scale {ts:g}"
-           + (" (plus calibration points at other time scales)" if any(p["time_scale"] != ts for p in result.points)
+           + (" (plus calibration points at other time scales)" if (result.points["time_scale"] != ts).any()
               else "") + ".",
-           f"- Workflows: {completed}/{submitted} completed, {lost} lost, {dup} completed twice (duplicates).",
+           f"- Workflows: {total['completed']:.0f}/{total['requests']:.0f} completed, {total['lost']:.0f} lost, "
+           f"{total['duplicated']:.0f} completed twice (duplicates).",
            *([load_line] if load_line else []),
            f"- Machine: {machine.get('hostname', '?')}, {machine.get('cpus', '?')} CPUs, "
            f"{machine.get('memory_gib', '?')} GiB, kernel {machine.get('kernel', '?')}, Python "
            f"{machine.get('python', '?')}.",
            f"- Commit: {', '.join(commits)}; started {record.get('started', '?')}, {len(sessions)} session(s).",
-           "- Files: `trials.csv` (one row per trial), `points.csv` (per point: measured mean/min/max beside "
-           "both models), `fit.csv`, `model_error.csv`, `trials/<point>-r<k>/` (each trial's full history).", "",
+           "- Files: `trials.csv` (one row per trial), `points.csv` (per point: measured mean/min/max/std and 95% "
+           "interval beside both models), `fit.csv`, `model_error.csv`, `trials/<point>-r<k>/` (each trial's full "
+           "history).", "",
            "<details><summary>Spec</summary>", "", "```yaml", yaml.safe_dump(spec, sort_keys=False).strip(), "```",
            "", "</details>", "", "## Optimum (Eq 10 on the measured points)", "",
-           f"Measured C uses the means over repeats; Q_r measured = {qr} (`--qr cpu`: extra CPU per workflow "
-           "relative to the monolith; `instances`: extra instances, the paper's n+k-1 / 2n-1). The fitted "
-           "model's own choice is given beside it.", ""]
+           "Measured C uses the means over repeats; the fitted model's own choice is given beside it. "
+           f"{qr.note(rule, bool(result.fit.q_r_cpu))} (`--qr` picks the rule.)", ""]
     md += optimum
+    errors = result.errors.assign(**{f"{side}, {stat}": result.errors[f"{side}_{stat}"].map(_pct)
+                                     for side in ("before", "after") for stat in ("mean", "max")})
     md += ["", "## Model error", "",
            "Relative error |model - measured| / measured over the points (means over repeats): with the "
            "configured parameters (before) and with the fitted ones (after; in-sample).", "",
-           _md_table([{"metric": r["metric"], "points": r["points"], "before, mean": _pct(r["before_mean"]),
-                       "before, max": _pct(r["before_max"]), "after, mean": _pct(r["after_mean"]),
-                       "after, max": _pct(r["after_max"])} for r in result.error_rows]), ""]
+           tables.markdown(errors, ["metric", "points", "before, mean", "before, max", "after, mean", "after, max"]),
+           ""]
     crash = next((p for p in result.fit.params if p.name == "fault.crash_after_heartbeat"), None)
     if crash and math.isfinite(crash.value):
         md += [f"t_r and R_r stay a worst case after fitting: the model assumes the crash comes right after a "
@@ -459,10 +435,10 @@ def _markdown(out: Path, record: dict[str, Any], trials: list[fit.TrialData], re
     md += ["## Fitted parameters", "", "Least squares over every finished trial's history (`harness fit`); "
            "time parameters in paper seconds, overheads in wall milliseconds.", ""]
     md += [f"- {n}" for n in result.notes]
-    md += ["", _md_table(result.param_rows, ["parameter", "value", "stderr", "configured", "unit", "observations"]),
-           "", "## Points", "",
-           _md_table([{**{k: p.get(k) for k in ("point", "repeats")},
-                       **{f"{m} meas": p[f"{m}_mean"] for m in ("t_c", "R_a", "R_r", "B_tot", "Q_r")},
-                       **{f"{m} fitted model": p[f"{m}_fitted"] for m in ("R_a", "R_r", "B_tot")}}
-                      for p in result.points], digits=3), ""]
+    shown = {f"{m} meas": f"{m}_mean" for m in ("t_c", "R_a", "R_r", "B_tot", "Q_r")} | \
+        {f"{m} fitted model": f"{m}_fitted" for m in ("R_a", "R_r", "B_tot")} | {"Q_r cpu fitted": "Q_r_cpu_fitted"}
+    points = result.points[["point", "repeats", *shown.values()]].set_axis(["point", "repeats", *shown], axis=1)
+    md += ["", tables.markdown(result.params.fillna({"configured": ""}),
+                               ["parameter", "value", "stderr", "configured", "unit", "observations"]),
+           "", "## Points", "", tables.markdown(points, digits=3), ""]
     return "\n".join(md)

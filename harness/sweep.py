@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import hashlib
-import io
 import itertools
 import json
 import math
@@ -212,46 +210,40 @@ def _runnable(z: Experiment, where: str) -> None:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of trials.csv; a torn last line (a sweep killed while appending) is not a row."""
-    if not path.exists():
+    """The rows of trials.csv, every cell as written; a torn last line (a sweep killed while appending) is not
+    a row."""
+    from harness.analysis import tables  # pandas: not imported by the trial processes, which need none of it
+
+    frame = tables.read_csv(path, text=True)
+    if "trial" not in frame:
         return []
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    rows = list(csv.DictReader(io.StringIO(text)))
-    header = next(csv.reader(io.StringIO(text)), [])
-    return [r for r in rows if None not in r and len(r) == len(header) and r.get("trial")]
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return value
+    return frame[frame["trial"] != ""].to_dict("records")  # type: ignore[return-value]
 
 
 class TrialsCsv:
     """DIR/trials.csv: appended a row at a time, each flushed to disk before the trial counts as finished."""
 
     def __init__(self, path: Path, columns: list[str]) -> None:
+        from harness.analysis import tables
+
         self.path, self.columns = path, columns
         if path.exists():
-            text = path.read_text(encoding="utf-8")
-            header = next(csv.reader(io.StringIO(text)), None)
-            if header != columns:
+            if list(tables.read_csv(path, text=True).columns) != columns:
                 raise UserError(f"{path} has other columns than this sweep writes: it belongs to another sweep "
                                 "(use another --out)")
+            text = path.read_text(encoding="utf-8")
             if text and not text.endswith("\n"):  # torn last line: cut it off
                 path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
         else:
-            with path.open("w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerow(columns)
+            path.write_text(",".join(columns) + "\n", encoding="utf-8")
 
     def append(self, row: dict[str, Any]) -> None:
-        buf = io.StringIO()
-        csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore").writerow(
-            {k: _cell(v) for k, v in row.items()})
+        from harness.analysis import tables
+
+        line = tables.csv_line({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()},
+                               self.columns)
         with self.path.open("a", newline="", encoding="utf-8") as fh:
-            fh.write(buf.getvalue())
+            fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -452,11 +444,10 @@ class Runner:
         return base + frac
 
     def _record(self, trial: Trial, seconds: float) -> dict[str, Any] | None:
-        summary = self.out / "trials" / trial.id / "summary.csv"
-        if not summary.exists():
-            return None
-        with summary.open(encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+        from harness.analysis import tables
+
+        rows: list[dict[str, Any]] = tables.read_csv(self.out / "trials" / trial.id / "summary.csv",  # type: ignore[assignment]
+                                                     text=True).to_dict("records")
         if not rows:
             return None
         row: dict[str, Any] = {**rows[0], "point": trial.point.id, "repeat": trial.repeat, "trial": trial.id,
@@ -544,7 +535,7 @@ class Runner:
         return self.outcome
 
 
-def _fmt(value: str) -> str:
+def _fmt(value: Any) -> str:
     try:
         v = float(value)
     except (TypeError, ValueError):

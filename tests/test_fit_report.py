@@ -5,15 +5,18 @@ latency the proxy put on the links."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from harness import analysis_cli, fit, report
+from harness import analysis_cli, fit, model, report
+from harness.analysis import qr, tables
 from harness.errors import UserError
-from harness.sweep import run_sweep
+from harness.sweep import read_rows, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +58,57 @@ def test_a_scale_family_fits_factor_and_overhead():
     assert fam.a[0] == pytest.approx(1.01, rel=1e-3) and fam.o[0] == pytest.approx(0.002, abs=1e-5)
 
 
+def test_the_statistics_over_repeats_give_a_students_t_interval_and_none_below_two_values():
+    frame = pd.DataFrame({"point": ["a", "a", "a", "b", "c", "c"], "x": [1.0, 2.0, 6.0, 4.0, math.inf, 5.0]})
+    stats = tables.over_repeats(frame, "point", ["x"])
+    assert list(stats.index) == ["a", "b", "c"]
+    a = stats.loc["a"]
+    assert (a["x_mean"], a["x_min"], a["x_max"]) == (3.0, 1.0, 6.0)
+    half = 4.302653 * a["x_std"] / math.sqrt(3)  # t(0.975, 2)
+    assert a["x_ci95_lo"] == pytest.approx(3 - half) and a["x_ci95_hi"] == pytest.approx(3 + half)
+    for point in ("b", "c"):  # one value (c's infinity is no value): no spread, no interval
+        assert stats.loc[point, "x_mean"] in (4.0, 5.0)
+        assert all(math.isnan(stats.loc[point, f"x_{s}"]) for s in ("std", "ci95_lo", "ci95_hi"))
+
+
+def hand_made_points() -> pd.DataFrame:
+    """Two points whose instance counts and CPU ratios rank them in opposite orders; the other metrics equal."""
+    same = {f"{m}_{kind}": v for m, v in (("R_a", 1.1), ("R_r", 1.5), ("B_tot", 100.0))
+            for kind in ("mean", "model", "fitted")}
+    return pd.DataFrame([
+        {"point": "few-instances-much-cpu", "design": "centralised", "mechanism": "state-sharing", "n": 2,
+         "time_scale": 0.2, "repeats": 1, "instances_extra": 3.0, "Q_r_model": 3.0, "Q_r_fitted": 3.0,
+         "Q_r_mean": 40.0, "Q_r_cpu_fitted": 38.0, **same},
+        {"point": "many-instances-little-cpu", "design": "centralised", "mechanism": "state-sharing", "n": 6,
+         "time_scale": 0.2, "repeats": 1, "instances_extra": 7.0, "Q_r_model": 7.0, "Q_r_fitted": 7.0,
+         "Q_r_mean": 10.0, "Q_r_cpu_fitted": 11.0, **same}])
+
+
+@pytest.mark.parametrize("rule", qr.QR_RULES)
+def test_measured_and_modelled_cost_take_q_r_by_the_same_rule(rule):
+    w = (0.0, 0.0, 0.0, 1.0)  # C = Q_r: each cost shows the Q_r it used
+    rows = fit.cost_table(hand_made_points(), w, ["n"], rule).set_index("point")
+    measured = {"instances": {"few-instances-much-cpu": 3.0, "many-instances-little-cpu": 7.0},
+                "cpu": {"few-instances-much-cpu": 40.0, "many-instances-little-cpu": 10.0}}[rule]
+    fitted = {"instances": measured, "cpu": {"few-instances-much-cpu": 38.0, "many-instances-little-cpu": 11.0}}[rule]
+    assert rows["C_measured"].to_dict() == measured and rows["Q_r"].to_dict() == measured
+    assert rows["C_model_fitted"].to_dict() == fitted and rows["Q_r_fitted"].to_dict() == fitted
+    # the same rule ranks alike on both sides: mixing (measured cpu, model instances) would reverse one
+    assert rows["rank"].to_dict() == rows["rank_model"].to_dict()
+    if rule == "instances":
+        assert rows["C_model"].to_dict() == measured
+    else:  # the configured model has no CPU figure: no cost where delta > 0, never an instance count instead
+        assert rows["C_model"].isna().all()
+        assert fit.cost_table(hand_made_points(), (1.0, 0.0, 0.0, 0.0), ["n"], rule)["C_model"].notna().all()
+    assert rows.loc["few-instances-much-cpu", "C_measured"] == model.cost(w, 1.1, 1.5, 100.0, measured[
+        "few-instances-much-cpu"])
+
+
+def test_an_unknown_q_r_rule_is_refused():
+    with pytest.raises(UserError, match="--qr: expected one of cpu, instances"):
+        fit.cost_table(hand_made_points(), (0, 0, 0, 1), ["n"], "watts")
+
+
 def test_fit_report_and_optimise_refuse_a_folder_that_is_no_sweep(tmp_path):
     with pytest.raises(UserError, match="not a sweep folder"):
         fit.fit_dir(tmp_path)
@@ -79,7 +133,7 @@ class _Sweeps(dict):
     def __missing__(self, name: str) -> Path:
         out = self.base / name
         outcome = run_sweep(str(ROOT / "experiments" / f"{name}.yaml"), out, load="builtin")
-        assert outcome.finished == len(fit.read_rows(out / "trials.csv")) and not outcome.failed
+        assert outcome.finished == len(read_rows(out / "trials.csv")) and not outcome.failed
         report.build_report(out)
         self[name] = out
         return out
@@ -125,7 +179,7 @@ def test_fig6_r_r_falls_with_h_r_with_diminishing_gain_after_1(sweeps):
 @pytest.mark.slow
 def test_fig7_r_r_falls_and_r_a_rises_with_n_and_sharing_more_often_recovers_faster(sweeps):
     rows = points(sweeps["fig7-ci"])
-    ts = fit.primary_scale([{"time_scale": float(r["time_scale"])} for r in rows])
+    ts = fit.primary_scale(pd.DataFrame({"time_scale": [float(r["time_scale"]) for r in rows]}))
     rows = [r for r in rows if float(r["time_scale"]) == ts]
     n2, n6 = pick(rows, n=2, s_p=1), pick(rows, n=6, s_p=1)
     assert n2["R_r_mean"] > n6["R_r_mean"] + 0.1
@@ -140,21 +194,38 @@ def test_fig8_optima_follow_the_weights(sweeps):
         assert pick(rows, n=2, design=design)["R_r_mean"] > pick(rows, n=6, design=design)["R_r_mean"] + 0.1
     # (the distributed R_a grows by 2 hops' latency only, 1.01 -> 1.03 in the model: within the noise here)
     assert pick(rows, n=2, design="centralised")["R_a_mean"] < pick(rows, n=6, design="centralised")["R_a_mean"]
-    recovery = fit.optimise_measured(sweeps["fig8-ci"], (0, 1, 0, 0))
-    resources = fit.optimise_measured(sweeps["fig8-ci"], (0.1, 0.1, 0.001, 0.01))
+    recovery, _ = fit.optimise_measured(sweeps["fig8-ci"], (0, 1, 0, 0))
+    resources, note = fit.optimise_measured(sweeps["fig8-ci"], (0.1, 0.1, 0.001, 0.01), rule="instances")
     for design in ("centralised", "distributed"):
-        assert min((r for r in recovery if r["design"] == design), key=lambda r: r["rank"])["n"] == 6
-        assert min((r for r in resources if r["design"] == design), key=lambda r: r["rank"])["n"] == 2
-    assert {"C_measured", "C_model_fitted", "rank_model"} <= set(recovery[0])
+        assert recovery[recovery["design"] == design].sort_values("rank").iloc[0]["n"] == 6
+        assert resources[resources["design"] == design].sort_values("rank").iloc[0]["n"] == 2
+    assert {"C_measured", "C_model_fitted", "rank_model", "Q_r", "Q_r_fitted"} <= set(recovery.columns)
+    assert note.startswith("Q_r = instances for both costs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", qr.QR_RULES)
+def test_optimise_ranks_the_measured_points_in_the_fitted_models_order_for_resources(sweeps, rule):
+    result = CliRunner().invoke(analysis_cli.analysis, ["optimise", str(sweeps["fig8-ci"]), "--weights",
+                                                        "0.1,0.1,0.001,0.01", "--qr", rule, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(io.StringIO(result.output))
+    costed = rows[rows["C_measured"].notna()]
+    assert list(rows["rank"]) == [1, 2, 3, 4] and costed["C_measured"].is_monotonic_increasing
+    assert len(costed) >= 2  # work: sleep leaves n = 2 without a CPU ratio (no measurable monolith CPU)
+    assert list(costed["rank"]) == list(costed["rank_model"])  # the same Q_r: the same order
+    assert (costed["Q_r"] - costed["Q_r_fitted"]).abs().max() <= 0.2 * costed["Q_r"].abs().max()
+    if rule == "instances":
+        assert list(rows["Q_r"]) == list(rows["Q_r_fitted"]) and len(costed) == 4
 
 
 @pytest.mark.slow
 def test_fit_recovers_the_configured_link_latency(sweeps):
     folder = sweeps["fig7-ci"]
-    assert {r["link_backend"] for r in fit.read_rows(folder / "trials.csv")} == {"proxy"}
+    assert {r["link_backend"] for r in read_rows(folder / "trials.csv")} == {"proxy"}
     with (folder / "fit.csv").open() as fh:
         params = {r["parameter"]: r for r in csv.DictReader(fh)}
-    load = [r["host_load"] for r in fit.read_rows(folder / "trials.csv")]
+    load = [r["host_load"] for r in read_rows(folder / "trials.csv")]
     for name in ("l_a", "l_b"):
         assert float(params[name]["value"]) == pytest.approx(float(params[name]["configured"]), rel=0.10), \
             f"{name}; host load (1-min load average) at the end of each trial: {load}"
@@ -192,6 +263,7 @@ def test_the_commands_print_and_write_their_tables(sweeps, tmp_path):
     result = runner.invoke(analysis_cli.analysis, ["optimise", folder, "--weights", "1,1,0.0005,0.005"])
     assert result.exit_code == 0, result.output
     assert "optimum centralised (state-sharing): n=" in result.output and "optimum overall:" in result.output
+    assert "Q_r = cpu for both costs" in result.output
     result = runner.invoke(analysis_cli.analysis, ["optimise", folder, "--weights", "0,1,0,0", "--format", "csv",
                                                    "--qr", "instances", "--out", str(tmp_path / "o.csv")])
     assert result.exit_code == 0 and result.output.startswith("rank,design,mechanism,n,")
