@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from harness.analysis.qr import QR_RULES
-from harness.entry import run_cli
 from harness.errors import UserError
 from harness.output import FORMATS, render, write_rows
 
@@ -85,21 +84,6 @@ def show_measured_optimum(sweep_dir: str, weights: str, *, top: int = 10, out: s
             click.echo(line)
 
 
-@click.command("optimise")
-@click.argument("sweep_dir", type=click.Path(file_okay=False))
-@click.option("--weights", required=True, metavar="A,B,G,D",
-              help="alpha,beta,gamma,delta of Eq 10 (gamma is per kB/s of B_tot).")
-@click.option("--qr", type=click.Choice(QR_RULES), default="cpu", show_default=True,
-              help="Q_r of both costs, measured and modelled: extra CPU per workflow relative to the monolith "
-                   "(model: the fitted CPU regression), or extra instances (model: the paper's n+k-1, 2n-1).")
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to print.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write every ranked row as CSV.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-def optimise_dir(sweep_dir: str, weights: str, qr: str, top: int, out: str | None, fmt: str) -> None:
-    """Rank the measured configurations of a sweep by C(z) (Eq 10), measured beside the fitted model."""
-    show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt, qr=qr)
-
-
 @click.command("report")
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--weights", "weight_sets", multiple=True, metavar="A,B,G,D",
@@ -115,24 +99,3 @@ def report_cmd(sweep_dir: str, weight_sets: tuple[str, ...], qr: str) -> None:
     for line in result.lines:
         click.echo(line)
     click.echo(f"report: {result.path}")
-
-
-COMMANDS = (sweep_cmd, fit_cmd, optimise_dir, report_cmd)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-def analysis() -> None:
-    """The analysis commands on their own (`harness sweep|fit|report|optimise DIR`)."""
-
-
-for _command in COMMANDS:
-    analysis.add_command(_command)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Like harness.cli.main: user errors are one line and exit code 2."""
-    run_cli(analysis, argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from harness import config, model, optimise
+from harness.analysis.qr import QR_RULES
 from harness.entry import run_cli
 from harness.errors import UserError
 from harness.load import LOADS
@@ -64,9 +65,11 @@ def model_cmd(design: str | None, mechanism: str | None, config_file: str | None
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to print.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write every ranked row as CSV.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--qr", type=click.Choice(QR_RULES), default="cpu", show_default=True,
+              help="With SWEEP_DIR: the one Q_r rule of both costs, measured and modelled (docs/analysis.md).")
 def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tuple[str, ...], weights: str,
                  grids: tuple[str, ...], config_file: str | None, sets: tuple[str, ...], top: int, out: str | None,
-                 fmt: str) -> None:
+                 fmt: str, qr: str) -> None:
     """Rank configurations z by the cost C(z) of Eq 10, the optimum first.
 
     With SWEEP_DIR (a `harness sweep` folder): C(z) on the measured points beside the fitted model. Without:
@@ -77,7 +80,7 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
                             "--mechanism, --config or --set)")
         from harness.analysis_cli import show_measured_optimum
 
-        show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt)
+        show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt, qr=qr)
         return
     w = optimise.parse_weights(weights)
     grid = optimise.parse_grid(grids)
