@@ -1,7 +1,5 @@
-"""The analysis commands: `harness sweep`, `harness fit`, `harness report` and `harness optimise DIR`.
-
-They are `click.Command` objects so harness/cli.py registers them with one line each; `python -m
-harness.analysis_cli COMMAND ...` runs them on their own (same error handling as `harness`).
+"""The analysis commands: `harness sweep`, `harness fit` and `harness report`, and the measured half of
+`harness optimise DIR`. They are `click.Command` objects that harness/cli.py registers with one line each.
 """
 
 from __future__ import annotations

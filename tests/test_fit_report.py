@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from harness import analysis_cli, fit, model, report
+from harness import fit, model, report
 from harness.analysis import qr, tables
+from harness.cli import cli
 from harness.errors import UserError
 from harness.sweep import read_rows, run_sweep
 
@@ -112,7 +113,7 @@ def test_an_unknown_q_r_rule_is_refused():
 def test_fit_report_and_optimise_refuse_a_folder_that_is_no_sweep(tmp_path):
     with pytest.raises(UserError, match="not a sweep folder"):
         fit.fit_dir(tmp_path)
-    result = CliRunner().invoke(analysis_cli.analysis, ["report", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert isinstance(result.exception, UserError)
     (tmp_path / "sweep.yaml").write_text("spec: {}\npoints: []\n")
     (tmp_path / "trials.csv").write_text("run,trial\n")
@@ -206,7 +207,7 @@ def test_fig8_optima_follow_the_weights(sweeps):
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", qr.QR_RULES)
 def test_optimise_ranks_the_measured_points_in_the_fitted_models_order_for_resources(sweeps, rule):
-    result = CliRunner().invoke(analysis_cli.analysis, ["optimise", str(sweeps["fig8-ci"]), "--weights",
+    result = CliRunner().invoke(cli, ["optimise", str(sweeps["fig8-ci"]), "--weights",
                                                         "0.1,0.1,0.001,0.01", "--qr", rule, "--format", "csv"])
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(io.StringIO(result.output))
@@ -260,18 +261,18 @@ def test_the_report_shows_what_ran_and_skips_what_is_absent(sweeps):
 def test_the_commands_print_and_write_their_tables(sweeps, tmp_path):
     runner = CliRunner()
     folder = str(sweeps["fig8-ci"])
-    result = runner.invoke(analysis_cli.analysis, ["optimise", folder, "--weights", "1,1,0.0005,0.005"])
+    result = runner.invoke(cli, ["optimise", folder, "--weights", "1,1,0.0005,0.005"])
     assert result.exit_code == 0, result.output
     assert "optimum centralised (state-sharing): n=" in result.output and "optimum overall:" in result.output
     assert "Q_r = cpu for both costs" in result.output
-    result = runner.invoke(analysis_cli.analysis, ["optimise", folder, "--weights", "0,1,0,0", "--format", "csv",
+    result = runner.invoke(cli, ["optimise", folder, "--weights", "0,1,0,0", "--format", "csv",
                                                    "--qr", "instances", "--out", str(tmp_path / "o.csv")])
     assert result.exit_code == 0 and result.output.startswith("rank,design,mechanism,n,")
     assert (tmp_path / "o.csv").read_text().count("\n") == 5
-    result = runner.invoke(analysis_cli.analysis, ["optimise", folder, "--weights", "1,2"])
+    result = runner.invoke(cli, ["optimise", folder, "--weights", "1,2"])
     assert isinstance(result.exception, UserError)
-    result = runner.invoke(analysis_cli.analysis, ["fit", folder, "--format", "csv"])
+    result = runner.invoke(cli, ["fit", folder, "--format", "csv"])
     assert result.exit_code == 0 and "parameter,value,stderr,configured,unit" in result.output
-    result = runner.invoke(analysis_cli.analysis, ["report", folder, "--weights", "0,1,0,0"])
+    result = runner.invoke(cli, ["report", folder, "--weights", "0,1,0,0"])
     assert result.exit_code == 0 and "Fig 6: skipped" in result.output
     assert "weights 1" in (sweeps["fig8-ci"] / "report.md").read_text()
