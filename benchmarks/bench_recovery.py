@@ -70,7 +70,8 @@ async def detection_delays(kills: int, scale: float, workdir: Path) -> tuple[lis
 async def worst_case(design: str, h_r: float, scale: float, out: Path) -> dict[str, float]:
     """One `slm-crash` at `worst`: the lost time measured beside the model's t_l, and where the kill was."""
     z = config.build({"design": design, "n": 3, "t_i": 1.0, "h_r": h_r, "time_scale": scale, "fault": "slm-crash",
-                      "fault_at": "worst", "requests": 4, "users": 1, "warmup": 4, "s_z": 20, "P_a": 10, "P_b": 10, "P": 20})
+                      "fault_at": "worst", "requests": 4, "users": 1, "warmup": 4,  # both SLMs warm
+                      "s_z": 20, "P_a": 10, "P_b": 10, "P": 20})
     result = await experiment(z, out, load="builtin", cache=out.parent / ".cache", say=lambda _: None)
     row = result.summary
     (kill,) = [e for e in result.events if e["kind"] == "fault" and e.get("action") == "kill"]
