@@ -51,6 +51,7 @@ async def one(design: str, tmp: Path) -> dict[str, float]:
     async with tb:
         up = time.monotonic() - t0
         rt = tb.runtime
+        assert isinstance(rt, docker_runtime.DockerRuntime)
         containers = list(rt.containers.values())
         rounds = 200
         c0 = time.process_time()
@@ -96,6 +97,7 @@ async def latencies(tmp: Path, per_path: int) -> dict[str, list[tuple[float, flo
     out: dict[str, list[tuple[float, float]]] = {}
     async with Testbed(z, tmp / "kills", proxies=False) as tb:
         rt = tb.runtime
+        assert isinstance(rt, docker_runtime.DockerRuntime)
         workers = iter(sorted((s for s in rt.containers if s.startswith("m")), key=lambda s: int(s[1:])))
         cli = shutil.which("docker")
 

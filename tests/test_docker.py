@@ -342,7 +342,8 @@ def test_containers_match_their_record_pause_freezes_and_kill_ends_them(tmp_path
 
     async def go() -> str:
         async with Testbed(z, tmp_path) as tb:
-            rt: DockerRuntime = tb.runtime  # type: ignore[assignment]
+            rt = tb.runtime
+            assert isinstance(rt, DockerRuntime)
             record = yaml.safe_load(rt.compose_file.read_text())
             assert set(record["services"]) == set(rt.containers) == {"slm-a", "slm-b", "m1", "m2"}
             for name, c in rt.containers.items():
