@@ -16,10 +16,12 @@ the Docker SDK (`harness.runtime.engine`: DOCKER_HOST or the docker context); no
   `manobench.owner` (the harness pid: a dead owner makes a leftover that `harness clean` and the next
   `harness run` remove) and, under the test suite, `manobench.session`.
 - **Faults**: crash = SIGKILL of the container's init process, which *is* the service (what `docker kill`
-  sends), delivered directly: 0.4 ms against 2-5 ms for the Engine's kill (100 ms with the CLI), and faults
-  are aimed at a point of a workflow ($MANOBENCH_DOCKER_KILL=docker sends it through the Engine instead);
-  pause = the cgroup freezer that `docker pause` uses, written directly for the same reason (the Engine's
-  pause where no freezer is found). Direct paths are only taken for a pid whose cgroup names the container.
+  sends), delivered directly because faults are aimed at a point of a workflow: the process is gone 3-4 ms
+  after the fault is decided, against 13-50 ms through the Engine's kill, whose call returns only after
+  about 95 ms (benchmarks/bench_docker.py; $MANOBENCH_DOCKER_KILL=docker sends it through the Engine);
+  pause = the cgroup freezer that `docker pause` uses, written directly for the same reason (0.3 ms, the
+  Engine's pause 10-20 ms, which is used where no freezer is found). Direct paths are only taken for a pid
+  whose cgroup names the container.
 - **Measurement**: a sampler reads, per container, CPU from cgroup accounting, peak memory, and the byte
   counters of the host-side veth (`harness.runtime.cgroups`); written to `containers.csv` beside the psutil
   figure of the same process as a cross-check.
