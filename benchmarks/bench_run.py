@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.cli.progress import summary_table
+
 from harness import config
-from harness.progress import summary_table
 from harness.run import experiment
 
 

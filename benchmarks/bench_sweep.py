@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.sweep import plan, read_rows, read_spec
+from harness.experiment.sweep import plan, read_rows, read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def main() -> None:
     planned = len(plan(read_spec(spec)).trials)
     out = Path(tempfile.mkdtemp(prefix="bench-sweep-")) / "sweep"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "harness.analysis_cli", "sweep", str(spec), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "harness.cli.analysis", "sweep", str(spec), "--out", str(out),
                            "--load", args.load, "--jobs", str(args.jobs)], cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - started
     if proc.returncode != 0:

@@ -4,7 +4,7 @@ A user mistake must end with exit code 2, exactly one line on stderr that starts
 the key (or option) and the rule, nothing on stdout and no traceback. Every rule of issue #2 (ERRORS) has
 its own test and its own real subprocess; these start at once (a thread pool) the first time a test asks
 for one, so the file stays fast. Variations of the rules (MORE_ERRORS) and most working inputs go through
-harness.cli.main in process, the same path from argv to exit code without the start-up cost.
+harness.cli.commands.main in process, the same path from argv to exit code without the start-up cost.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, config
+from harness import config
+from harness.cli import commands as cli
 from harness.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "design-choice": (("model", "--design", "hybrid"), ("--design", "'hybrid'")),
 }
 
-# More of the same rules, and neighbours of them, through harness.cli.main in process (same code path from
+# More of the same rules, and neighbours of them, through harness.cli.commands.main in process (same code path from
 # argv to exit code; a subprocess each would only add start-up time).
 MORE_ERRORS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "n-not-integer": (("model", "--set", "n=2.5"), ("n:", "valid integer")),
@@ -181,7 +182,7 @@ def runs(cfg_dir) -> dict[str, subprocess.CompletedProcess[str]]:
 
 @pytest.fixture
 def main_run(cfg_dir, capsys):
-    """harness.cli.main(argv) in process, as a CompletedProcess; an escaping exception becomes a traceback."""
+    """harness.cli.commands.main(argv) in process, as a CompletedProcess; an escaping exception becomes a traceback."""
 
     def run(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
         capsys.readouterr()

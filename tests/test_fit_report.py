@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from harness import fit, model, report
-from harness.analysis import qr, tables
-from harness.cli import cli
+from harness import model
+from harness.analysis import fit, qr, report, tables
+from harness.cli.commands import cli
 from harness.errors import UserError
-from harness.sweep import read_rows, run_sweep
+from harness.experiment.sweep import read_rows, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

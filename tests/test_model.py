@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from harness import config, model, optimise
+from harness import config, model
+from harness.analysis import optimise
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["design", "mechanism", "t_m", "t_c", "t_l", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r"]

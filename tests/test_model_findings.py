@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from harness import config, model, optimise
+from harness import config, model
+from harness.analysis import optimise
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER: dict[str, Any] = {

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import checker
+from faults import aim
+from harness import checker, history, metrics, summary, warmup
+from harness.analysis import fit
 from harness.history import Collector
 from protocol.events import KINDS, EventSink
 from protocol.messages import PLANES, ROUTES, padded
@@ -34,9 +36,8 @@ def test_every_event_kind_the_code_emits_is_in_the_contract():
 
 
 def test_every_event_kind_the_checker_and_metrics_read_is_in_the_contract():
-    readers = ("checker", "metrics", "summary", "history", "warmup", "fit")
-    text = "\n".join((ROOT / "harness" / f"{name}.py").read_text() for name in readers)
-    text += (ROOT / "faults" / "aim.py").read_text()
+    readers = (checker, metrics, summary, history, warmup, fit, aim)
+    text = "\n".join(Path(module.__file__ or "").read_text() for module in readers)
     read = set(re.findall(r'\["kind"\]\s*==\s*"([a-z_]+)"', text))
     groups = re.findall(r'\["kind"\]\s*in\s*\(([^)]*)\)', text) + re.findall(r"of_kind\([^,]+,\s*([^)]*)\)", text)
     read |= {k for group in groups for k in re.findall(r'"([a-z_]+)"', re.sub(r'svc="\w+"', "", group))}

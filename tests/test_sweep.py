@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import sweep
 from harness.errors import UserError
+from harness.experiment import sweep
 from harness.run import SUMMARY_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def write_spec(path: Path, spec: dict) -> Path:
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.analysis_cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=kw.pop("timeout", 120), **kw)
 
 
@@ -139,7 +139,7 @@ def rows(out: Path) -> list[dict[str, str]]:
 
 
 def start(spec: Path, out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "harness.analysis_cli", "sweep", str(spec), "--out", str(out),
+    return subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(spec), "--out", str(out),
                              "--load", "builtin"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -183,7 +183,7 @@ def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(killed_done) < 4, "the sweep finished before it could be killed: make its trials longer"
 
     # the same command again finishes the rest and touches nothing that was finished
-    proc = subprocess.run([sys.executable, "-m", "harness.analysis_cli", "sweep", str(spec), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "harness", "sweep", str(spec), "--out", str(out),
                            "--load", "builtin"], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{len(killed_done)} already finished, {4 - len(killed_done)} to run" in proc.stderr

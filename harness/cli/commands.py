@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from harness import config, model, optimise
+from harness import config, model
+from harness.analysis import optimise
 from harness.analysis.qr import QR_RULES
-from harness.entry import run_cli
+from harness.cli.entry import run_cli
+from harness.cli.output import FORMATS, render, write_rows
 from harness.errors import UserError
 from harness.load import LOADS
-from harness.output import FORMATS, render, write_rows
 
 
 def config_options(func):
@@ -78,7 +79,7 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
         if grids or designs or mechanisms or config_file or sets:
             raise UserError("optimise: with a sweep folder, the points are the sweep's (no --grid, --design, "
                             "--mechanism, --config or --set)")
-        from harness.analysis_cli import show_measured_optimum
+        from harness.cli.analysis import show_measured_optimum
 
         show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt, qr=qr)
         return
@@ -117,7 +118,7 @@ def run_cmd(design, mechanism, fault, fault_at, runtime, config_file, sets, requ
             out) -> None:
     """Run one experiment: bring a design up, load it, inject the fault, measure, check, report."""
     from harness import run as runner
-    from harness.progress import report_run
+    from harness.cli.progress import report_run
 
     z = config.load(config_file, sets, design=design, mechanism=mechanism, fault=fault, fault_at=fault_at,
                     runtime=runtime, requests=requests, users=users, rate=rate, seed=seed)
@@ -134,7 +135,7 @@ def analyse_cmd(run_dir: str, out: str | None) -> None:
     """Recompute a run's figures from its folder alone (no service runs): after a fix to a metric, with a new
     model reading, or on another machine."""
     from harness import record, summary
-    from harness.progress import summary_table, verdict_line
+    from harness.cli.progress import summary_table, verdict_line
 
     tables = summary.derive(record.load(run_dir))
     if out:
@@ -212,7 +213,7 @@ def compose_render_cmd(designs: tuple[str, ...], config_file: str | None, sets: 
 
 
 def _register_analysis() -> None:
-    from harness.analysis_cli import fit_cmd, report_cmd, sweep_cmd
+    from harness.cli.analysis import fit_cmd, report_cmd, sweep_cmd
 
     for command in (sweep_cmd, fit_cmd, report_cmd):
         cli.add_command(command)

@@ -280,13 +280,6 @@ def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str) -> dict[st
     return record
 
 
-def read_record(out: Path) -> dict[str, Any]:
-    path = Path(out) / "sweep.yaml"
-    if not path.exists():
-        raise UserError(f"{out} is not a sweep folder (no sweep.yaml): run `harness sweep SPEC --out {out}` first")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-
-
 # --- one trial, in a child process --------------------------------------------------------------------------
 
 
@@ -298,7 +291,7 @@ def _pid_alive_child(pid: int) -> bool:
         cmd = " ".join(psutil.Process(pid).cmdline())
     except Exception:
         return False
-    return "harness.sweep" in cmd and "trial" in cmd
+    return "harness.experiment.sweep" in cmd and "trial" in cmd
 
 
 def clear_trial_dir(path: Path, wait: float = 30.0) -> None:
@@ -329,7 +322,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def trial_main(argv: list[str]) -> None:
-    """`python -m harness.sweep trial DIR PARENT_PID`: run DIR/trial.json's experiment into DIR."""
+    """`python -m harness.experiment.sweep trial DIR PARENT_PID`: run DIR/trial.json's experiment into DIR."""
     trial_dir, parent = Path(argv[0]), int(argv[1])
     _die_with_parent(parent)
     (trial_dir / "trial.pid").write_text(str(os.getpid()))
@@ -426,7 +419,7 @@ class Runner:
         log = (tdir / "trial.log").open("ab")
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "harness.sweep", "trial", str(tdir), str(os.getpid()),
+                sys.executable, "-m", "harness.experiment.sweep", "trial", str(tdir), str(os.getpid()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         finally:
             log.close()
@@ -600,6 +593,6 @@ if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "trial":
         trial_main(sys.argv[2:])
     else:
-        print("usage: python -m harness.sweep trial TRIAL_DIR PARENT_PID  (internal; use `harness sweep`)",
+        print("usage: python -m harness.experiment.sweep trial TRIAL_DIR PARENT_PID  (internal; use `harness sweep`)",
               file=sys.stderr)
         raise SystemExit(2)

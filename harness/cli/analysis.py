@@ -1,5 +1,5 @@
 """The analysis commands: `harness sweep`, `harness fit` and `harness report`, and the measured half of
-`harness optimise DIR`. They are `click.Command` objects that harness/cli.py registers with one line each.
+`harness optimise DIR`. They are `click.Command` objects that harness/cli/commands.py registers with one line each.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from harness.analysis.qr import QR_RULES
+from harness.cli.output import FORMATS, render, write_rows
 from harness.errors import UserError
-from harness.output import FORMATS, render, write_rows
 
 
 def _sweep_dir(path: str) -> Path:
@@ -34,7 +34,7 @@ def sweep_cmd(spec: str, out: str | None, repeat: int | None, jobs: int, load: s
 
     Each finished trial is a row of DIR/trials.csv; a stopped sweep (Ctrl-C, a crash) resumes where it stopped.
     """
-    from harness.sweep import run_sweep
+    from harness.experiment.sweep import run_sweep
 
     target = Path(out) if out else Path("results") / f"sweep-{Path(spec).stem}"
     run_sweep(spec, target, repeat=repeat, jobs=jobs, load=load)
@@ -49,7 +49,7 @@ def fit_cmd(sweep_dir: str, fmt: str) -> None:
     Writes DIR/fit.csv, DIR/model_error.csv (model vs measured, configured and fitted parameters) and
     DIR/points.csv (per point: measured mean/min/max beside both models).
     """
-    from harness import fit
+    from harness.analysis import fit
 
     result = fit.fit_dir(_sweep_dir(sweep_dir))
     click.echo(render(result.params.to_dict("records"), fmt,  # type: ignore[arg-type]
@@ -66,7 +66,7 @@ def fit_cmd(sweep_dir: str, fmt: str) -> None:
 def show_measured_optimum(sweep_dir: str, weights: str, *, top: int = 10, out: str | None = None,
                           fmt: str = "table", qr: str = "cpu") -> None:
     """`harness optimise DIR --weights ...`: C(z) on the measured points beside the fitted model, ranked."""
-    from harness import fit, optimise
+    from harness.analysis import fit, optimise
 
     w = optimise.parse_weights(weights)
     table, note = fit.optimise_measured(_sweep_dir(sweep_dir), w, rule=qr)
@@ -90,7 +90,7 @@ def show_measured_optimum(sweep_dir: str, weights: str, *, top: int = 10, out: s
               help="Q_r of both costs, measured and modelled (see `harness optimise DIR --help`).")
 def report_cmd(sweep_dir: str, weight_sets: tuple[str, ...], qr: str) -> None:
     """Plots of measured beside modelled (the paper's Figs 6, 7, 8) and DIR/report.md."""
-    from harness import optimise, report
+    from harness.analysis import optimise, report
 
     sets = [optimise.parse_weights(w) for w in weight_sets] or None
     result = report.build_report(_sweep_dir(sweep_dir), weight_sets=sets, rule=qr)

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness import config, fit, model
-from harness.analysis import qr, tables
+from harness import config, model
+from harness.analysis import fit, qr, tables
 from harness.errors import ConfigError
 
 Weights = tuple[float, float, float, float]

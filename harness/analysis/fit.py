@@ -39,9 +39,9 @@ from scipy.optimize import least_squares
 
 from harness import checker, config, history, metrics, model
 from harness.analysis import qr, tables
+from harness.analysis.sweep_folder import read_record
 from harness.config import Experiment
 from harness.errors import UserError
-from harness.sweep import read_record
 
 METRIC_NAMES = ("t_m", "t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
 ERROR_METRICS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot")
