@@ -96,15 +96,18 @@ class Detection:
 
 
 def detections(events: list[Event]) -> list[Detection]:
-    """For each kill the harness made, the first `peer_dead` naming the victim after it."""
+    """For each kill the harness made, the first `peer_dead` naming the victim after it. The victim's end is
+    the kill, or, at `--fault-at worst`, the moment it fell silent after its last heartbeat (`silent_at`:
+    from then on it sent nothing, and the kill follows once the survivors acknowledged that heartbeat)."""
     out = []
     for fault in of_kind(events, "fault", svc="harness"):
         if fault.get("action") != "kill":
             continue
-        dead = [e for e in of_kind(events, "peer_dead") if e["peer"] == fault["target"] and e["t"] >= fault["t"]]
+        ended = fault.get("silent_at", fault["t"])
+        dead = [e for e in of_kind(events, "peer_dead") if e["peer"] == fault["target"] and e["t"] >= ended]
         first = min(dead, key=lambda e: e["t"], default=None)
         declared, by = (first["t"], first["svc"]) if first else (None, None)
-        out.append(Detection(fault["target"], fault["t"], declared, by))
+        out.append(Detection(fault["target"], ended, declared, by))
     return out
 
 

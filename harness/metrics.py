@@ -73,7 +73,7 @@ def plane_bytes(events: list[Event], deployment: Deployment, reqs: set[str] | No
     for e in events:
         kind = e["kind"]
         if kind == "hb_sent":
-            if e["t"] < until:
+            if e["t"] < until and not e.get("triggered"):  # the injector's extra one is not the mechanism's rate
                 out["hb"] += e["bytes"] * e["peers"]
             continue
         if reqs is not None and e.get("req") not in reqs:
@@ -119,7 +119,7 @@ def heartbeat_window(events: list[Event], until: float = math.inf) -> float:
     first: dict[str, float] = {}
     last: dict[str, float] = {}
     for e in events:
-        if e["kind"] == "hb_sent" and e["t"] < until:
+        if e["kind"] == "hb_sent" and e["t"] < until and not e.get("triggered"):
             first.setdefault(e["svc"], e["t"])
             last[e["svc"]] = e["t"]
     spans = [last[s] - first[s] for s in first]

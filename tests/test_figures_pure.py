@@ -10,7 +10,7 @@ import pytest
 
 from faults.aim import worst_task
 from faults.base import FaultContext
-from harness import config, metrics, summary
+from harness import checker, config, metrics, summary
 from harness.deploy import plan
 from harness.history import Collector
 from harness.record import Counters, Record
@@ -145,3 +145,17 @@ def test_holes_in_the_history_make_the_verdict_unknown_and_a_lost_workflow_fail(
     lost = [e for e in events if not (e["kind"] == "completed" and e["req"] == "r2")]
     row = summary.derive(record(lost, collector_bad_lines=2)).summary
     assert (row["verdict"], row["lost"], row["history_holes"]) == ("fail", 1, 2)
+
+
+def test_at_worst_the_victim_ends_when_it_falls_silent_and_its_last_heartbeat_is_not_the_rate():
+    """`--fault-at worst`: the driver sends one triggered heartbeat, falls silent (`silent_at`), and is killed
+    once the survivor acknowledged it: detection counts from the silence, and the extra heartbeat is no part
+    of the mechanism's heartbeat rate."""
+    events = history_with_a_crash()
+    kill = next(e for e in events if e["kind"] == "fault")
+    kill["silent_at"] = 3.9
+    events.append(ev(3.9, "slm-a", "hb_sent", seq=99, peers=1, bytes=100, triggered=True, silence=True))
+    events.sort(key=lambda e: e["t"])
+    (d,) = checker.detections(events)
+    assert (d.killed_at, d.delay) == (3.9, pytest.approx(0.9))
+    assert metrics.bandwidth(events, DEPLOYMENT, 2.5)["hb_kBps"] == pytest.approx(16 * 100 / KB / 3.5)

@@ -177,7 +177,7 @@ def observations(t: TrialData) -> list[Obs]:
     until = min(checker.fault_times(ev), default=math.inf)
     sent: dict[str, list[float]] = defaultdict(list)
     for e in ev:
-        if e["kind"] == "hb_sent" and e["t"] < until:
+        if e["kind"] == "hb_sent" and e["t"] < until and not e.get("triggered"):  # on schedule only
             sent[e["svc"]].append(e["t"])
     for times in sent.values():
         if len(times) >= 3:
@@ -461,8 +461,8 @@ def fault_params(trials: list[TrialData]) -> list[Param]:
     out = []
     if after:
         out.append(Param("fault.crash_after_heartbeat", *_mean_err(after), 0.0, "s", len(after),
-                         "crash time - send of the victim's last heartbeat that arrived; the model's t_r assumes 0, "
-                         "so measured t_r falls short of it by this much"))
+                         "the victim's end (its silence at `worst`, else the kill) - send of its last heartbeat "
+                         "that arrived; the model's t_r assumes 0, so measured t_r falls short of it by this much"))
     if early:
         out.append(Param("fault.early_by", *_mean_err(early), 0.0, "s", len(early),
                          "how early the injector struck before the modelled worst moment (faults/aim.py)"))
