@@ -35,9 +35,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from targets.events import EventSink
+from protocol.events import EventSink
+from protocol.spec import ServiceSpec
 from targets.http import Client, Planes, read_json
-from targets.spec import Params, ServiceSpec
+from targets.spec import Params
 
 PASSED_KEPT = 4096  # (req, task) points remembered, so a /hb-now for a point already passed is refused
 

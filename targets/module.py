@@ -14,10 +14,11 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from targets.events import EventSink
+from protocol.events import EventSink
+from protocol.spec import ServiceSpec
 from targets.http import Planes, read_json, spend
 from targets.membership import Membership, Replicated
-from targets.spec import Params, ServiceSpec, task_name
+from targets.spec import Params, task_name
 
 
 class Module(Replicated):

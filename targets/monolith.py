@@ -11,8 +11,9 @@ import asyncio
 from aiohttp import web
 
 from protocol.events import EventSink
+from protocol.spec import ServiceSpec
 from targets.http import Client, Planes, read_json, spend
-from targets.spec import Params, ServiceSpec, task_name
+from targets.spec import Params, task_name
 
 
 class Monolith:

@@ -19,10 +19,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from targets.events import EventSink
+from protocol.events import EventSink
+from protocol.spec import ServiceSpec
 from targets.http import Planes, read_json, spend
 from targets.membership import Membership, Replicated
-from targets.spec import Params, ServiceSpec, task_name
+from targets.spec import Params, task_name
 
 RETRY_BACKOFF = 0.05  # wall seconds between attempts at an unreachable worker or BSS
 

@@ -1,8 +1,8 @@
-"""What one service instance is told at start: identity, addresses, and the experiment z in paper units.
+"""The experiment z as a running reference service needs it (`Params`: wall seconds and bytes), and the
+names of the SONATA SLM's tasks. What a service is told at start is the protocol's `ServiceSpec`.
 
-Everything a service calls comes from here, never from a convention, so the harness can put a latency
-proxy (or a netem'd link) between any two services. Durations are converted to wall seconds with
-`time_scale` in one place (`Params`), so no service multiplies on its own.
+Durations are converted to wall seconds with `time_scale` in one place (`Params`), so no service multiplies
+on its own.
 """
 
 from __future__ import annotations
@@ -10,10 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from protocol.messages import KB
-from protocol.spec import ServiceSpec, address
-
-__all__ = ["KB", "Params", "ServiceSpec", "address", "task_name"]  # ServiceSpec, address: old import path
-
 
 # The SONATA SLM's service instantiation workflow (paper Fig 2; SONATA's SLM task list).
 TASK_NAMES = (

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from protocol.events import EventSink
 from protocol.messages import padded
+from protocol.spec import ServiceSpec
 from targets.http import Planes, read_json, spend
-from targets.spec import Params, ServiceSpec, task_name
+from targets.spec import Params, task_name
 
 
 class Worker:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from targets.spec import ServiceSpec
+from protocol.spec import ServiceSpec
 
 
 async def wait_ready(session: aiohttp.ClientSession, spec: ServiceSpec, timeout: float,

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from docker.types import EndpointConfig, HostConfig
 
-from targets.spec import ServiceSpec
+from protocol.spec import ServiceSpec
 
 COMPOSE_VERSION = "2.4"  # understood by docker-compose 1.29 (cpus, mem_limit, ipv4_address) and by v2
 PROJECT_LABEL = "com.docker.compose.project"

@@ -55,7 +55,7 @@ from harness.errors import UserError
 from harness.runtime import compose, engine, wait_ready
 from harness.runtime.cgroups import CgroupFiles, host_veth, runs_here, veth_bytes
 from harness.runtime.local import SESSION_ENV, LocalRuntime
-from targets.spec import ServiceSpec
+from protocol.spec import ServiceSpec
 
 HARNESS_SIDE = ("bss", "proxies", "collector", "harness", "locust")
 BRIDGE_NETS_ENV = "MANOBENCH_BRIDGE_NETS"  # subnets of bridges this run created: proxyd may listen there
