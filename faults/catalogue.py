@@ -7,7 +7,9 @@
   answered (centralised, workers duplicated); in the distributed design the modules are the workers, so it
   is the same as slm-crash.
 - slm-pause: SIGSTOP the driver for fault_for, then SIGCONT: a grey failure. It is declared dead, a
-  survivor takes over, then it wakes up and finishes too: without fencing the BSS sees duplicates.
+  survivor takes over, then it wakes up and finishes too: without fencing, in the centralised design the
+  BSS sees a duplicate; in the distributed one both twins run the task and the next module drops the
+  second hop (`request_duplicate`), so the BSS does not.
 - link-delay: add `spike` seconds of latency to the driver's operational links for fault_for.
 - partition: cut the heartbeat and state links between the driver and its peers for fault_for, both ways:
   each side thinks the other is dead.
@@ -20,6 +22,7 @@ import time
 
 from faults import aim
 from faults.base import Fault, FaultContext
+from harness import config
 from harness.deploy import Link
 from harness.errors import UserError
 
@@ -174,6 +177,8 @@ class Partition(_LinkFault):
 
 
 FAULTS: dict[str, type[_Aimed]] = {f.name: f for f in (SlmCrash, WorkerCrash, SlmPause, LinkDelay, Partition)}
+# the names are the config's (harness.config.FAULTS, the registry); this maps each to its class
+assert set(FAULTS) == set(config.FAULTS) - {"none"}, "harness.config.FaultName and faults.catalogue disagree"
 
 
 def make(ctx: FaultContext) -> Fault | None:
