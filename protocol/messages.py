@@ -30,7 +30,7 @@ class Route:
 
 
 ROUTES = (
-    Route("op", "GET", "/health", (), ("slm", "worker", "module", "monolith", "bss"),
+    Route("op", "GET", "/health", (), ("slm", "worker", "module", "monolith"),
           "200 once the instance can take work: the harness waits for it before any load"),
     Route("op", "POST", "/request", ("req",), ("slm", "module", "monolith"),
           "a workflow request (the BSS sends it to every entry point: every SLM, both instances of m_1); "

@@ -106,3 +106,9 @@ def test_a_port_nobody_listens_on_is_refused_at_once():
     sink = EventSink(f"127.0.0.1:{port}", "x", "run1")
     sink.emit("started", role="worker")
     assert sink.lost == 1
+
+
+def test_the_target_contract_doc_carries_the_code_s_tables():
+    from protocol.__main__ import tables
+
+    assert tables() in (ROOT / "docs" / "targets.md").read_text()

@@ -19,7 +19,7 @@ import aiohttp
 
 from harness.errors import UserError
 from harness.runtime import wait_ready
-from protocol.spec import ServiceSpec
+from protocol.spec import SPEC_ENV, ServiceSpec
 
 RUN_ENV = "MANOBENCH_RUN"
 OWNER_ENV = "MANOBENCH_OWNER"  # pid of the harness process that started it: dead owner = leftover
@@ -72,7 +72,7 @@ class LocalRuntime:
     async def up(self, services: list[ServiceSpec], timeout: float = 30.0) -> None:
         """Start every service, then wait until each one's /health says ready."""
         for spec in services:
-            await self.start_process(spec.id, [sys.executable, "-m", "targets"], {"MANOBENCH_SPEC": spec.to_json()})
+            await self.start_process(spec.id, [sys.executable, "-m", "targets"], {SPEC_ENV: spec.to_json()})
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(self._wait_ready(session, s, timeout) for s in services))
 
