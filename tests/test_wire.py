@@ -336,6 +336,7 @@ def test_exact_payload_bytes_per_direction(tmp_path: Path, block: str, reader: s
     out = tmp_path / "wire.csv"
     cap = WireCapture(f"{block}.0/24", out, interval=60, reader=reader, kernel_filter=kernel_filter).start()
     pid = cap.pid
+    assert pid is not None
     sniffer = Sniffer(block)
     try:
         client, server = connect(server_ip, client_ip)
@@ -401,6 +402,7 @@ def test_exact_payload_bytes_per_direction(tmp_path: Path, block: str, reader: s
 def test_context_manager_and_by_endpoint(tmp_path: Path, block: str) -> None:
     with WireCapture(f"{block}.0/24", tmp_path / "w" / "wire.csv", interval=0.5) as cap:
         pid = cap.pid
+        assert pid is not None
         client, server = connect(f"{block}.1", f"{block}.2")
         with client, server:
             pump(client, server, [b"r" * 300])
@@ -436,6 +438,7 @@ def test_kernel_drops_are_reported_never_hidden(tmp_path: Path, block: str) -> N
 @live
 def test_stop_reports_a_capture_that_died(tmp_path: Path, block: str) -> None:
     cap = WireCapture(f"{block}.0/24", tmp_path / "wire.csv").start()
+    assert cap.pid is not None
     os.kill(cap.pid, signal.SIGKILL)
     with pytest.raises(CaptureError, match="exited with code -9"):
         cap.stop()
@@ -447,6 +450,7 @@ def test_cli_periodic_writes_and_sigint(tmp_path: Path, block: str) -> None:
     out = tmp_path / "wire.csv"
     proc = subprocess.Popen([sys.executable, "-m", "harness.measure.wire", "--net", f"{block}.0/24", "--out", str(out),
                              "--interval", "0.1"], stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    assert proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "ready"
         client, server = connect(f"{block}.1", f"{block}.2")
@@ -472,6 +476,7 @@ def test_capture_exits_when_its_parent_dies(tmp_path: Path, block: str) -> None:
               f"c = WireCapture({block + '.0/24'!r}, {str(out)!r}).start()\n"
               "print(c.pid, flush=True)\ntime.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    assert parent.stdout is not None
     try:
         pid = int(parent.stdout.readline())
         child = psutil.Process(pid)
