@@ -237,6 +237,8 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     assert tb.deployment is not None
     mono = await monolith_reference(z, cache or out.parent / ".cache", out / "monolith")
     capture_stats = capture.stats() if capture is not None else {}
+    if capture is not None and capture.health().startswith("INCOMPLETE"):
+        say(f"wire capture {capture.health()}: the verdict is unknown")  # counted in summary.csv's history_holes
     record.save_reference(out, mono)
     record.save_counters(out, record.Counters(
         cpu=cpu, proxy=counters, harness_cpu_share=harness_share, collector_bad_lines=tb.collector.bad_lines,
@@ -258,12 +260,12 @@ def start_capture(tb: Testbed, out: Path) -> tuple[WireCapture | None, str]:
                 capture.start()
 
         tb.on_prepared.append(start)
-        return capture, f"AF_PACKET on the run's bridge {iface} (promiscuous)"
+        return capture, capture.note
     try:
         capture.start()
     except CaptureUnavailable as exc:
         return None, f"unavailable: {exc}"
-    return capture, "AF_PACKET on lo"
+    return capture, capture.note
 
 
 def stop_capture(capture: WireCapture | None) -> list[Flow] | None:
