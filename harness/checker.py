@@ -103,7 +103,7 @@ def detections(events: list[Event]) -> list[Detection]:
     for fault in of_kind(events, "fault", svc="harness"):
         if fault.get("action") != "kill":
             continue
-        ended = fault.get("silent_at", fault["t"])
+        ended: float = fault.get("silent_at") or fault["t"]
         dead = [e for e in of_kind(events, "peer_dead") if e["peer"] == fault["target"] and e["t"] >= ended]
         first = min(dead, key=lambda e: e["t"], default=None)
         declared, by = (first["t"], first["svc"]) if first else (None, None)
