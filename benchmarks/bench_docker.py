@@ -38,10 +38,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import config, image
+from harness.experiment.testbed import Testbed
+from harness.plan import config
 from harness.runtime import docker as docker_runtime
-from harness.runtime import engine
-from harness.testbed import Testbed
+from harness.runtime import engine, image
 
 
 async def one(design: str, tmp: Path) -> dict[str, float]:

@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import checker, config
-from harness.run import experiment
-from harness.testbed import Testbed
+from harness import checker
+from harness.experiment.run import experiment
+from harness.experiment.testbed import Testbed
+from harness.plan import config
 
 # (design, h_r, time_scale): a slow and a fast heartbeat rate, t_h >= 0.3 s of wall time at each
 BAND_POINTS = (("centralised", 0.25, 0.05), ("centralised", 2.0, 0.2),

@@ -1,6 +1,6 @@
 """Benchmark: one default `harness run` (centralised, slm-crash at the worst moment): measured beside
 modelled for every metric, what the harness itself costs (its CPU share, the load generator's and the
-link proxies'), and what settling and warm-up before the measured load took (harness/warmup.py).
+link proxies'), and what settling and warm-up before the measured load took (harness/experiment/warmup.py).
 
     python benchmarks/bench_run.py [--load locust|builtin] [--set key=value ...]
 """
@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 from harness.cli.progress import summary_table
-
-from harness import config
-from harness.run import experiment
+from harness.experiment.run import experiment
+from harness.plan import config
 
 
 def main() -> None:

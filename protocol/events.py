@@ -70,7 +70,7 @@ KINDS: dict[str, Kind] = {
     "peer_rejoined": Kind("slm, module", "peer", "a heartbeat from a peer declared dead"),
     "takeover": Kind("slm, module", "req, dead, from_task, last_shared?, task?",
                      "a survivor resumes a dead owner's request at task `from_task`"),
-    # the BSS (harness.bss, or the Locust BSS)
+    # the BSS (harness.load.bss, or the Locust BSS)
     "submitted": Kind("bss", "req, to, warmup?", "a request went to every entry point"),
     "completed": Kind("bss", "req, by, n, warmup?", "a completion notice arrived (n > 1: a duplicate)"),
     # the harness

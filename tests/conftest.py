@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from harness import leftovers
+from harness.runtime import leftovers
 from harness.runtime.local import SESSION_ENV
 
 SESSION = os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)  # inherited by every run the suite starts

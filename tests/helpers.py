@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness import config
+from harness.experiment.testbed import Testbed
 from harness.history import Event
-from harness.testbed import Testbed
+from harness.plan import config
 
 
 def experiment(**values: Any) -> config.Experiment:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import config
 from harness.cli import commands as cli
 from harness.errors import ConfigError
+from harness.plan import config
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["design", "mechanism", "t_m", "t_c", "t_l", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r"]

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import config, history, image, leftovers
+from harness import history
+from harness.experiment.run import SUMMARY_COLUMNS
 from harness.links.netem import probe_netem
 from harness.links.spec import BRIDGE_NETS_ENV, check_loopback
-from harness.run import SUMMARY_COLUMNS
-from harness.runtime import compose, engine
+from harness.plan import config
+from harness.runtime import compose, engine, image, leftovers
 from harness.runtime.docker import KILL_ENV, DockerRuntime, free_block
 from harness.runtime.local import SESSION_ENV
 
@@ -61,7 +62,7 @@ def test_checked_in_compose_files_are_what_render_makes():
 def test_render_gives_each_service_its_address_labels_and_limits():
     z = config.load(design="centralised")
     rt = DockerRuntime("abc123", Path("/nonexistent"), block="10.250.7", cpus=0.5, memory="256m")
-    from harness.deploy import plan
+    from harness.plan.deploy import plan
 
     dep = plan(z, "abc123", rt.host_of, f"{rt.gateway}:8100", f"{rt.gateway}:9")
     rt.image = "manobench-target:test"
@@ -106,7 +107,7 @@ def test_containers_are_created_from_the_compose_document_itself():
     labels so the compose CLIs see the containers as theirs; a key with no translation is refused."""
     z = config.load(design="centralised")
     rt = DockerRuntime("abc123", Path("/nonexistent"), block="10.250.7", cpus=0.5, memory="256m")
-    from harness.deploy import plan
+    from harness.plan.deploy import plan
 
     dep = plan(z, "abc123", rt.host_of, f"{rt.gateway}:8100", f"{rt.gateway}:9")
     doc = compose.render(dep.services, image="manobench-target:test", network=rt.network, subnet=rt.subnet,
@@ -135,7 +136,7 @@ def test_no_engine_is_one_line_and_no_leftovers(tmp_path):
     assert build.returncode == 2 and "Traceback" not in build.stderr, build.stderr
     (line,) = build.stderr.strip().splitlines()
     assert "image: no Docker daemon" in line, line
-    probe = subprocess.run([sys.executable, "-c", "from harness import image, leftovers; "
+    probe = subprocess.run([sys.executable, "-c", "from harness.runtime import image, leftovers; "
                             "print(image.available()[0], leftovers.docker_objects())"],
                            capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **env})
     assert probe.stdout.split() == ["False", "[]"], probe.stderr
@@ -335,7 +336,7 @@ def test_containers_match_their_record_pause_freezes_and_kill_ends_them(tmp_path
     Engine's kill, both leaving exit 137 as `docker kill` does; teardown saves logs and removes everything."""
     import asyncio
 
-    from harness.testbed import Testbed
+    from harness.experiment.testbed import Testbed
 
     z = config.build({"runtime": "docker", "design": "centralised", "n": 2, "time_scale": 0.1})
     api = engine.client().api

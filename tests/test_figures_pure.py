@@ -8,12 +8,14 @@ import math
 
 import pytest
 
-from faults.aim import worst_task
-from faults.base import FaultContext
-from harness import checker, config, metrics, summary
-from harness.deploy import plan
+from harness import checker
+from harness.faults.aim import worst_task
+from harness.faults.base import FaultContext
 from harness.history import Collector
-from harness.record import Counters, Record
+from harness.history.record import Counters, Record
+from harness.measure import metrics, summary
+from harness.plan import config
+from harness.plan.deploy import plan
 
 KB = 1000
 

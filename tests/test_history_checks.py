@@ -9,7 +9,7 @@ import sys
 import time
 
 from harness import checker, history
-from harness.cpu import CpuSampler
+from harness.measure.cpu import CpuSampler
 
 
 def ev(t: float, svc: str, kind: str, **fields) -> dict:

@@ -18,10 +18,11 @@ import aiohttp
 import psutil
 import pytest
 
-from harness import checker, leftovers
+from harness import checker
+from harness.experiment.testbed import Testbed
 from harness.history import Collector
 from harness.load.locust_runner import LocustLoad, LocustLoadError, free_address, parse_stats, percentile
-from harness.testbed import Testbed
+from harness.runtime import leftovers
 from tests.helpers import experiment, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_open_loop_holds_the_rate_whatever_the_completions(tmp_path):
     assert (result.requests, result.failures) == (count, 0)
     assert tb.deployment is not None and tb.deployment.entry_bytes > 0
     sizes = {e["bytes"] for e in events if e["kind"] == "request_received" and e.get("task") == 1}
-    assert sizes == {tb.deployment.entry_bytes}, "requests padded to P_{0,1} kB, as harness/bss.py does"
+    assert sizes == {tb.deployment.entry_bytes}, "requests padded to P_{0,1} kB, as harness/load/bss.py does"
     achieved = submission_rate(events)
     print(f"open loop: asked {rate}/s, history says {achieved:.2f}/s, locustfile says {result.offered_rate:.2f}/s")
     assert achieved == pytest.approx(rate, rel=0.10)

@@ -4,7 +4,7 @@ Each case writes out the paper's arithmetic for t_m, t_c (Eq 2 / Eq 6), t_l (Eq 
 B_rel (Eq 4 / Eq 8) and Q_r; t_r, R_a, R_r and B_tot follow from Eq 1 in `_with_eq1`. Nothing here calls a
 helper of harness.model: only `evaluate` (in process) or `harness model` (as a subprocess) produce the values
 under test. Every parameter the equations read is given explicitly, so a change of a default in
-harness/config.py cannot move these numbers. docs/model.md explains the corrected and literal readings.
+harness/plan/config.py cannot move these numbers. docs/model.md explains the corrected and literal readings.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from harness import config, model
+from harness import model
 from harness.analysis import optimise
+from harness.plan import config
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["design", "mechanism", "t_m", "t_c", "t_l", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r"]

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from harness import config, model
+from harness import model
 from harness.analysis import optimise
+from harness.plan import config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER: dict[str, Any] = {

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import testbed as testbed_mod
-from harness.deploy import Link, plan
 from harness.errors import UserError
+from harness.experiment import testbed as testbed_mod
+from harness.experiment.testbed import Testbed
 from harness.links.netem import NetemProbe, probe_netem
 from harness.links.netem_wiring import (
     CUT_MINOR,
@@ -52,8 +52,8 @@ from harness.links.netem_wiring import (
     setup_commands,
     tc_argv,
 )
-from harness.testbed import Testbed
-from harness.wiring import ProxyWiring, select_backend
+from harness.links.wiring import ProxyWiring, select_backend
+from harness.plan.deploy import Link, plan
 from tests.helpers import experiment
 
 PORT, OTHER = 18000, 18001  # the link's port, and a port no link covers
@@ -186,7 +186,7 @@ def test_docker_auto_picks_the_proxy_and_says_why() -> None:
 
 
 def test_docker_backend_where_the_kernel_has_netem(monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.wiring as wiring
+    import harness.links.wiring as wiring
 
     monkeypatch.setattr(wiring, "probe_netem", lambda: NetemProbe(True, "tc netem works (probed)"))
     monkeypatch.setattr(wiring, "probe_classifier", lambda kind: (True, "tc htb + u32 + blackhole + netem work"))

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from faults import aim
-from harness import checker, history, metrics, summary, warmup
+from harness import checker, history
 from harness.analysis import fit
+from harness.experiment import warmup
+from harness.faults import aim
 from harness.history import Collector
+from harness.measure import metrics, summary
 from protocol.events import KINDS, EventSink
 from protocol.messages import PLANES, ROUTES, padded
 from protocol.spec import ServiceSpec, address

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from harness import checker
-from harness.testbed import Testbed
+from harness.experiment.testbed import Testbed
 from tests.helpers import experiment, kill_when, load, new_req, owner_of, run
 
 pytestmark = pytest.mark.slow
@@ -135,7 +135,7 @@ def test_distributed_survives_kill_of_any_module_instance(tmp_path, victim):
 
 
 def test_testbed_leaves_no_process_even_when_its_body_fails(tmp_path):
-    from harness import leftovers
+    from harness.runtime import leftovers
 
     z = experiment(design="centralised")
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from harness import checker
-from harness.testbed import Testbed
+from harness.experiment.testbed import Testbed
 from tests.helpers import experiment, run
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from harness import config, history
-from harness.run import experiment
-from harness.testbed import Testbed
+from harness import history
+from harness.experiment.run import experiment
+from harness.experiment.testbed import Testbed
+from harness.plan import config
 from tests.helpers import experiment as small
 from tests.helpers import owner_of, run
 

@@ -37,11 +37,13 @@ import pandas as pd
 import yaml
 from scipy.optimize import least_squares
 
-from harness import checker, config, history, metrics, model
+from harness import checker, history, model
 from harness.analysis import qr, tables
 from harness.analysis.sweep_folder import read_record
-from harness.config import Experiment
 from harness.errors import UserError
+from harness.measure import metrics
+from harness.plan import config
+from harness.plan.config import Experiment
 
 METRIC_NAMES = ("t_m", "t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
 ERROR_METRICS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot")
@@ -335,7 +337,7 @@ CPU_TERMS = ("messages", "heartbeats", "up", "fixed")
 
 def cpu_activity(t: TrialData) -> pd.DataFrame:
     """Per MANO service of a trial: its CPU seconds (cpu.csv) beside what it did from load start on (cpu.csv
-    counts from there, harness.cpu's baseline): messages, heartbeats (sent, and about as many received), wall
+    counts from there, harness.measure.cpu's baseline): messages, heartbeats (sent, and about as many received), wall
     seconds up, and 1 for the per-service fixed cost."""
     cpu = tables.read_csv(t.dir / "cpu.csv")
     if cpu.empty or not t.events:
@@ -465,7 +467,7 @@ def fault_params(trials: list[TrialData]) -> list[Param]:
                          "that arrived; the model's t_r assumes 0, so measured t_r falls short of it by this much"))
     if early:
         out.append(Param("fault.early_by", *_mean_err(early), 0.0, "s", len(early),
-                         "how early the injector struck before the modelled worst moment (faults/aim.py)"))
+                         "how early the injector struck before the modelled worst moment (harness/faults/aim.py)"))
     return out
 
 

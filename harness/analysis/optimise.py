@@ -9,8 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness import config, model
+from harness import model
 from harness.errors import UserError
+from harness.plan import config
 
 
 def parse_weights(text: str) -> tuple[float, float, float, float]:

@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness import config, model
+from harness import model
 from harness.analysis import fit, qr, tables
 from harness.errors import ConfigError
+from harness.plan import config
 
 Weights = tuple[float, float, float, float]
 

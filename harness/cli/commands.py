@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from harness import config, model
+from harness import model
 from harness.analysis import optimise
 from harness.analysis.qr import QR_RULES
 from harness.cli.entry import run_cli
 from harness.cli.output import FORMATS, render, write_rows
 from harness.errors import UserError
 from harness.load import LOADS
+from harness.plan import config
 
 
 def config_options(func):
@@ -117,8 +118,8 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 def run_cmd(design, mechanism, fault, fault_at, runtime, config_file, sets, requests, users, rate, seed, load,
             out) -> None:
     """Run one experiment: bring a design up, load it, inject the fault, measure, check, report."""
-    from harness import run as runner
     from harness.cli.progress import report_run
+    from harness.experiment import run as runner
 
     z = config.load(config_file, sets, design=design, mechanism=mechanism, fault=fault, fault_at=fault_at,
                     runtime=runtime, requests=requests, users=users, rate=rate, seed=seed)
@@ -134,8 +135,9 @@ def run_cmd(design, mechanism, fault, fault_at, runtime, config_file, sets, requ
 def analyse_cmd(run_dir: str, out: str | None) -> None:
     """Recompute a run's figures from its folder alone (no service runs): after a fix to a metric, with a new
     model reading, or on another machine."""
-    from harness import record, summary
     from harness.cli.progress import summary_table, verdict_line
+    from harness.history import record
+    from harness.measure import summary
 
     tables = summary.derive(record.load(run_dir))
     if out:
@@ -152,7 +154,7 @@ def analyse_cmd(run_dir: str, out: str | None) -> None:
 def clean_cmd(everything: bool, run_id: str | None) -> None:
     """End processes and proxies that crashed runs left behind (found by their MANOBENCH_RUN label), and
     remove their containers and networks (found by their manobench.run label)."""
-    from harness import leftovers
+    from harness.runtime import leftovers
 
     found = leftovers.processes(run_id, orphans=not everything)
     for proc in found:
@@ -183,7 +185,7 @@ def image_group() -> None:
 @click.option("--force", is_flag=True, help="Build even if an image of the same content exists.")
 def image_build_cmd(base: str | None, force: bool) -> None:
     """Build manobench-target (cached by content: seconds when nothing changed)."""
-    from harness import image
+    from harness.runtime import image
 
     info = image.build(base, force=force, say=click.echo)
     click.echo(f"image: {info.describe()}")

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness import checker, model
-from harness.config import Experiment
+from harness.plan.config import Experiment
 
 
 def default_out(z: Experiment) -> Path:

@@ -2,7 +2,7 @@
 
 A spec (YAML) names a `base` configuration and the points to run:
 
-    base:   {key: value, ...}            # any config key (harness/config.py), shared by every point
+    base:   {key: value, ...}            # any config key (harness/plan/config.py), shared by every point
     grid:   {key: [v1, v2, ...], ...}     # cartesian product of the values
     points: [{key: value, ...}, ...]      # a list of points; crossed with the grid when both are given
     extra:  [{key: value, ...}, ...]      # further points run as given (not crossed): e.g. a calibration
@@ -12,7 +12,7 @@ A spec (YAML) names a `base` configuration and the points to run:
     description: free text                # shown in the report
 
 Every point is validated (it must build a valid Experiment) before anything runs. Each trial (point, k) runs
-`harness.run.experiment` in its own child process (own loopback block, own teardown) into
+`harness.experiment.run.experiment` in its own child process (own loopback block, own teardown) into
 DIR/trials/<point>-r<k>/, and once it has finished its summary row is appended to DIR/trials.csv. A trial
 counts as finished only once that row is written: rerunning the same command skips those, removes any
 half-done trial folder and runs it again. DIR/sweep.yaml holds the spec, the points and the machine/commit
@@ -40,9 +40,10 @@ from typing import Any
 
 import yaml
 
-from harness import config, provenance
-from harness.config import Experiment
 from harness.errors import ConfigError, UserError
+from harness.experiment import provenance
+from harness.plan import config
+from harness.plan.config import Experiment
 
 SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "description")
 TRIAL_COLUMNS = ["point", "repeat", "trial", "trial_seconds", "host_load"]
@@ -83,7 +84,7 @@ class Plan:
 
     @property
     def columns(self) -> list[str]:
-        from harness.run import SUMMARY_COLUMNS
+        from harness.experiment.run import SUMMARY_COLUMNS
 
         extra = [k for k in self.swept if k not in SUMMARY_COLUMNS and k not in TRIAL_COLUMNS]
         return [*SUMMARY_COLUMNS, *TRIAL_COLUMNS, *extra]
@@ -328,7 +329,7 @@ def trial_main(argv: list[str]) -> None:
     (trial_dir / "trial.pid").write_text(str(os.getpid()))
     info = json.loads((trial_dir / "trial.json").read_text())
     z = config.build(info["z"])
-    from harness import run
+    from harness.experiment import run
 
     try:
         asyncio.run(run.experiment(z, trial_dir, load=info["load"], cache=Path(info["cache"])))
@@ -368,7 +369,7 @@ def trial_timeout(z: Experiment) -> float:
 
 
 def monolith_cache_file(z: Experiment, cache: Path) -> Path:
-    from harness.run import monolith_key
+    from harness.experiment.run import monolith_key
 
     return cache / f"monolith-{monolith_key(z)}.json"
 

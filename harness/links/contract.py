@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from harness.deploy import Link
+from harness.plan.deploy import Link
 from harness.runtime.contract import Runtime
 
 

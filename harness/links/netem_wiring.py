@@ -1,6 +1,6 @@
 """The `netem` link backend of the docker runtime: every link shaped by tc inside the containers' namespaces.
 
-Same LinkControl as `harness.wiring.ProxyWiring` (`route`, `start`, `stop`, `set_delay`, `cut`, `heal`,
+Same LinkControl as `harness.links.wiring.ProxyWiring` (`route`, `start`, `stop`, `set_delay`, `cut`, `heal`,
 `counters`), but nothing sits between a service and its peer: `route(link)` is the link's real target, and
 each direction of each link is delayed by a netem qdisc on the egress of the interface the sender's packets
 leave by. One directed `Link` src -> dst (target `ip:port`) is two directions:
@@ -52,8 +52,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from harness.deploy import Link
 from harness.errors import ManobenchError
+from harness.plan.deploy import Link
 
 if TYPE_CHECKING:
     from harness.runtime.contract import Runtime

@@ -39,8 +39,8 @@ from harness.errors import ManobenchError
 from harness.runtime.local import LocalRuntime
 
 if TYPE_CHECKING:
-    from harness.config import Experiment
-    from harness.testbed import Testbed
+    from harness.experiment.testbed import Testbed
+    from harness.plan.config import Experiment
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONFIG_ENV = "MANOBENCH_LOAD"

@@ -1,6 +1,6 @@
 """The BSS as a Locust load generator: run by `locust -f` in its own process, never imported by the harness.
 
-Each simulated BSS user does what harness/bss.py does: it submits an instantiation request (a fresh UUID4)
+Each simulated BSS user does what harness/load/bss.py does: it submits an instantiation request (a fresh UUID4)
 as `POST http://<entry>/request` `{"req": ...}` (padded to `entry_bytes`) to EVERY entry address, retrying
 every 50 ms until at least one answers 2xx, then waits for that workflow's completion notice. The workflow
 is reported to Locust as one request event (type WORKFLOW, name `instantiate`, response time = ms from
@@ -15,12 +15,12 @@ were given, answering `POST /complete` `{"req", "by"}` (400 on a malformed body,
 The BSS's events go to the harness's collector as JSON lines over TCP, in exactly the format of
 targets/events.py (`{"t": time.monotonic(), "wall": time.time(), "svc": "bss", "kind": ...}`): `submitted`
 {req, to} and `completed` {req, by, n} (n = this is the n-th notice for req; duplicates are recorded, never
-merged). So harness.checker judges a Locust run like a harness/bss.py run. The workflow latency given to
+merged). So harness.checker judges a Locust run like a harness/load/bss.py run. The workflow latency given to
 Locust is computed from the very `t` values of those two events, so it equals `checker.latencies`.
 
 Configuration: the JSON object in MANOBENCH_LOAD, set by harness/load/locust_runner.py:
   entry      list of "host:port" entry addresses             bss        "host:port" to serve /complete on
-  entry_bytes  size the request body is padded to (protocol.messages.padded, as harness/bss.py: P_{0,1} kB of
+  entry_bytes  size the request body is padded to (protocol.messages.padded, as harness/load/bss.py: P_{0,1} kB of
              state on the distributed chain's hop 0; 0 = minimal)
   collector  "host:port" of the collector (null: events are written to stdout)
   requests   N, the number of workflows to submit            timeout    seconds per workflow
@@ -60,13 +60,13 @@ from gevent.lock import Semaphore
 from locust import User, constant, events, task
 
 from protocol.events import EventSink
-from protocol.messages import padded  # the request body exactly as harness/bss.py sends it
+from protocol.messages import padded  # the request body exactly as harness/load/bss.py sends it
 
 log = logging.getLogger("manobench.load")
 CONFIG_ENV = "MANOBENCH_LOAD"
-RETRY_EVERY = 0.05  # as harness/bss.py: a request no entry accepted is sent again 50 ms later
+RETRY_EVERY = 0.05  # as harness/load/bss.py: a request no entry accepted is sent again 50 ms later
 EXIT_SETUP = 4  # exit code: bad configuration, or the BSS address cannot be bound
-POST_TIMEOUT = 10.0  # as harness/bss.py, but never past the workflow's own deadline
+POST_TIMEOUT = 10.0  # as harness/load/bss.py, but never past the workflow's own deadline
 
 
 class WorkflowTimeout(Exception):
@@ -266,7 +266,7 @@ class Bss:
     def _attempt(self, body: bytes, limit: float) -> bool:
         """POST to every entry at once; True as soon as one answers 2xx, False once all refused or timed out.
         The other POSTs still run to their end in the background: the request reaches every entry, but a
-        paused entry does not hold the user up (harness/bss.py waits for all of them)."""
+        paused entry does not hold the user up (harness/load/bss.py waits for all of them)."""
         accepted = AsyncResult()
         refused = 0
 

@@ -115,7 +115,7 @@ def compare_links(run_dir: Path, flows: list[Flow]) -> list[dict[str, Any]]:
     """Per link of a local (proxy) run: links.csv's wire bytes beside the same bytes counted in `flows`.
 
     Each link's bytes are those towards / from the address its source dials (the proxy's listen address),
-    as harness/run.py attributes them. Rows: link, wire_fwd, wire_rev, other_fwd, other_rev.
+    as harness/experiment/run.py attributes them. Rows: link, wire_fwd, wire_rev, other_fwd, other_rev.
     """
     listen = {link["name"]: link["listen"] for link in json.loads((run_dir / "links.json").read_text())}
     theirs = by_endpoint(flows, listen)

@@ -122,7 +122,7 @@ def render_standalone(z: Any, block: str | None = None, image: str = "manobench-
     Fixed addresses in `block`.0/24 (default 10.203.{0,1,2} per design), no latency proxies (links direct),
     events on each container's stdout, completion notices to the gateway (the host) on port 8100.
     """
-    from harness.deploy import plan
+    from harness.plan.deploy import plan
 
     block = block or STANDALONE_SUBNETS[z.design]
     z = z.model_copy(update={"runtime": "docker"})

@@ -50,9 +50,9 @@ import aiohttp
 import psutil
 from docker.types import IPAMConfig, IPAMPool
 
-from harness import image as images
 from harness.errors import UserError
 from harness.runtime import compose, engine, wait_ready
+from harness.runtime import image as images
 from harness.runtime.cgroups import CgroupFiles, host_veth, runs_here, veth_bytes
 from harness.runtime.local import SESSION_ENV, LocalRuntime
 from protocol.spec import ServiceSpec
@@ -203,7 +203,7 @@ class DockerRuntime:
     # --- life cycle ---------------------------------------------------------------------------------------
     async def prepare(self) -> None:
         """Image, leftovers of crashed runs, then the run's network (so the harness can listen on it)."""
-        from harness import leftovers
+        from harness.runtime import leftovers
 
         t0 = time.monotonic()
         await asyncio.to_thread(leftovers.remove_docker, leftovers.docker_objects(orphans=True))
@@ -381,7 +381,7 @@ class DockerRuntime:
         self._await_exit(running, since, grace)
         for c in self.containers.values():
             (logs / f"{c.service}.log").write_text(self.log_tail(c.service, "all") + "\n", encoding="utf-8")
-        from harness import leftovers
+        from harness.runtime import leftovers
 
         leftovers.remove_docker(leftovers.docker_objects(run=self.run))  # containers (forced), then the network
         self.network_created = False

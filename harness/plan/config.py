@@ -31,7 +31,7 @@ Work = Literal["sleep", "burn"]
 # The registries: each list of names is written once, above, and every choice (CLI, sweep specs) comes from it.
 DESIGNS: tuple[str, ...] = get_args(Design)
 MECHANISMS: tuple[str, ...] = get_args(Mechanism)
-FAULTS: tuple[str, ...] = get_args(FaultName)  # faults.catalogue.FAULTS holds the class of each but "none"
+FAULTS: tuple[str, ...] = get_args(FaultName)  # harness.faults.catalogue.FAULTS holds the class of each but "none"
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 LINK_BACKENDS: tuple[str, ...] = get_args(LinkBackend)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness.config import Experiment
-from harness.deploy import Deployment, Link
 from harness.history import Collector
+from harness.plan.config import Experiment
+from harness.plan.deploy import Deployment, Link
 
 
 class ProcessControl(Protocol):
@@ -59,7 +59,7 @@ class Fault:
         """The load starts now: `time:T` counts from here."""
 
     async def inject(self) -> None:
-        """Wait for the moment (see faults.aim) and strike."""
+        """Wait for the moment (see harness.faults.aim) and strike."""
 
     async def heal(self) -> None:
         """Undo whatever can be undone (resume, restore, heal); always called, also after an error."""

@@ -11,7 +11,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass
 
-from harness.config import Experiment
+from harness.plan.config import Experiment
 
 METRICS = ("t_m", "t_c", "t_l", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
 COMPARED = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot")  # measured beside the model in every run

@@ -20,9 +20,9 @@ from collections import defaultdict
 from typing import Any
 
 from harness import checker
-from harness.config import Experiment
-from harness.deploy import Deployment
 from harness.history import Event
+from harness.plan.config import Experiment
+from harness.plan.deploy import Deployment
 from protocol.messages import KB
 
 

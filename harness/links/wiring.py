@@ -14,11 +14,11 @@ import json
 import subprocess
 from pathlib import Path
 
-from harness.deploy import Link
 from harness.errors import UserError
 from harness.links.client import ProxyControl, launch_proxyd
 from harness.links.netem import choose_backend, probe_netem
 from harness.links.netem_wiring import LEAF_ENV, configured_leaf, probe_classifier
+from harness.plan.deploy import Link
 from harness.runtime.contract import Runtime
 
 PROXY_PORT_BASE = 20000

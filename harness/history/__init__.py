@@ -120,6 +120,6 @@ def measured(events: list[Event]) -> list[Event]:
 
 
 def load_start(events: list[Event]) -> float:
-    """When the measured load started (after settling and warm-up: harness.warmup), else `ready`."""
+    """When the measured load started (after settling and warm-up: harness.experiment.warmup), else `ready`."""
     marks = [e["t"] for e in events if e["svc"] == "harness" and e["kind"] in ("load_start", "ready")]
     return max(marks, default=float("-inf"))

@@ -31,8 +31,8 @@ from typing import Any
 
 import aiohttp
 
-from faults.base import FaultContext
 from harness import model
+from harness.faults.base import FaultContext
 from harness.history import Event
 
 WAIT = 600.0  # wall seconds: no experiment legitimately waits longer for its moment

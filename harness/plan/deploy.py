@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.config import Experiment
+from harness.plan.config import Experiment
 from protocol.messages import PLANES
 from protocol.spec import ServiceSpec
 

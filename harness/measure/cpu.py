@@ -2,7 +2,7 @@
 so the last sample before it died is what counts (the run also samples right before each kill it makes).
 
 Figures are counted from a baseline: `start()` takes one and `mark()` takes it again, so interpreter
-start-up, settling and warm-up (harness.warmup) are not charged to the measured workflows.
+start-up, settling and warm-up (harness.experiment.warmup) are not charged to the measured workflows.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 `harness run` writes these beside the history as the run ends; `harness analyse`, `fit` and `report` read
 them back, in a fresh process, on any machine, with no service running:
 
-- config.yaml: the resolved z, the run id, runtime, link backend, machine, commit (`harness.run.write_config`)
+- config.yaml: the resolved z, the run id, runtime, link backend, machine, commit
+  (`harness.experiment.run.write_config`)
 - events.jsonl: the whole history (`harness.history`)
 - deployment.json: every service (its spec) and every link (planes, latencies, what the source dials)
 - counters.json: what was counted outside the history: CPU per service since load start, the proxies' bytes
@@ -12,7 +13,7 @@ them back, in a fresh process, on any machine, with no service running:
   results/.cache is only a cache)
 - wire.csv: the packet capture's flows, when it ran (`harness.measure.wire`)
 
-`load(folder)` gives a `Record`; `harness.summary.derive(record)` turns it into every table, purely.
+`load(folder)` gives a `Record`; `harness.measure.summary.derive(record)` turns it into every table, purely.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from typing import Any
 import yaml
 
 from harness import history
-from harness.config import Experiment, build
-from harness.deploy import Deployment, Link
 from harness.errors import UserError
 from harness.history import Event
 from harness.measure.wire import Flow, read_flows
+from harness.plan.config import Experiment, build
+from harness.plan.deploy import Deployment, Link
 from protocol.spec import ServiceSpec
 
 DEPLOYMENT = "deployment.json"

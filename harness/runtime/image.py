@@ -27,7 +27,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.runtime import engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPO = "manobench-target"
 BASE_REPO = "manobench-base"
 DEFAULT_PULL_BASE = "python:3.11-slim"

@@ -23,17 +23,20 @@ from typing import Any, TextIO
 
 import yaml
 
-from faults import FaultContext, make
-from harness import checker, history, leftovers, metrics, model, provenance, record, summary
-from harness.config import Experiment, build
-from harness.cpu import CpuSampler
-from harness.history import Event
+from harness import checker, history, model
+from harness.experiment import provenance
+from harness.experiment.testbed import Testbed, new_run_id
+from harness.experiment.warmup import prelude
+from harness.faults import FaultContext, make
+from harness.history import Event, record
 from harness.links.client import ProxyControlError
+from harness.links.wiring import select_backend
+from harness.measure import metrics, summary
+from harness.measure.cpu import CpuSampler
+from harness.measure.summary import SUMMARY_COLUMNS  # noqa: F401  (old import path, until its users move)
 from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture
-from harness.summary import SUMMARY_COLUMNS  # noqa: F401  (old import path, until its users move)
-from harness.testbed import Testbed, new_run_id
-from harness.warmup import prelude
-from harness.wiring import select_backend
+from harness.plan.config import Experiment, build
+from harness.runtime import leftovers
 
 
 @dataclass
@@ -131,7 +134,7 @@ def builtin_warm_up(tb: Testbed) -> Callable[[int, int, float], Awaitable[int]]:
 
 async def drive_load(tb: Testbed, z: Experiment, out: Path, load: str, arm: Callable[[], Awaitable[None]],
                      say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Settle and warm up (harness.warmup), `arm` the fault, then run the measured load to completion;
+    """Settle and warm up (harness.experiment.warmup), `arm` the fault, then run the measured load to completion;
     returns the load generator's own figures."""
     per_workflow = workflow_timeout(z)
     timeout = 120 + 20 * model.evaluate(z).t_c * z.time_scale * (z.requests / max(1, z.users) + 2)

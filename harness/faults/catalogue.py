@@ -2,7 +2,7 @@
 
 - slm-crash: SIGKILL the instance driving the target request (the owning SLM; in the distributed design,
   the owning instance of the module at that point). The crash of section III. At `worst` the driver has
-  sent its last heartbeat and fallen silent at the modelled moment first (faults/aim.py).
+  sent its last heartbeat and fallen silent at the modelled moment first (harness/faults/aim.py).
 - worker-crash: SIGKILL the worker m_K answering the target request's task K, just before it would have
   answered (centralised, workers duplicated); in the distributed design the modules are the workers, so it
   is the same as slm-crash.
@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from faults import aim
-from faults.base import Fault, FaultContext
-from harness import config
-from harness.deploy import Link
 from harness.errors import UserError
+from harness.faults import aim
+from harness.faults.base import Fault, FaultContext
+from harness.plan import config
+from harness.plan.deploy import Link
 
 
 class _Aimed(Fault):
@@ -177,8 +177,8 @@ class Partition(_LinkFault):
 
 
 FAULTS: dict[str, type[_Aimed]] = {f.name: f for f in (SlmCrash, WorkerCrash, SlmPause, LinkDelay, Partition)}
-# the names are the config's (harness.config.FAULTS, the registry); this maps each to its class
-assert set(FAULTS) == set(config.FAULTS) - {"none"}, "harness.config.FaultName and faults.catalogue disagree"
+# the names are the config's (harness.plan.config.FAULTS, the registry); this maps each to its class
+assert set(FAULTS) == set(config.FAULTS) - {"none"}, "config.FaultName and the fault catalogue disagree"
 
 
 def make(ctx: FaultContext) -> Fault | None:

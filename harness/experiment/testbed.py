@@ -13,16 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from harness.bss import Bss
-from harness.config import LINK_BACKENDS, Experiment
-from harness.deploy import Deployment, Route, direct, plan
 from harness.errors import UserError
 from harness.history import Collector
 from harness.links.contract import LinkBackend
 from harness.links.netem_wiring import NetemWiring, configured_leaf
+from harness.links.wiring import ProxyWiring
+from harness.load.bss import Bss
+from harness.plan.config import LINK_BACKENDS, Experiment
+from harness.plan.deploy import Deployment, Route, direct, plan
 from harness.runtime.contract import Runtime
 from harness.runtime.local import LocalRuntime
-from harness.wiring import ProxyWiring
 
 EXTERNAL_BSS_PORT = 8100
 

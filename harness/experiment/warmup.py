@@ -15,8 +15,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from harness.config import Experiment
 from harness.history import Collector, Event
+from harness.plan.config import Experiment
 
 QUIET_MIN = 0.5  # wall seconds without a suspicion, at least
 SETTLE_MAX = 30.0  # wall seconds: past this the load starts anyway (the summary counts what follows)

@@ -1,7 +1,7 @@
 """Pure functions over a recorded history (Jepsen-style): what was lost, duplicated, redone, and how fast
 the system noticed and recovered. No I/O and no clocks: the same history always gives the same verdict.
 
-Conventions of the history (see targets/ and harness/bss.py): the BSS records `submitted` and `completed`
+Conventions of the history (see targets/ and harness/load/bss.py): the BSS records `submitted` and `completed`
 (one `completed` per notice, so a workflow completed twice shows twice); whoever executes a task records
 `task_start`/`task_end` (workers, modules, the monolith); SLMs record `task_call`/`task_reply`, `takeover`,
 `state_share_*`; the failure detectors record `peer_dead`; the harness records each `fault`.

@@ -14,7 +14,7 @@ import psutil
 
 from harness import __version__
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def commit() -> str:

@@ -1,4 +1,4 @@
-"""Every table of a run, as a pure function of its record (`harness.record`): summary.csv's row, links.csv,
+"""Every table of a run, as a pure function of its record (`harness.history.record`): summary.csv's row, links.csv,
 affected.csv and cpu.csv.
 
 `harness run` and `harness analyse` both go through `derive`, on the record read back from the run folder,
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import checker, history, metrics, model
-from harness.deploy import Deployment
+from harness import checker, history, model
+from harness.history.record import Record
+from harness.measure import metrics
 from harness.measure.wire import Flow, by_endpoint
-from harness.record import Record
+from harness.plan.deploy import Deployment
 
 SUMMARY_COLUMNS = [
     "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
