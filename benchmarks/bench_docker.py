@@ -47,7 +47,7 @@ from harness.runtime import engine, image
 async def one(design: str, tmp: Path) -> dict[str, float]:
     z = config.build({"runtime": "docker", "design": design})
     t0 = time.monotonic()
-    tb = Testbed(z, tmp / design, proxies=design != "monolith")
+    tb = Testbed(z, tmp / design, links_backend="proxy" if design != "monolith" else None)
     async with tb:
         up = time.monotonic() - t0
         rt = tb.runtime
@@ -95,7 +95,7 @@ async def latencies(tmp: Path, per_path: int) -> dict[str, list[tuple[float, flo
     """(call, gone) in ms per kill path, and (call, call) per pause path, on one centralised deployment's workers."""
     z = config.build({"runtime": "docker", "design": "centralised", "n": 3 * per_path})
     out: dict[str, list[tuple[float, float]]] = {}
-    async with Testbed(z, tmp / "kills", proxies=False) as tb:
+    async with Testbed(z, tmp / "kills") as tb:
         rt = tb.runtime
         assert isinstance(rt, docker_runtime.DockerRuntime)
         workers = iter(sorted((s for s in rt.containers if s.startswith("m")), key=lambda s: int(s[1:])))

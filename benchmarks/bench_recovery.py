@@ -40,7 +40,7 @@ async def orchestrator_overhead(scale: float, work: str, workdir: Path) -> list[
     """Gaps between a worker's reply and the SLM's next call: t_o as the SLM achieved it."""
     z = config.build({"design": "centralised", "n": 6, "t_i": 1.0, "t_o": 0.15, "time_scale": scale, "work": work,
                       "s_z": 20, "P_a": 10, "P_b": 10})
-    async with Testbed(z, workdir, proxies=True) as tb:
+    async with Testbed(z, workdir, links_backend="proxy") as tb:
         reqs = await tb.bss.drive(12, users=3, timeout=60)
         await tb.bss.wait_all(reqs, timeout=30)
     replies = {(e["req"], e["task"]): e["t"] for e in tb.collector.events if e["kind"] == "task_reply"}
@@ -58,7 +58,7 @@ async def detection_delays(kills: int, scale: float, workdir: Path) -> tuple[lis
     rounds = 0
     while len(delays) < kills:
         rounds += 1
-        async with Testbed(z, workdir / f"round{rounds}", proxies=True) as tb:
+        async with Testbed(z, workdir / f"round{rounds}", links_backend="proxy") as tb:
             await asyncio.sleep(0.5)
             for i in range(1, per_round + 1):
                 await asyncio.sleep(rng.uniform(0.0, 1.0 / z.h_r) * scale)  # anywhere between two heartbeats

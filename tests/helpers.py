@@ -62,9 +62,10 @@ def new_req() -> str:
 DERIVED = ("summary.csv", "links.csv", "affected.csv", "cpu.csv")
 
 
-def assert_reanalysis_reproduces(out: Path, elsewhere: Path) -> None:
+def assert_reanalysis_reproduces(out: Path, elsewhere: Path, restore: bool = False) -> None:
     """Move a finished run folder to another path (the original is gone), recompute its tables there with
-    `harness analyse` in a fresh process, and require every value to be what the run wrote (1e-9 relative)."""
+    `harness analyse` in a fresh process, and require every value to be what the run wrote (1e-9 relative).
+    `restore`: move it back afterwards, for tests that read the run again."""
     import csv
     import math
     import shutil
@@ -76,8 +77,9 @@ def assert_reanalysis_reproduces(out: Path, elsewhere: Path) -> None:
             return list(csv.DictReader(fh))
 
     written = {name: rows(out / name) for name in DERIVED}
-    shutil.copytree(out, elsewhere)
-    shutil.rmtree(out)
+    elsewhere.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(out, elsewhere)
+    assert not out.exists()
     proc = subprocess.run([sys.executable, "-m", "harness", "analyse", str(elsewhere), "--out", str(elsewhere / "re")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -93,3 +95,6 @@ def assert_reanalysis_reproduces(out: Path, elsewhere: Path) -> None:
                     continue
                 assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), \
                     (name, key, value, new[key])
+    if restore:
+        shutil.rmtree(elsewhere / "re")
+        shutil.move(elsewhere, out)

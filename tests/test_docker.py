@@ -21,13 +21,14 @@ import pytest
 import yaml
 
 from harness import history
-from harness.experiment.run import SUMMARY_COLUMNS
 from harness.links.netem import probe_netem
 from harness.links.spec import BRIDGE_NETS_ENV, check_loopback
+from harness.measure.summary import SUMMARY_COLUMNS
 from harness.plan import config
 from harness.runtime import compose, engine, image, leftovers
 from harness.runtime.docker import KILL_ENV, DockerRuntime, free_block
 from harness.runtime.local import SESSION_ENV
+from tests.helpers import assert_reanalysis_reproduces
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION = os.environ.get(SESSION_ENV, "")
@@ -242,6 +243,7 @@ def test_harness_run_docker_gives_the_local_files_and_columns(runs, local_centra
             assert 0.8 < float(r["cpu_agreement"]) < 1.25, r
     _veth_matches_the_capture(out, rows)
     assert not [o for o in mine() if o["run"] == row["run"]]
+    assert_reanalysis_reproduces(out, runs / "moved" / out.name, restore=True)
 
 
 def _veth_matches_the_capture(out: Path, rows: list[dict[str, str]]) -> None:

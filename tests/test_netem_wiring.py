@@ -73,7 +73,7 @@ GATEWAY = "10.9.9.1"
 
 
 def _fake_docker(names: list[str]) -> dict[str, Endpoint]:
-    """Endpoints as docker_locator would make them, with made-up pids (nothing is run)."""
+    """Endpoints as namespace_locator would make them, with made-up pids (nothing is run)."""
     out = {"bss": Endpoint(GATEWAY)}
     for i, name in enumerate(names):
         pid = 1000 + i

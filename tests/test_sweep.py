@@ -16,7 +16,7 @@ import yaml
 
 from harness.errors import UserError
 from harness.experiment import sweep
-from harness.experiment.run import SUMMARY_COLUMNS
+from harness.measure.summary import SUMMARY_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"n": 2, "t_m": 2, "time_scale": 0.1, "requests": 2, "users": 2, "fault": "none"}

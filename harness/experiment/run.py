@@ -33,7 +33,6 @@ from harness.links.client import ProxyControlError
 from harness.links.wiring import select_backend
 from harness.measure import metrics, summary
 from harness.measure.cpu import CpuSampler
-from harness.measure.summary import SUMMARY_COLUMNS  # noqa: F401  (old import path, until its users move)
 from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture
 from harness.plan.config import Experiment, build
 from harness.runtime import leftovers

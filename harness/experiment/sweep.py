@@ -84,7 +84,7 @@ class Plan:
 
     @property
     def columns(self) -> list[str]:
-        from harness.experiment.run import SUMMARY_COLUMNS
+        from harness.measure.summary import SUMMARY_COLUMNS
 
         extra = [k for k in self.swept if k not in SUMMARY_COLUMNS and k not in TRIAL_COLUMNS]
         return [*SUMMARY_COLUMNS, *TRIAL_COLUMNS, *extra]

@@ -43,15 +43,15 @@ def make_runtime(z: Experiment, run: str, workdir: Path) -> Runtime:
 class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, z: Experiment, workdir: Path, run: str | None = None, proxies: bool = False,
-                 external_bss: bool = False, links_backend: str | None = None) -> None:
+    def __init__(self, z: Experiment, workdir: Path, run: str | None = None, external_bss: bool = False,
+                 links_backend: str | None = None) -> None:
         """`links_backend`: what carries each link's latency: "proxy" (every link through the latency proxy),
         "netem" (tc inside each container's namespace: docker runtime only; installed once the containers
         are up, before any load) or None (direct, no latency). `external_bss`: the load generator (Locust)
         hosts the BSS at `bss_address` instead of the harness's asyncio BSS."""
         self.z, self.workdir = z, Path(workdir)
         self.run = run or new_run_id()
-        backend = links_backend or ("proxy" if proxies else None)  # proxies=True: the older spelling
+        backend = links_backend
         if backend is not None and backend not in LINK_BACKENDS[1:]:  # "auto" is resolved before a testbed
             raise UserError(f"links backend must be proxy or netem (or none), got {backend!r}")
         if backend == "netem" and z.runtime != "docker":
@@ -67,8 +67,7 @@ class Testbed:
         if backend == "proxy":
             self.wiring = ProxyWiring(self.runtime.host_of("proxies"), z.time_scale, self.workdir)
         elif backend == "netem":
-            self.wiring = NetemWiring.for_docker(self.runtime, z.time_scale,  # type: ignore[arg-type]
-                                                 configured_leaf()[1])
+            self.wiring = NetemWiring.for_runtime(self.runtime, z.time_scale, configured_leaf()[1])
         self.route: Route = self.wiring.route if self.wiring else direct
         self.deployment: Deployment | None = None
         self.on_prepared: list[Callable[[], object]] = []  # called once the runtime's network exists

@@ -57,7 +57,6 @@ from harness.plan.deploy import Link
 
 if TYPE_CHECKING:
     from harness.runtime.contract import Runtime
-    from harness.runtime.docker import DockerRuntime
 
 ROOT = "1:"
 DEFAULT_MINOR = 0x1
@@ -298,21 +297,22 @@ def _failure(place: Place, what: str, proc: subprocess.CompletedProcess[str]) ->
     return NetemError(f"netem: {what} on {place.label} ({place.dev}) failed: {text[-400:]}")
 
 
-def docker_locator(runtime: DockerRuntime) -> Callable[[str], Endpoint]:
-    """Endpoints from a DockerRuntime whose containers are up: eth0 in each container's namespace, the host
-    end of its veth; a harness-side name (the BSS) is on the host, with only its address."""
+def namespace_locator(runtime: Runtime) -> Callable[[str], Endpoint]:
+    """Endpoints from a runtime whose services are up, each in a network namespace of its own (containers):
+    eth0 in that namespace, and the host end of its veth; a harness-side name (the BSS) is on the host,
+    with only its address."""
 
     def locate(name: str) -> Endpoint:
         ip = runtime.host_of(name)
-        container = runtime.containers.get(name)
-        if container is None:
+        inside = runtime.netns(name)
+        if inside is None:
             return Endpoint(ip)
-        pid = container.pid
+        pid, veth = inside
         ns = netns_inode(pid)
         if ns is None:
             raise NetemError(f"netem: container of {name} (pid {pid}) has no network namespace: is it running?")
         egress = Place(name, "eth0", nsenter_prefix(pid), pid, ns)
-        ingress = Place(f"{name} (host end)", container.veth, (), pid, ns) if container.veth else None
+        ingress = Place(f"{name} (host end)", veth, (), pid, ns) if veth else None
         return Endpoint(ip, egress, ingress)
 
     return locate
@@ -334,8 +334,8 @@ class NetemWiring:
     name = "netem"
 
     @classmethod
-    def for_docker(cls, runtime: DockerRuntime, time_scale: float, leaf: Leaf = netem_leaf) -> NetemWiring:
-        return cls(docker_locator(runtime), time_scale, leaf)
+    def for_runtime(cls, runtime: Runtime, time_scale: float, leaf: Leaf = netem_leaf) -> NetemWiring:
+        return cls(namespace_locator(runtime), time_scale, leaf)
 
     def route(self, link: Link) -> str:
         """Called by the planner for each link: the caller dials the real target; tc shapes it on the way."""

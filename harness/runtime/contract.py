@@ -49,5 +49,10 @@ class Runtime(Protocol):
     async def down(self, grace: float = 2.0) -> None:
         """Take everything of the run down (SIGTERM, then SIGKILL after `grace`); safe to call twice."""
 
+    def netns(self, name: str) -> tuple[int, str | None] | None:
+        """(a pid inside it, the host end of its veth) of a service with a network namespace of its own, where
+        tc can shape what it sends and receives (the netem link backend); None for one on the host's (every
+        local process, and the harness side: BSS, proxies)."""
+
     def log_tail(self, name: str, lines: int = 15) -> str:
         """The last lines a service printed, for error messages."""

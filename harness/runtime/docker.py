@@ -293,6 +293,10 @@ class DockerRuntime:
                 c.sample()
             await asyncio.sleep(self.stats_interval)
 
+    def netns(self, name: str) -> tuple[int, str | None] | None:
+        c = self.containers.get(name)
+        return (c.pid, c.veth) if c else None
+
     def log_tail(self, name: str, lines: int | Literal["all"] = 15) -> str:
         """The last `lines` of a container's stdout and stderr ("all": the whole log), from the Engine."""
         c = self.containers.get(name)

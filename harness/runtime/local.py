@@ -82,6 +82,9 @@ class LocalRuntime:
                          lambda: None if proc.returncode is None else f"exited with {proc.returncode}",
                          lambda: self.log_tail(spec.id))
 
+    def netns(self, name: str) -> tuple[int, str | None] | None:
+        return None  # every local process shares the host's network namespace
+
     def log_tail(self, name: str, lines: int = 15) -> str:
         path = self.workdir / "logs" / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
