@@ -13,8 +13,10 @@ test: setup
 test-fast: setup
 	.venv/bin/python -m pytest -m "not slow and not docker"
 
-lint: setup
+lint: setup  # the static checks CI runs: style, types, and the import contracts between the seams
 	.venv/bin/ruff check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done
