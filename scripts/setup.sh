@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(iproute2 procps tcpdump)  # tcpdump: scapy compiles its kernel BPF filters with it
-# The docker runtime (docs/docker.md): debootstrap makes the base image where no registry is reachable, and
-# a compose CLI drives the containers (`docker compose` v2 if the machine has it, else Debian's docker-compose).
+# The docker runtime (docs/docker.md): debootstrap makes the base image where no registry is reachable; the
+# harness drives the Engine through the Docker SDK, and a compose CLI (`docker compose` v2 if the machine has
+# it, else Debian's docker-compose) is for starting the compose files by hand and for the test that checks them.
 if command -v docker >/dev/null 2>&1; then
   APT_PACKAGES+=(debootstrap)
   docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || APT_PACKAGES+=(docker-compose)
