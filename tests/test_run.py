@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,6 +136,27 @@ def test_measured_times_match_the_model_with_the_latency_proxy(runs_dir, design)
     assert abs(row["t_c_measured"] / row["t_c_model"] - 1) <= 0.10, row
     lost_time = row["t_r_measured"] - row["t_c_measured"]
     assert abs(lost_time / row["t_l_model"] - 1) <= 0.15, (lost_time, row["t_l_model"])
+
+
+def test_fit_recomputes_each_trial_from_its_folder_not_from_the_index(runs_dir, tmp_path):
+    """A sweep folder whose trials.csv row says something else than the trial's folder: the analysis takes
+    the folder's figures (trials.csv is only the index), so a fix to a metric reaches old sweeps."""
+    from harness.analysis import fit
+
+    run = runs_dir / "accuracy-centralised"
+    if not (run / "summary.csv").exists():
+        pytest.skip("needs the accuracy run of this module (run the module, not this test alone)")
+    sweep = tmp_path / "sweep"
+    shutil.copytree(run, sweep / "trials" / "p1-r1")
+    (sweep / "sweep.yaml").write_text(yaml.safe_dump({"points": [{"id": "p1", "overrides": {}}]}))
+    row = {**summary(run), "t_c_measured": 999.0, "point": "p1", "repeat": 1, "trial": "p1-r1"}
+    with (sweep / "trials.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    _, (trial,) = fit.load_trials(sweep)
+    assert trial.row["t_c_measured"] == pytest.approx(summary(run)["t_c_measured"], rel=1e-12)
+    assert trial.row["point"] == "p1" and trial.row["trial"] == "p1-r1"
 
 
 def test_wire_bytes_agree_with_service_counts(runs_dir):

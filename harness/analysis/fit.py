@@ -41,7 +41,8 @@ from harness import checker, history, model
 from harness.analysis import qr, tables
 from harness.analysis.sweep_folder import read_record
 from harness.errors import UserError
-from harness.measure import metrics
+from harness.history import record as run_record
+from harness.measure import metrics, summary
 from harness.plan import config
 from harness.plan.config import Experiment
 
@@ -92,7 +93,7 @@ def num(value: Any) -> float:
 
 
 def load_trials(out: Path) -> tuple[dict[str, Any], list[TrialData]]:
-    """sweep.yaml and every finished trial (a row in trials.csv) with its resolved z."""
+    """sweep.yaml and every finished trial (a row in trials.csv) with its resolved z and its figures."""
     record = read_record(out)
     overrides = {p["id"]: p.get("overrides", {}) for p in record.get("points", [])}
     trials = []
@@ -104,6 +105,10 @@ def load_trials(out: Path) -> tuple[dict[str, Any], list[TrialData]]:
         if not cfg.exists():
             continue
         z = config.build((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {})["z"])
+        if all((tdir / name).is_file() for name in run_record.REQUIRED):
+            # trials.csv is the index and the progress record; the figures are recomputed from the trial's own
+            # folder, so a fix to a metric reaches every trial of an old sweep (older folders keep their row)
+            row = {**row, **summary.derive(run_record.load(tdir)).summary}
         trials.append(TrialData(str(row["trial"]), str(row["point"]), int(row["repeat"]), tdir, z, row,
                                 overrides.get(row["point"], {})))
     if not trials:
