@@ -98,7 +98,7 @@ def test_closed_loop_30_requests_5_users_complete_exactly_once(tmp_path):
 
     async def go():
         async with locust_bed(z, tmp_path) as tb:
-            result = await LocustLoad.for_testbed(tb, z, tmp_path).run(timeout=60)
+            result = await LocustLoad.for_testbed(tb).run(timeout=60)
             assert locusts(tb.run) == []
         return tb, result
 
@@ -125,7 +125,7 @@ def test_open_loop_holds_the_rate_whatever_the_completions(tmp_path):
 
     async def go():
         async with locust_bed(z, tmp_path) as tb:
-            result = await LocustLoad.for_testbed(tb, z, tmp_path).run(timeout=60)
+            result = await LocustLoad.for_testbed(tb).run(timeout=60)
         return tb, result
 
     tb, result = run(go())

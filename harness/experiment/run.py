@@ -131,16 +131,17 @@ def builtin_warm_up(tb: Testbed) -> Callable[[int, int, float], Awaitable[int]]:
     return warm
 
 
-async def drive_load(tb: Testbed, z: Experiment, out: Path, load: str, arm: Callable[[], Awaitable[None]],
+async def drive_load(tb: Testbed, load: str, arm: Callable[[], Awaitable[None]],
                      say: Callable[[str], None] = print) -> dict[str, Any]:
     """Settle and warm up (harness.experiment.warmup), `arm` the fault, then run the measured load to completion;
     returns the load generator's own figures."""
+    z = tb.z
     per_workflow = workflow_timeout(z)
     timeout = 120 + 20 * model.evaluate(z).t_c * z.time_scale * (z.requests / max(1, z.users) + 2)
     if load == "locust":
         from harness.load.locust_runner import LocustLoad
 
-        runner = LocustLoad.for_testbed(tb, z, out, timeout=per_workflow, gate=True)
+        runner = LocustLoad.for_testbed(tb, timeout=per_workflow, gate=True)
         try:
             await runner.start()
             await runner.ready()
@@ -188,6 +189,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                                if e["kind"] == "completed" and not e.get("warmup") else None)
     counters: dict[str, dict[str, Any]] = {}
     cpu: dict[str, tuple[float, float]] = {}
+    host_cpu: dict[str, Any] = {}  # the host's headroom over the measured load (the saturation guard)
     load_stats: dict[str, Any] = {}
     harness_cpu = time.process_time()
     wall = time.monotonic()
@@ -217,7 +219,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                     injector = asyncio.create_task(fault.inject())
 
             try:
-                load_stats = await drive_load(tb, z, out, load, arm, say=say)
+                load_stats = await drive_load(tb, load, arm, say=say)
                 await asyncio.sleep(max(0.2, 3 * z.time_scale * (z.t_h or 0)))  # let late duplicates land
             finally:
                 if injector and not injector.done():
@@ -232,6 +234,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                 except ProxyControlError:  # proxyd already gone (killed with us): links.csv has no proxy counts
                     counters = {}
                 cpu = await sampler.stop()
+                host_cpu = sampler.host()
     finally:
         requests_csv.close()
         flows = stop_capture(capture)
@@ -244,7 +247,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     record.save_reference(out, mono)
     record.save_counters(out, record.Counters(
         cpu=cpu, proxy=counters, harness_cpu_share=harness_share, collector_bad_lines=tb.collector.bad_lines,
-        capture={**capture_stats, "flows_used": flows is not None}))
+        capture={**capture_stats, "flows_used": flows is not None}, host_cpu=host_cpu))
     # the run's own figures come from its folder, exactly as `harness analyse` recomputes them later
     tables = summary.derive(record.load(out))
     summary.write(tables, out)

@@ -10,7 +10,7 @@ Figures come from Locust's `--json-file` output, written once at shutdown from t
 locustfile's own exact counts (`<prefix>_bss.json`). Locust's CSV and JSON files are left in `out_dir`.
 
     async with Testbed(z, workdir, external_bss=True) as tb:
-        result = await LocustLoad.for_testbed(tb, z, workdir).run()      # z.requests, z.users or z.rate
+        result = await LocustLoad.for_testbed(tb).run()      # tb.z's requests, users or rate
     # or explicitly:
         load = LocustLoad(tb.deployment.entry, tb.bss_address, tb.collector.address, workdir, requests=30,
                           users=5, start_process=tb.runtime.start_process, run=tb.run)
@@ -40,7 +40,6 @@ from harness.runtime.local import LocalRuntime
 
 if TYPE_CHECKING:
     from harness.experiment.testbed import Testbed
-    from harness.plan.config import Experiment
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONFIG_ENV = "MANOBENCH_LOAD"
@@ -131,12 +130,12 @@ class LocustLoad:
         self._started_at = 0.0
 
     @classmethod
-    def for_testbed(cls, tb: Testbed, z: Experiment, out_dir: Path, *, timeout: float | None = None, **overrides: Any
-                    ) -> LocustLoad:
-        """The load of experiment z against a live `Testbed(z, ..., external_bss=True)`: z.requests workflows,
-        open loop at z.rate if set, else closed loop with z.users; Locust's files and log in `out_dir` (give
-        the testbed's workdir: its runtime logs there). `timeout` per workflow, wall seconds; default 60 s
-        plus 10 modelled workflow times (the model's t_c, scaled)."""
+    def for_testbed(cls, tb: Testbed, *, timeout: float | None = None, **overrides: Any) -> LocustLoad:
+        """The load of the testbed's experiment z against it, live (`Testbed(z, ..., external_bss=True)`):
+        z.requests workflows, open loop at z.rate if set, else closed loop with z.users; Locust's files and log
+        in the testbed's workdir (the run folder). `timeout` per workflow, wall seconds; default 60 s plus 10
+        modelled workflow times (the model's t_c, scaled)."""
+        z, out_dir = tb.z, tb.workdir
         if tb.deployment is None:
             raise RuntimeError("the testbed is not up")
         if not tb.external_bss:
