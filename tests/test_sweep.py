@@ -50,8 +50,7 @@ BAD_SPECS = [
     ({"base": TINY, "grid": {"h_r": [1]}, "repeat": 0}, "repeat: expected a whole number >= 1"),
     ({"base": TINY, "grid": {"h_r": [1]}, "repeat": "two"}, "repeat: expected a whole number >= 1"),
     ({"base": TINY, "points": [{"h_r": 1}, {"h_r": 1}]}, "is the same point as point 1"),
-    ({"base": {**TINY, "runtime": "docker"}}, "runtime: only the local runtime"),
-    ({"base": {**TINY, "link_backend": "netem"}}, "link_backend: netem needs"),
+    ({"base": {**TINY, "link_backend": "netem"}}, "link_backend: netem needs a network namespace per service"),
 ]
 
 

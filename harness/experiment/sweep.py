@@ -13,7 +13,8 @@ A spec (YAML) names a `base` configuration and the points to run:
 
 Every point is validated (it must build a valid Experiment) before anything runs. Each trial (point, k) runs
 `harness.experiment.run.experiment` in its own child process (own loopback block, own teardown) into
-DIR/trials/<point>-r<k>/, and once it has finished its summary row is appended to DIR/trials.csv. A trial
+DIR/trials/<point>-r<k>/ on the runtime its z names (`runtime: docker` in `base` runs the whole sweep in
+containers, with the same files), and once it has finished its summary row is appended to DIR/trials.csv. A trial
 counts as finished only once that row is written: rerunning the same command skips those, removes any
 half-done trial folder and runs it again. DIR/sweep.yaml holds the spec, the points and the machine/commit
 of every session that worked on the sweep.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -199,12 +201,32 @@ def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
 
 
 def _runnable(z: Experiment, where: str) -> None:
-    """What `harness run` would refuse only once it had started."""
-    if z.runtime != "local":
-        raise UserError(f"sweep spec: {where}: runtime: only the local runtime is available in this version")
-    if z.link_backend == "netem":
-        raise UserError(f"sweep spec: {where}: link_backend: netem needs a network namespace per service (docker "
-                        "runtime); use proxy or auto")
+    """What `harness run` would refuse only once it had started: a runtime that is not there, a link backend
+    the runtime cannot carry. Asked once per (runtime, link_backend) of the spec: the probes run tc or ask
+    the Docker Engine."""
+    problem = _runtime_problem(z.runtime, z.link_backend)
+    if problem:
+        raise UserError(f"sweep spec: {where}: {problem}")
+
+
+@functools.cache
+def _runtime_problem(runtime: str, link_backend: str) -> str:
+    """Why trials of this runtime and link backend cannot run here, or "". Every runtime in the config's
+    registry runs sweeps with the same files (a trial is `harness run` in a child process); netem needs a
+    network namespace per service, which `select_backend` knows the runtimes for."""
+    from harness.links.wiring import select_backend
+
+    if runtime == "docker":
+        from harness.runtime import image
+
+        works, why = image.available()
+        if not works:
+            return f"runtime: docker: no Docker Engine answers here ({why})"
+    try:
+        select_backend(link_backend, runtime)
+    except UserError as err:
+        return str(err)
+    return ""
 
 
 # --- the folder ---------------------------------------------------------------------------------------------
