@@ -3,9 +3,9 @@ DIR/report.md, the page a reader opens first.
 
 Each figure is drawn from whatever the sweep holds: Fig 6 needs points that differ in h_r only, Figs 7 and
 8 points that differ in n only; a figure without such data is skipped and the report says why. Markers are
-measured means over the repeats with min-max bars; solid lines are the model with the fitted parameters,
-thin dotted lines the model with the configured ones. Points at another time scale than the sweep's own
-(calibration points for the fit) are left out of the figures.
+measured means over the repeats with their Student's t 95% interval; solid lines are the model with the
+fitted parameters, thin dotted lines the model with the configured ones. Points at another time scale than
+the sweep's own (calibration points for the fit) are left out of the figures.
 """
 
 from __future__ import annotations
@@ -113,8 +113,13 @@ def model_line(base: dict[str, Any], overrides: dict[str, Any], sets: list[tuple
 
 
 def _bars(points: list[dict[str, Any]], metric: str) -> list[tuple[float, float, float]]:
-    """(mean, min, max) of a metric over each point's repeats, from points.csv's statistics."""
-    return [(p[f"{metric}_mean"], p[f"{metric}_min"], p[f"{metric}_max"]) for p in points]
+    """(mean, 95% interval low, high) of a metric over each point's repeats, from points.csv's statistics; a
+    point of one repeat has no interval and gets no bar."""
+    return [_interval(p[f"{metric}_mean"], p[f"{metric}_ci95_lo"], p[f"{metric}_ci95_hi"]) for p in points]
+
+
+def _interval(mean: float, lo: float, hi: float) -> tuple[float, float, float]:
+    return (mean, lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (mean, mean, mean)
 
 
 def _errorbar(ax: Any, xs: list[float], stats: list[tuple[float, float, float]], colour: str, design: str,
@@ -140,7 +145,7 @@ def _finish(fig: Any, path: Path, extra: list[Any] | None = None) -> None:
     """The marker/line conventions once, under the panels; then save."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color="grey", marker="o", linestyle="none", label="measured: mean, min-max bars"),
+    handles = [Line2D([], [], color="grey", marker="o", linestyle="none", label="measured: mean, 95% interval"),
                Line2D([], [], color="grey", linewidth=1.8, label="model, fitted parameters"),
                Line2D([], [], color="grey", linewidth=0.8, alpha=0.6, label="model, configured parameters"),
                Line2D([], [], color="grey", linestyle="-", marker="o", label="centralised"),
@@ -208,7 +213,7 @@ def fig6(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit,
     fig.suptitle("Fig 6: recovery ratio and bandwidth against the heartbeat rate", fontsize=12)
     _finish(fig, path)
     return Figure("Fig 6", path, "R_r (left) and B_tot (right) against h_r; full lines centralised, dashed "
-                  "distributed; markers measured (mean, min-max over repeats), thick lines the fitted model, "
+                  "distributed; markers measured (mean, 95% interval over repeats), thick lines the fitted model, "
                   "thin lines the model with the configured parameters.")
 
 
@@ -310,7 +315,8 @@ def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, A
             if not any(math.isfinite(c) for c in fitted):  # Q_r = cpu: the fitted model at the measured n only
                 dense, fitted = np.array(xs), [fitted_at.get(p["point"], math.nan) for p in g.points]
                 conf = [math.nan] * len(xs)
-            stats = [tuple(measured.loc[p["point"], [f"C_{s}" for s in ("mean", "min", "max")]]) for p in g.points]
+            stats = [_interval(*measured.loc[p["point"], [f"C_{s}" for s in ("mean", "ci95_lo", "ci95_hi")]])
+                     for p in g.points]
             label = g.design if g.design == "distributed" else _n_label(g)
             _errorbar(ax, xs, stats, colour, g.design, label)  # type: ignore[arg-type]
             _lines(ax, dense, conf, fitted, colour, g.design)
@@ -333,8 +339,8 @@ def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, A
                   label="measured optimum")
     _finish(fig, path, [ring])
     return Figure("Fig 8", path, "C(z) against n for each weight set; full lines centralised, dashed distributed; "
-                  "markers measured (C of each trial: mean, min-max), thick lines the fitted model, thin lines the "
-                  f"configured model. {qr.note(rule, bool(the_fit.q_r_cpu))}"
+                  "markers measured (C of each trial: mean, 95% interval), thick lines the fitted model, thin lines "
+                  f"the configured model. {qr.note(rule, bool(the_fit.q_r_cpu))}"
                   + (" Where the cost weighs Q_r, the fitted model's line joins its C at the measured n only (its CPU "
                      "figure comes from the trials' activity)." if rule == "cpu" else ""))
 
@@ -371,6 +377,24 @@ def build_report(out: Path, weight_sets: list[Weights] | None = None, rule: str 
     path.write_text(_markdown(out, record, result, figures, optimum, ts, rule), encoding="utf-8")
     lines = [f"{f.name}: {f.path}" if f.path else f"{f.name}: skipped, {f.skipped}" for f in figures]
     return ReportResult(path, figures, lines)
+
+
+FLAGGED = ("t_c", "t_r", "R_a", "R_r", "B_tot")
+
+
+def _outside_lines(points: pd.DataFrame) -> list[str]:
+    """report.md's list of the points where the model lies outside the measured 95% interval of the mean."""
+    judged = int(sum(points[f"{m}_ci95_lo"].notna().sum() for m in FLAGGED if f"{m}_ci95_lo" in points))
+    md = ["### Where the model lies outside the measured 95% interval", ""]
+    if not judged:
+        return [*md, "No point has two or more repeats: no interval to judge the model by.", ""]
+    for model_, name in (("fitted", "fitted"), ("model", "configured")):
+        out = tables.outside_interval(points, FLAGGED, model_)
+        md += [f"- **{name} model**: {len(out)} of {judged} (point, metric) pairs outside"
+               + (":" if len(out) else ".")]
+        if len(out):
+            md += ["", tables.markdown(out.assign(off=out["off"].map(_pct)), digits=4)]
+    return [*md, ""]
 
 
 def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures: list[Figure], optimum: list[str],
@@ -421,6 +445,7 @@ def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures:
            "configured parameters (before) and with the fitted ones (after; in-sample).", "",
            tables.markdown(errors, ["metric", "points", "before, mean", "before, max", "after, mean", "after, max"]),
            ""]
+    md += _outside_lines(result.points[result.points["time_scale"] == ts])
     crash = next((p for p in result.fit.params if p.name == "fault.crash_after_heartbeat"), None)
     if crash and math.isfinite(crash.value):
         md += [f"t_r and R_r stay a worst case after fitting: the model assumes the crash comes right after a "

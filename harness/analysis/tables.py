@@ -62,6 +62,25 @@ def over_repeats(frame: pd.DataFrame, by: str, columns: list[str]) -> pd.DataFra
     return pd.DataFrame(out)
 
 
+def outside_interval(points: pd.DataFrame, metrics: tuple[str, ...], model: str = "fitted") -> pd.DataFrame:
+    """The (point, metric) pairs of points.csv where `<metric>_<model>` lies outside the measured 95% interval
+    of the mean (`_ci95_lo` .. `_ci95_hi`); pairs without an interval (one repeat) are not judged. Columns:
+    point, metric, mean, ci95_lo, ci95_hi, model, off (model minus the nearer end, relative to the mean)."""
+    rows = []
+    for m in metrics:
+        cols = [f"{m}_mean", f"{m}_ci95_lo", f"{m}_ci95_hi", f"{m}_{model}"]
+        if not set(cols) <= set(points.columns):
+            continue
+        v = numeric(points, cols)
+        mean, lo, hi, mod = (v[c] for c in cols)
+        out = (mod < lo) | (mod > hi)
+        nearer = lo.where(mod < lo, hi)
+        for i in points.index[out.fillna(False)]:
+            rows.append({"point": points.at[i, "point"], "metric": m, "mean": mean[i], "ci95_lo": lo[i],
+                         "ci95_hi": hi[i], "model": mod[i], "off": (mod[i] - nearer[i]) / abs(mean[i])})
+    return pd.DataFrame(rows, columns=["point", "metric", "mean", "ci95_lo", "ci95_hi", "model", "off"])
+
+
 def markdown(frame: pd.DataFrame, columns: list[str] | None = None, digits: int = 4) -> str:
     """A GitHub table (report.md): floats to `digits` significant figures, NaN as '-'."""
     if frame.empty:
