@@ -78,7 +78,9 @@ class Experiment(BaseModel):
     runtime: Runtime = Field("local", description="local processes or Docker containers")
     link_backend: LinkBackend = Field("auto", description="link latency: netem where the kernel has it, else proxy")
     fault: FaultName = Field("none", description="the fault to inject (faults/)")
-    fault_at: str = Field("worst", description="worst | task:K | time:T (T in paper seconds after load starts)")
+    fault_at: str = Field("worst", description="worst | task:K | task:K@F | time:T | every (T in paper seconds "
+                          "after load starts; F heartbeat intervals after the end of task K; every: a sweep "
+                          "explores every crash point)")
     fault_for: float | None = Field(None, gt=0, description="pause/partition/delay duration [s]; default 2 t_h")
     spike: float = Field(1.0, ge=0, description="link-delay: latency added to the links hit [s]")
     requests: StrictInt = Field(20, ge=1, description="workflows the BSS submits")
@@ -132,10 +134,13 @@ class Experiment(BaseModel):
 
     def _check_fault(self) -> None:
         kind, _, arg = self.fault_at.partition(":")
-        if self.fault_at != "worst" and kind not in ("task", "time"):
-            raise ValueError(f"fault_at: use worst, task:K or time:T (got {self.fault_at!r})")
+        if self.fault_at not in ("worst", "every") and kind not in ("task", "time"):
+            raise ValueError(f"fault_at: use worst, task:K, task:K@F, time:T or every (got {self.fault_at!r})")
+        arg, at, phase = arg.partition("@")
         if kind == "task" and not (arg.isdigit() and 1 <= int(arg) <= self.n):
             raise ValueError(f"fault_at: task:K needs 1 <= K <= n={self.n} (got {self.fault_at!r})")
+        if kind == "task" and at and not _fraction(phase):
+            raise ValueError(f"fault_at: task:K@F needs a phase 0 <= F < 1 heartbeat interval (got {self.fault_at!r})")
         if kind == "time":
             try:
                 valid = float(arg) >= 0
@@ -153,9 +158,16 @@ class Experiment(BaseModel):
 
     @property
     def fault_task(self) -> int | None:
-        """K of fault_at task:K."""
+        """K of fault_at task:K and task:K@F."""
         kind, _, arg = self.fault_at.partition(":")
-        return int(arg) if kind == "task" else None
+        return int(arg.partition("@")[0]) if kind == "task" else None
+
+    @property
+    def fault_phase(self) -> float | None:
+        """F of fault_at task:K@F: the crash comes F heartbeat intervals after the driver's heartbeat at the end
+        of task K (harness/faults/aim.py)."""
+        kind, _, arg = self.fault_at.partition(":")
+        return float(arg.partition("@")[2]) if kind == "task" and "@" in arg else None
 
     @property
     def fault_time(self) -> float | None:
@@ -189,6 +201,14 @@ class Experiment(BaseModel):
         data.pop("t_h_mult")
         data.pop("t_m")
         return data
+
+
+def _fraction(text: str) -> bool:
+    """Whether text is a number in [0, 1)."""
+    try:
+        return 0 <= float(text) < 1
+    except ValueError:
+        return False
 
 
 def _one_line(err: ValidationError) -> str:
