@@ -7,8 +7,9 @@ them back, in a fresh process, on any machine, with no service running:
   (`harness.experiment.run.write_config`)
 - events.jsonl: the whole history (`harness.history`)
 - deployment.json: every service (its spec) and every link (planes, latencies, what the source dials)
-- counters.json: what was counted outside the history: CPU per service since load start, the proxies' bytes
-  per link, the harness's own CPU share, the collector's unreadable lines, the capture's kernel statistics
+- counters.json: what was counted outside the history: CPU per service since load start, the host's CPU
+  busy fraction over the same span, the proxies' bytes per link, the harness's own CPU share, the
+  collector's unreadable lines, the capture's kernel statistics
 - reference.json: the monolith reference (t_m, CPU per workflow) the run was compared with (the cache in
   results/.cache is only a cache)
 - wire.csv: the packet capture's flows, when it ran (`harness.measure.wire`)
@@ -49,6 +50,9 @@ class Counters:
     collector_bad_lines: int = 0  # lines the collector could not parse: events it could not record
     # the capture's stats sidecar (kernel_drops, ...) and `flows_used`: whether its flows (wire.csv) count
     capture: dict[str, Any] = field(default_factory=dict)
+    # the host's CPU over the measured load (harness.measure.cpu.host_summary: cpus, busy, busy_p90, full,
+    # seconds); {} in folders written before it was recorded
+    host_cpu: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cpu": {k: list(v) for k, v in self.cpu.items()}}

@@ -3,14 +3,32 @@ so the last sample before it died is what counts (the run also samples right bef
 
 Figures are counted from a baseline: `start()` takes one and `mark()` takes it again, so interpreter
 start-up, settling and warm-up (harness.experiment.warmup) are not charged to the measured workflows.
+
+The same samples read the host's CPU (/proc/stat through psutil: every process of the machine, the other
+users' included), so a run records how much headroom the host had while it was measured (`host()`): a
+timing taken on a saturated host includes waiting for a core, and is a measurement of the host, not of the
+design (harness.measure.metrics.saturated).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import time
+from typing import Any
 
 import psutil
+
+FULL = 0.95  # an interval in which the host's cores were at least this busy had no headroom left
+
+
+def host_busy() -> float:
+    """CPU seconds the host's cores have spent busy since boot (user, system, irq, steal: all that is not idle
+    or waiting for I/O), summed over the cores; guest time is already inside user time."""
+    t = psutil.cpu_times()
+    unavailable = sum(getattr(t, name, 0.0) for name in ("idle", "iowait", "guest", "guest_nice"))
+    return sum(t) - unavailable
 
 
 class CpuSampler:
@@ -22,6 +40,7 @@ class CpuSampler:
         self.interval = interval
         self.last: dict[str, tuple[float, float]] = {}
         self.base: dict[str, tuple[float, float]] = {}
+        self.host_samples: list[tuple[float, float]] = []  # (monotonic s, busy core-seconds) since the baseline
         self._task: asyncio.Task | None = None
 
     def add(self, name: str, pid: int) -> None:
@@ -29,6 +48,7 @@ class CpuSampler:
             self.procs[name] = psutil.Process(pid)
 
     def sample(self) -> None:
+        self.host_samples.append((time.monotonic(), host_busy()))
         for name, proc in self.procs.items():
             try:
                 times = proc.cpu_times()
@@ -47,6 +67,7 @@ class CpuSampler:
 
     def mark(self) -> None:
         """From now on: the figures `stop()` returns are the CPU used after this call."""
+        self.host_samples = []
         self.sample()
         self.base = dict(self.last)
 
@@ -60,3 +81,30 @@ class CpuSampler:
         zero = (0.0, 0.0)
         return {name: (u - self.base.get(name, zero)[0], s - self.base.get(name, zero)[1])
                 for name, (u, s) in self.last.items()}
+
+    def host(self) -> dict[str, Any]:
+        """The host's CPU over the samples since the baseline: `cpus`, `busy` (mean busy fraction of all its
+        cores), `busy_p90` (the 90th percentile of the per-interval fractions, weighted by duration), `full`
+        (the share of the time with the cores at least FULL busy) and `seconds` covered; {} without two samples."""
+        return host_summary(self.host_samples, psutil.cpu_count() or 1)
+
+
+def host_summary(samples: list[tuple[float, float]], cpus: int) -> dict[str, Any]:
+    """See `CpuSampler.host`: from (monotonic s, busy core-seconds) samples, in time order."""
+    kept = samples[:1]
+    for sample in samples[1:]:  # a sample right after another (a kill's) spans one clock tick or none
+        if sample[0] - kept[-1][0] >= 0.05:
+            kept.append(sample)
+    spans = [(t1 - t0, (b1 - b0) / ((t1 - t0) * cpus)) for (t0, b0), (t1, b1) in itertools.pairwise(kept)]
+    seconds = sum(d for d, _ in spans)
+    if not spans or seconds <= 0:
+        return {}
+    fractions = sorted(spans, key=lambda s: s[1])
+    at, p90 = 0.0, fractions[-1][1]
+    for d, f in fractions:
+        at += d
+        if at >= 0.9 * seconds:
+            p90 = f
+            break
+    return {"cpus": cpus, "busy": min(1.0, sum(d * f for d, f in spans) / seconds), "busy_p90": min(1.0, p90),
+            "full": sum(d for d, f in spans if f >= FULL) / seconds, "seconds": seconds}

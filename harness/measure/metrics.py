@@ -9,7 +9,11 @@ Definitions, as close to the paper as a measurement can be:
   4, 5, 8, 9). Bytes are the message bodies the services counted; `links` compares them with the proxies'.
   In the distributed chain each hop's state goes to both instances of the next module: one copy is the
   operational message (Eq 9), the other the reliability mechanism's (Eq 8).
-- Q_r: extra CPU relative to the monolith doing the same workflows: CPU per workflow / the monolith's - 1.
+- Q_r: extra CPU relative to the monolith doing the same workflows: CPU per workflow / the monolith's - 1
+  (`Q_r_measured`, the raw ratio: with `work: sleep` the monolith burns almost nothing and it explodes).
+- Q_r_compute: the same in monolith-equivalents of compute, the tasks' own compute counted whether the
+  emulation burnt it or slept it (`compute_per_workflow`, docs/model.md "Q_r in compute").
+- saturated: the host had no CPU headroom while the load ran (`saturated`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from harness import checker
 from harness.history import Event
+from harness.model import compute
 from harness.plan.config import Experiment
 from harness.plan.deploy import Deployment
 from protocol.messages import KB
@@ -130,6 +135,55 @@ def cpu_per_workflow(cpu: dict[str, tuple[float, float]], roles: dict[str, str],
     """CPU seconds of the MANO services (not the harness, proxies or load) per completed workflow."""
     total = sum(u + s for name, (u, s) in cpu.items() if name in roles)
     return total / completed if completed else math.nan
+
+
+def emulated_work(events: list[Event], z: Experiment) -> dict[str, float]:
+    """Wall CPU-seconds of emulated work per service, burnt (`work: burn`) or slept: t_i of every task a
+    worker, module or monolith started, t_o of every orchestration step an SLM made (one before each task it
+    called, retries of a call excluded, and one at the end of each workflow)."""
+    t_i = z.per_task("t_i")
+    out: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e["kind"] == "task_start" and e.get("task"):
+            out[e["svc"]] += t_i[e["task"] - 1] * z.time_scale
+        elif z.design == "centralised" and ((e["kind"] == "task_call" and not e.get("attempt"))
+                                            or (e["kind"] == "request_completed" and e.get("task") is None)):
+            out[e["svc"]] += z.t_o * z.time_scale
+    return dict(out)
+
+
+def overhead_cpu(cpu: dict[str, tuple[float, float]], events: list[Event], z: Experiment) -> dict[str, float]:
+    """Per service: its CPU seconds less the emulated work it burnt (`work: burn`; with `sleep` it burnt none),
+    what the mechanism itself cost (HTTP, JSON, heartbeats, shares, logging, 'done', the event loop)."""
+    burnt = emulated_work(events, z) if z.work == "burn" else {}
+    return {name: u + s - burnt.get(name, 0.0) for name, (u, s) in cpu.items()}
+
+
+def compute_per_workflow(cpu: dict[str, tuple[float, float]], roles: dict[str, str], events: list[Event],
+                         z: Experiment, completed: int) -> float:
+    """Compute per completed workflow, wall CPU-seconds: the emulated work of one workflow as configured
+    (W, harness.model.compute.work_per_workflow) plus the MANO services' overhead CPU (`overhead_cpu`; the
+    harness, proxies and load left out) per workflow."""
+    overhead = sum(v for name, v in overhead_cpu(cpu, events, z).items() if name in roles)
+    return compute.work_per_workflow(z) * z.time_scale + overhead / completed if completed else math.nan
+
+
+def monolith_compute(reference: dict[str, float], z: Experiment) -> float:
+    """The monolith's compute per workflow for the same tasks: W = t_m and its measured CPU beyond the work
+    it burnt (t_m with `work: burn`)."""
+    w_m = sum(z.per_task("t_i")) * z.time_scale
+    return w_m + reference.get("cpu_per_workflow", math.nan) - (w_m if z.work == "burn" else 0.0)
+
+
+SATURATED_FULL = 0.25  # share of the measured load with the host's cores >= cpu.FULL busy that saturates it
+
+
+def saturated(host: dict[str, Any]) -> bool | None:
+    """Whether the host had no CPU headroom left while the load ran: for at least SATURATED_FULL of the
+    measured load its cores were all at least 95% busy (harness.measure.cpu.host_summary). None: not recorded."""
+    if not host:
+        return None
+    return bool(host.get("full", 0.0) >= SATURATED_FULL)
 
 
 def link_rows(deployment: Deployment, counters: dict[str, dict[str, Any]], events: list[Event],

@@ -28,6 +28,7 @@ SUMMARY_COLUMNS = [
     "t_r_measured", "t_r_model",
     "R_a_measured", "R_a_model", "R_r_measured", "R_r_model", "B_op_measured", "B_op_model", "B_rel_measured",
     "B_rel_model", "B_tot_measured", "B_tot_model", "Q_r_measured", "Q_r_model", "instances_extra",
+    "Q_r_compute", "host_busy", "host_busy_p90", "host_full", "saturated",
     "wire_source", "wire_vs_service_op", "wire_vs_service_state", "header_bytes_per_message", "harness_cpu_share",
 ]
 AFFECTED_COLUMNS = ["req", "latency", "lost_time", "completions", "takeovers"]
@@ -109,12 +110,24 @@ def derive(record: Record) -> Tables:
         "B_tot_measured": bw["B_tot"], "B_tot_model": m.B_tot,
         "Q_r_measured": cpu_wf / ref["cpu_per_workflow"] - 1 if ref["cpu_per_workflow"] else math.nan,
         "Q_r_model": m.Q_r, "instances_extra": len(deployment.services) - 1,
+        # in monolith-equivalents of compute (docs/model.md): (design's compute / the monolith's) - 1
+        "Q_r_compute": metrics.compute_per_workflow(cpu, deployment.roles, events, z, verdict.completed)
+        / metrics.monolith_compute(ref, z) - 1,
+        **host_columns(counters.host_cpu),
         "wire_source": source, "wire_vs_service_op": agree.get("op", math.nan),
         "wire_vs_service_state": agree.get("state", math.nan),
         "header_bytes_per_message": overhead if overhead is not None else math.nan,
         "harness_cpu_share": counters.harness_cpu_share,
     }
     return Tables(row, links, metrics.affected_rows(events, z, t_c), cpu_rows, verdict)
+
+
+def host_columns(host: dict[str, Any]) -> dict[str, Any]:
+    """The host's CPU headroom over the measured load (counters.json), and whether it saturated: the
+    saturation guard of every figure (metrics.saturated); NaN and an empty flag in older folders."""
+    flag = metrics.saturated(host)
+    return {"host_busy": host.get("busy", math.nan), "host_busy_p90": host.get("busy_p90", math.nan),
+            "host_full": host.get("full", math.nan), "saturated": "" if flag is None else flag}
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
