@@ -42,6 +42,9 @@ KINDS: dict[str, Kind] = {
     "bad_message": Kind("service, bss", "plane?, path, status?, reason?",
                         "a malformed or oversized message, answered 4xx and never fatal"),
     "error": Kind(SERVICES, "plane, path, error", "a handler failed: answered 500, the instance lives on"),
+    "broker_lost": Kind(SERVICES, "plane, error", "transport amqp: the connection of this plane to the broker "
+                        "went away; the instance reconnects with back-off"),
+    "broker_back": Kind(SERVICES, "plane, down_for", "transport amqp: the plane is connected to the broker again"),
     # a workflow
     "request_received": Kind(SERVICES, "req, owner, bytes, task?",
                              "a request (or chain hop) arrived; `owner` is the instance that ranks as its driver"),
@@ -76,6 +79,8 @@ KINDS: dict[str, Kind] = {
     # the harness
     "deploy": Kind("harness", "design, run, services", "the deployment was planned"),
     "links_shaped": Kind("harness", "backend, places, directions", "tc is installed in every namespace (netem)"),
+    "broker_ready": Kind("harness", "address, started_in", "transport amqp: the run's broker accepts AMQP "
+                         "connections (started_in: wall seconds from its start)"),
     "ready": Kind("harness", "", "every service answers its health check"),
     "load_start": Kind("harness", "waited, quiet, suspicions_before, warmup, warmup_completed",
                        "settled and warmed up: the measured load starts now"),

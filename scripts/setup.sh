@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(iproute2 procps tcpdump)  # tcpdump: scapy compiles its kernel BPF filters with it
+APT_PACKAGES+=(rabbitmq-server)  # transport amqp: each run starts its own node (harness/runtime/broker.py)
 # The docker runtime (docs/docker.md): debootstrap makes the base image where no registry is reachable; the
 # harness drives the Engine through the Docker SDK, and a compose CLI (`docker compose` v2 if the machine has
 # it, else Debian's docker-compose) is for starting the compose files by hand and for the test that checks them.

@@ -32,6 +32,11 @@ async def serve(spec: ServiceSpec) -> None:
 
     module_name, class_name = ROLES[spec.role]
     sink = EventSink(spec.collector, spec.id, spec.run)
+    bus = None
+    if spec.bus:  # transport amqp: connected before the service exists, so its planes can subscribe
+        from targets.transport.amqp import open_bus
+
+        bus = await open_bus(spec, sink)
     service = getattr(importlib.import_module(module_name), class_name)(spec, sink)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -41,6 +46,8 @@ async def serve(spec: ServiceSpec) -> None:
     await stop.wait()
     sink.emit("stopping")
     await service.stop()
+    if bus is not None:
+        await bus.close()
     sink.close()
 
 

@@ -18,9 +18,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from protocol.bus import on_bus
 from protocol.events import EventSink
 from protocol.messages import padded
 from protocol.spec import address
+from targets import transport
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,9 +77,11 @@ class Planes:
             for plane in ports
         }
         self.runners: list[web.AppRunner] = []
+        self.routes: list[tuple[str, str, str, Handler]] = []  # also served on the bus (targets.transport)
 
     def route(self, plane: str, method: str, path: str, handler: Handler) -> None:
         self.apps[plane].router.add_route(method, path, handler)
+        self.routes.append((plane, method, path, handler))
 
     async def start(self) -> None:
         for plane, app in self.apps.items():
@@ -85,6 +89,9 @@ class Planes:
             await runner.setup()
             await web.TCPSite(runner, self.bind, self.ports[plane], reuse_address=True).start()
             self.runners.append(runner)
+        bus = transport.current()
+        if bus is not None:
+            await bus.serve(self.routes)
 
     async def stop(self) -> None:
         for runner in self.runners:
@@ -103,7 +110,11 @@ class Client:
 
     async def post(self, addr: str, path: str, body: dict[str, Any], size: int, timeout: float
                    ) -> tuple[dict[str, Any], int, int]:
-        """POST `body` padded to `size` bytes; returns (reply JSON, bytes sent, bytes received)."""
+        """POST `body` padded to `size` bytes; returns (reply JSON, bytes sent, bytes received). A `bus:`
+        address goes by the process's transport instead (targets.transport)."""
+        bus = transport.current() if on_bus(addr) else None
+        if bus is not None:
+            return await bus.post(addr, path, body, size, timeout)
         data = padded(body, size)
         host, port = address(addr)
         async with self.session.post(

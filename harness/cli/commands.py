@@ -107,6 +107,8 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 @click.option("--fault-at", "fault_at", default=None, metavar="worst|task:K|time:T",
               help="When the fault strikes (default worst: where the model says the lost time is largest).")
 @click.option("--runtime", type=click.Choice(config.RUNTIMES), default=None, help="Default: local.")
+@click.option("--transport", type=click.Choice(config.TRANSPORTS), default=None,
+              help="Default: http; amqp puts the services on a RabbitMQ bus (docs/transport.md).")
 @config_options
 @click.option("--requests", type=int, default=None, help="Workflows to submit (default 20).")
 @click.option("--users", type=int, default=None, help="Closed loop: concurrent BSS users (default 4).")
@@ -115,14 +117,14 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 @click.option("--load", type=click.Choice(LOADS), default="locust", show_default=True,
               help="Load generator: Locust in its own process, or the harness's own asyncio BSS.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: results/<time>-<design>-<fault>.")
-def run_cmd(design, mechanism, fault, fault_at, runtime, config_file, sets, requests, users, rate, seed, load,
-            out) -> None:
+def run_cmd(design, mechanism, fault, fault_at, runtime, transport, config_file, sets, requests, users, rate, seed,
+            load, out) -> None:
     """Run one experiment: bring a design up, load it, inject the fault, measure, check, report."""
     from harness.cli.progress import report_run
     from harness.experiment import run as runner
 
     z = config.load(config_file, sets, design=design, mechanism=mechanism, fault=fault, fault_at=fault_at,
-                    runtime=runtime, requests=requests, users=users, rate=rate, seed=seed)
+                    runtime=runtime, transport=transport, requests=requests, users=users, rate=rate, seed=seed)
     if z.rate is not None and load == "builtin":
         raise UserError("rate: an open loop (--rate) needs the Locust load (--load locust)")
     report_run(runner, z, out, load)

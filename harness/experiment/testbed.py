@@ -20,7 +20,8 @@ from harness.links.netem_wiring import NetemWiring, configured_leaf
 from harness.links.wiring import ProxyWiring
 from harness.load.bss import Bss
 from harness.plan.config import LINK_BACKENDS, Experiment
-from harness.plan.deploy import Deployment, Route, direct, plan
+from harness.plan.deploy import BROKER, Deployment, Route, direct, plan, uses_broker
+from harness.runtime.broker import LocalBroker, make_broker
 from harness.runtime.contract import Runtime
 from harness.runtime.local import LocalRuntime
 
@@ -70,6 +71,7 @@ class Testbed:
             self.wiring = NetemWiring.for_runtime(self.runtime, z.time_scale, configured_leaf()[1])
         self.route: Route = self.wiring.route if self.wiring else direct
         self.deployment: Deployment | None = None
+        self.broker: LocalBroker | None = None  # transport amqp: the run's RabbitMQ
         self.on_prepared: list[Callable[[], object]] = []  # called once the runtime's network exists
         # called as teardown starts, right before the runtime's last reading of its counters: a measurement
         # stopped here and those counters cover the same span (services still run and send until down)
@@ -92,6 +94,12 @@ class Testbed:
             self.bss.entry_bytes = self.deployment.entry_bytes
             if self.wiring:
                 self.wiring.before_up(self.runtime)
+            if uses_broker(self.z):  # before the services, which connect to it as they start
+                self.broker = make_broker(self.z.runtime, self.run, self.workdir, self.runtime.host_of(BROKER),
+                                          self.runtime.env({}))
+                await self.broker.start()
+                self.collector.emit("harness", "broker_ready", address=self.broker.address,
+                                    started_in=self.broker.started_in)
             self.collector.emit("harness", "deploy", design=self.z.design, run=self.run,
                                 services=[s.id for s in self.deployment.services])
             await self.runtime.up(self.deployment.services)
@@ -114,6 +122,8 @@ class Testbed:
         for hook in hooks:
             hook()
         await self.runtime.down()
+        if self.broker is not None:
+            await self.broker.down()
         if self.wiring:
             self.wiring.stop()
         self.collector.emit("harness", "down")

@@ -27,6 +27,8 @@ FaultName = Literal["none", "slm-crash", "worker-crash", "slm-pause", "link-dela
 Runtime = Literal["local", "docker"]
 LinkBackend = Literal["auto", "proxy", "netem"]
 Work = Literal["sleep", "burn"]
+Transport = Literal["http", "amqp"]
+Queues = Literal["transient", "durable"]
 
 # The registries: each list of names is written once, above, and every choice (CLI, sweep specs) comes from it.
 DESIGNS: tuple[str, ...] = get_args(Design)
@@ -34,6 +36,7 @@ MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 FAULTS: tuple[str, ...] = get_args(FaultName)  # harness.faults.catalogue.FAULTS holds the class of each but "none"
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 LINK_BACKENDS: tuple[str, ...] = get_args(LinkBackend)
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
 
 PerTask = float | list[float]
 """One value for every task, or a list of exactly n values (one per task m_1 .. m_n)."""
@@ -77,6 +80,10 @@ class Experiment(BaseModel):
     # --- how an experiment is run (harness run); durations in paper seconds like everything else -----------
     runtime: Runtime = Field("local", description="local processes or Docker containers")
     link_backend: LinkBackend = Field("auto", description="link latency: netem where the kernel has it, else proxy")
+    transport: Transport = Field("http", description="how services talk: HTTP point to point, or a RabbitMQ bus "
+                                 "(docs/transport.md)")
+    queues: Queues = Field("transient", description="amqp: transient (SONATA's: automatic acks) or durable "
+                           "(persistent messages, publisher confirms, ack after the work)")
     fault: FaultName = Field("none", description="the fault to inject (faults/)")
     fault_at: str = Field("worst", description="worst | task:K | task:K@F | time:T | every (T in paper seconds "
                           "after load starts; F heartbeat intervals after the end of task K; every: a sweep "

@@ -5,6 +5,11 @@ layer may put a latency proxy on any link (`route`), in which case the caller is
 instead of the destination's. Each link carries the latency the model assigns to it: l_{i,a}/l_{i,b} for
 SLM <-> m_i, l_hb between SLMs and between twins, l_{i,i+1} on the distributed chain (hop 0 is BSS -> m_1).
 Links to and from the BSS other than hop 0 have no latency: the model keeps the BSS outside t_c.
+
+With `transport: amqp` the services' messages to each other go by the run's broker (protocol.bus): a spec
+names `bus:` addresses instead, and the links are each service's connection to the broker per plane, the
+latency on the delivery leg (broker -> consumer), so that every message's end-to-end delay is the one the
+model gives it (`bus_legs`, docs/model.md). The BSS's links stay HTTP.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.plan.config import Experiment
+from protocol.bus import AMQP_PORT, bus_address
 from protocol.messages import PLANES
 from protocol.spec import ServiceSpec
 
@@ -59,9 +65,36 @@ def plan(z: Experiment, run: str, host_of: Callable[[str], str], bss: str, colle
     """Service specs and links for z; `route` decides what address each link's source dials."""
     builder = _Builder(z, run, host_of, bss, collector, route)
     {"monolith": builder.monolith, "centralised": builder.centralised, "distributed": builder.distributed}[z.design]()
+    if builder.bus:
+        builder.broker_links()
     entry_bytes = int(z.per_task("P")[0] * 1000) if z.design == "distributed" else 0
     return Deployment(z, builder.services, builder.links, builder.entry, entry_bytes,
                       {s.id: s.role for s in builder.services})
+
+
+def uses_broker(z: Experiment) -> bool:
+    """Whether the run has a broker: the bus transport, and services that talk to each other."""
+    return z.transport == "amqp" and z.design != "monolith"
+
+
+BROKER = "broker"  # the broker's name among hosts and links (harness.runtime.broker.BROKER_ID)
+
+
+def bus_legs(z: Experiment, spec: ServiceSpec) -> dict[str, tuple[float, float]]:
+    """Per plane of one service: (publisher -> broker, broker -> consumer) latency of its broker connection.
+
+    Every message's latency sits on its consumer's delivery leg, so each message crosses exactly the
+    latency the model gives it: SLM -> m_i l_a,i (m_i's delivery leg), the reply l_b,i (m_i's publish leg,
+    the SLM's legs are 0), a heartbeat, share or 'done' l_hb (the receiver's delivery leg), the hop into
+    m_{i+1} l_i (its delivery leg; hop 0 from the BSS stays HTTP). Per-task lists map exactly."""
+    reliability = {"hb": (0.0, z.l_hb), "state": (0.0, z.l_hb)}
+    if spec.role == "worker":
+        assert spec.task is not None
+        return {"op": (z.per_task("l_b")[spec.task - 1], z.per_task("l_a")[spec.task - 1])}
+    if spec.role == "module":
+        assert spec.task is not None
+        return {"op": (0.0, z.per_task("l")[spec.task - 1] if spec.task > 1 else 0.0), **reliability}
+    return {"op": (0.0, 0.0), **reliability}
 
 
 def slm_ids(z: Experiment) -> list[str]:
@@ -86,6 +119,19 @@ class _Builder:
         self.services: list[ServiceSpec] = []
         self.links: list[Link] = []
         self.entry: list[str] = []
+        self.bus = uses_broker(z)
+
+    def broker_links(self) -> None:
+        """Each service's connection to the broker, per plane (see `bus_legs`), named in its spec."""
+        broker = f"{self.host_of(BROKER)}:{AMQP_PORT}"
+        for spec in self.services:
+            connect = {}
+            for plane, (up, down) in bus_legs(self.z, spec).items():
+                link = Link(f"{spec.id}>{BROKER}:{plane}", spec.id, BROKER, plane, up, down, target=broker)
+                link.address = self.route(link)
+                self.links.append(link)
+                connect[plane] = link.address
+            spec.bus = {"connect": connect, "queues": self.z.queues}
 
     def _spec(self, svc_id: str, role: str, planes: tuple[str, ...], **kw) -> ServiceSpec:
         spec = ServiceSpec(id=svc_id, role=role, run=self.run, bind=self.host_of(svc_id),
@@ -94,7 +140,11 @@ class _Builder:
         self.services.append(spec)
         return spec
 
-    def _link(self, src: str, dst: str, plane: str, fwd: float, rev: float) -> str:
+    def _link(self, src: str, dst: str, plane: str, fwd: float, rev: float, bus: str | None = None) -> str:
+        """The address `src` dials for `dst` on `plane`: a link (HTTP), or `dst` on the bus (`bus` names the
+        queue's key when it is not `dst`'s own)."""
+        if self.bus and src != "bss":
+            return bus_address(bus or dst)
         link = Link(f"{src}>{dst}:{plane}", src, dst, plane, fwd, rev, target=f"{self.host_of(dst)}:{PLANES[plane]}")
         link.address = self.route(link)
         self.links.append(link)
@@ -116,7 +166,7 @@ class _Builder:
                 p: {"hb": self._link(me, p, "hb", z.l_hb, z.l_hb), "state": self._link(me, p, "state", z.l_hb, z.l_hb)}
                 for p in ids if p != me
             }
-            workers = [[self._link(me, w, "op", l_a[i - 1], l_b[i - 1]) for w in worker_ids(z, i)]
+            workers = [[self._link(me, w, "op", l_a[i - 1], l_b[i - 1], bus=f"task.{i}") for w in worker_ids(z, i)]
                        for i in range(1, z.n + 1)]
             self._spec(me, "slm", ("op", "hb", "state"), peers=peers, workers=workers)
         self.entry = [f"{self.host_of(s)}:{PLANES['op']}" for s in ids]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from harness.runtime.broker import broker_data, remove_data
 from harness.runtime.local import OWNER_ENV, RUN_ENV, SESSION_ENV
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ def _owner_alive(owner: str | None) -> bool:
 
 
 def end(procs: list[psutil.Process], grace: float = 2.0) -> int:
-    """SIGTERM (after SIGCONT, in case they are paused), then SIGKILL what is left; returns how many ended."""
+    """SIGTERM (after SIGCONT, in case they are paused), then SIGKILL what is left; returns how many ended.
+    A broker's data directory (named in its processes' environment) goes with them."""
+    brokers = {broker_data(proc) for proc in procs}
     for proc in procs:
         try:
             proc.resume()
@@ -65,6 +68,7 @@ def end(procs: list[psutil.Process], grace: float = 2.0) -> int:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=grace)
+    remove_data(brokers)
     return len(procs)
 
 

@@ -1,0 +1,147 @@
+"""The bus transport (docs/transport.md): the run's own RabbitMQ broker and the services on it.
+
+Real broker processes, real AMQP connections, real services. The broker takes 4-10 s to start, so the
+tests share as few brokers as they can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aio_pika
+import psutil
+import pytest
+
+from harness.errors import UserError
+from harness.experiment.testbed import Testbed
+from harness.plan.config import build
+from harness.runtime import leftovers
+from harness.runtime.broker import SERVER, LocalBroker, accepts_amqp
+from protocol.bus import EXCHANGE, routing_key
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SERVER.exists(), reason="rabbitmq-server not installed")]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ORPHAN = """
+import asyncio, sys
+from pathlib import Path
+from harness.runtime.broker import LocalBroker
+from harness.runtime.local import LocalRuntime
+
+async def main():
+    rt = LocalRuntime(sys.argv[1], Path(sys.argv[2]))
+    broker = LocalBroker(sys.argv[1], Path(sys.argv[2]), rt.host_of("broker"), rt.env({}))
+    await broker.start()
+    print(broker.address, broker.data, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def _of_run(run: str) -> list[psutil.Process]:
+    return leftovers.processes(run)
+
+
+def test_a_sigkilled_harness_leaves_a_broker_that_clean_removes(tmp_path: Path) -> None:
+    """Start a broker from a harness-like process, SIGKILL that process: the node and its epmd outlive it,
+    labelled; `harness clean` ends both and removes the data directory."""
+    run = f"orphan{os.getpid()}"
+    child = subprocess.Popen([sys.executable, "-c", ORPHAN, run, str(tmp_path)], stdout=subprocess.PIPE,
+                             cwd=ROOT, text=True)
+    try:
+        assert child.stdout is not None
+        addr, data = child.stdout.readline().split()
+        host, port = addr.rsplit(":", 1)
+        assert asyncio.run(accepts_amqp(host, int(port)))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        names = {p.name() for p in _of_run(run)}
+        assert any(n.startswith("beam") for n in names) and "epmd" in names, names
+        assert Path(data).is_dir()
+        out = subprocess.run([sys.executable, "-m", "harness", "clean", "--run", run], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        deadline = time.monotonic() + 10
+        while _of_run(run) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _of_run(run) == []
+        assert not Path(data).exists()
+        assert not asyncio.run(accepts_amqp(host, int(port), 1.0))
+    finally:
+        if child.poll() is None:
+            child.kill()
+        leftovers.end(_of_run(run))
+
+
+def test_a_broker_that_cannot_start_is_one_line_naming_its_log(tmp_path: Path) -> None:
+    """An address the node cannot bind: it exits, the error names its log, nothing of it is left."""
+    run = f"nostart{os.getpid()}"
+    env = {**os.environ, "MANOBENCH_RUN": run, "MANOBENCH_OWNER": str(os.getpid())}
+    broker = LocalBroker(run, tmp_path, "192.0.2.1", env)  # TEST-NET-1: on no interface of this machine
+    with pytest.raises(UserError) as err:
+        asyncio.run(broker.start(timeout=60))
+    message = str(err.value)
+    assert "\n" not in message and "see " in message
+    assert Path(message.split("see ", 1)[1]).exists()
+    assert _of_run(run) == []
+    assert not broker.data.exists()
+
+
+async def _publish_raw(address: str, key: str, body: bytes) -> None:
+    host, port = address.rsplit(":", 1)
+    connection = await aio_pika.connect(host=host, port=int(port))
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(EXCHANGE)
+        await exchange.publish(aio_pika.Message(body, type="/task"), routing_key=key)
+
+
+async def _until(tb: Testbed, kind: str, timeout: float = 10.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in tb.collector.events if e["kind"] == kind]
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    return []
+
+
+def test_centralised_on_durable_queues_completes_and_refuses_bad_messages(tmp_path: Path) -> None:
+    """Every workflow completes over the bus; a malformed and an oversized message to a worker's queue are
+    recorded as bad_message and the worker goes on; teardown leaves no broker process or data behind."""
+    z = build({"design": "centralised", "transport": "amqp", "queues": "durable", "n": 3, "t_i": 1.0,
+               "time_scale": 0.1, "requests": 4, "users": 2})
+
+    async def scenario() -> tuple[Testbed, list[str], dict[str, int]]:
+        async with Testbed(z, tmp_path, links_backend="proxy") as tb:
+            assert tb.broker is not None and tb.deployment is not None
+            assert tb.deployment.service("slm-a").workers[0] == ["bus:task.1"]
+            reqs = await tb.bss.drive(4, users=2, timeout=60)
+            await tb.bss.wait_all(reqs, timeout=60)
+            key = routing_key("/task", "bus:task.1")
+            await _publish_raw(tb.broker.address, key, b"{not json")
+            await _publish_raw(tb.broker.address, key, json.dumps({"req": "x", "pad": "y" * 3_000_000}).encode())
+            bad = await _until(tb, "bad_message")
+            deadline = time.monotonic() + 5
+            while len(bad) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                bad = [e for e in tb.collector.events if e["kind"] == "bad_message"]
+            more = await tb.bss.drive(1, users=1, timeout=60)  # the worker still works
+            await tb.bss.wait_all(more, timeout=60)
+            done = {r: tb.bss.completions.get(r, 0) for r in [*reqs, *more]}
+            return tb, [e["status"] for e in bad], done
+
+    tb, statuses, done = asyncio.run(scenario())
+    assert all(n == 1 for n in done.values()), done
+    assert sorted(statuses) == [400, 413]
+    assert _of_run(tb.run) == []
+    assert not (tmp_path / "broker-data").exists()
