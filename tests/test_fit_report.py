@@ -18,6 +18,9 @@ from harness.analysis import fit, qr, report, tables
 from harness.cli.commands import cli
 from harness.errors import UserError
 from harness.experiment.sweep import read_rows, run_sweep
+from harness.measure import cpu, metrics, summary
+from harness.model import compute
+from harness.plan import config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,17 +75,18 @@ def test_the_statistics_over_repeats_give_a_students_t_interval_and_none_below_t
         assert all(math.isnan(stats.loc[point, f"x_{s}"]) for s in ("std", "ci95_lo", "ci95_hi"))
 
 
-def hand_made_points() -> pd.DataFrame:
-    """Two points whose instance counts and CPU ratios rank them in opposite orders; the other metrics equal."""
+def hand_made_points(saturated: tuple[int, int] = (0, 0)) -> pd.DataFrame:
+    """Two points whose instance counts and compute ratios rank them in opposite orders; the other metrics equal."""
     same = {f"{m}_{kind}": v for m, v in (("R_a", 1.1), ("R_r", 1.5), ("B_tot", 100.0))
             for kind in ("mean", "model", "fitted")}
     return pd.DataFrame([
         {"point": "few-instances-much-cpu", "design": "centralised", "mechanism": "state-sharing", "n": 2,
          "time_scale": 0.2, "repeats": 1, "instances_extra": 3.0, "Q_r_model": 3.0, "Q_r_fitted": 3.0,
-         "Q_r_mean": 40.0, "Q_r_cpu_fitted": 38.0, **same},
+         "Q_r_mean": 40.0, "Q_r_compute_mean": 0.40, "Q_r_compute_fitted": 0.38, "saturated": saturated[0], **same},
         {"point": "many-instances-little-cpu", "design": "centralised", "mechanism": "state-sharing", "n": 6,
          "time_scale": 0.2, "repeats": 1, "instances_extra": 7.0, "Q_r_model": 7.0, "Q_r_fitted": 7.0,
-         "Q_r_mean": 10.0, "Q_r_cpu_fitted": 11.0, **same}])
+         "Q_r_mean": 10.0, "Q_r_compute_mean": 0.10, "Q_r_compute_fitted": 0.11, "saturated": saturated[1],
+         **same}])
 
 
 @pytest.mark.parametrize("rule", qr.QR_RULES)
@@ -90,8 +94,8 @@ def test_measured_and_modelled_cost_take_q_r_by_the_same_rule(rule):
     w = (0.0, 0.0, 0.0, 1.0)  # C = Q_r: each cost shows the Q_r it used
     rows = fit.cost_table(hand_made_points(), w, ["n"], rule).set_index("point")
     measured = {"instances": {"few-instances-much-cpu": 3.0, "many-instances-little-cpu": 7.0},
-                "cpu": {"few-instances-much-cpu": 40.0, "many-instances-little-cpu": 10.0}}[rule]
-    fitted = {"instances": measured, "cpu": {"few-instances-much-cpu": 38.0, "many-instances-little-cpu": 11.0}}[rule]
+                "cpu": {"few-instances-much-cpu": 0.40, "many-instances-little-cpu": 0.10}}[rule]
+    fitted = {"instances": measured, "cpu": {"few-instances-much-cpu": 0.38, "many-instances-little-cpu": 0.11}}[rule]
     assert rows["C_measured"].to_dict() == measured and rows["Q_r"].to_dict() == measured
     assert rows["C_model_fitted"].to_dict() == fitted and rows["Q_r_fitted"].to_dict() == fitted
     # the same rule ranks alike on both sides: mixing (measured cpu, model instances) would reverse one
@@ -103,6 +107,62 @@ def test_measured_and_modelled_cost_take_q_r_by_the_same_rule(rule):
         assert fit.cost_table(hand_made_points(), (1.0, 0.0, 0.0, 0.0), ["n"], rule)["C_model"].notna().all()
     assert rows.loc["few-instances-much-cpu", "C_measured"] == model.cost(w, 1.1, 1.5, 100.0, measured[
         "few-instances-much-cpu"])
+    # Fig 8's per-trial cost takes the same column as the ranking's measured side (never the raw CPU ratio)
+    trials = pd.DataFrame({"R_a_measured": [1.1], "R_r_measured": [1.5], "B_tot_measured": [100.0],
+                           "instances_extra": [3.0], "Q_r_measured": [40.0], "Q_r_compute": [0.40]})
+    assert report.trial_cost(trials, w, rule).iloc[0] == measured["few-instances-much-cpu"]
+
+
+def test_the_fitted_model_predicts_q_r_compute_from_z_on_the_measured_definition():
+    """The model's W is the measured side's W, and O is the CPU costs times the activity it expects: with no
+    overhead at all both are the configured work's ratio, (t_m + (n+1) t_o) / t_m - 1."""
+    z = config.build({"design": "centralised", "n": 4, "t_i": 2.0, "t_o": 0.1, "fault": "slm-crash"})
+    free = compute.CpuCosts(0.0, 0.0, 0.0, 0.0)
+    assert compute.q_r_compute(z, free, 10.0, 14.0) == pytest.approx(5 * 0.1 / 8)
+    costly = compute.CpuCosts(0.001, 0.001, 0.001, 0.01)
+    act = compute.activity(z, 10.0, 14.0)
+    assert act.crash < act.window and act.heartbeats > 0 and act.messages > z.requests * 4 * z.n
+    more_hb = compute.activity(z.model_copy(update={"h_r": 2 * z.h_r}), 10.0, 14.0)
+    assert more_hb.heartbeats == pytest.approx(2 * act.heartbeats)
+    assert compute.q_r_compute(z, costly, 10.0, 14.0) > compute.q_r_compute(z, free, 10.0, 14.0)
+    # the measured side: W configured, plus what the services burnt beyond the work (none here) per workflow
+    assert metrics.compute_per_workflow({}, {}, [], z, 3) == pytest.approx(compute.work_per_workflow(z) * z.time_scale)
+    burn = z.model_copy(update={"work": "burn"})
+    started = [{"kind": "task_start", "svc": "m1", "task": 1, "t": 0.0}]
+    burnt = 2.0 * burn.time_scale  # t_1 burnt by m1: not overhead
+    assert metrics.overhead_cpu({"m1": (burnt + 0.01, 0.0)}, started, burn)["m1"] == pytest.approx(0.01)
+    assert metrics.overhead_cpu({"m1": (burnt + 0.01, 0.0)}, started, z)["m1"] == pytest.approx(burnt + 0.01)
+
+
+# --- the saturation guard ------------------------------------------------------------------------------------
+
+
+def test_a_saturated_host_is_flagged_in_the_summary_columns():
+    # every core busy for 3 of 4 one-second intervals: saturated; half busy throughout: not
+    full = [(float(t), 2.0 * min(t, 3) + 1.0 * max(0, t - 3)) for t in range(5)]  # busy core-seconds, 2 cores
+    hot = cpu.host_summary(full, 2)
+    assert hot["full"] == pytest.approx(0.75) and hot["busy"] == pytest.approx(0.875) and hot["seconds"] == 4
+    half = cpu.host_summary([(float(t), 1.0 * t) for t in range(5)], 2)
+    assert half["busy"] == pytest.approx(0.5) and half["full"] == 0
+    assert summary.host_columns(hot)["saturated"] is True and summary.host_columns(half)["saturated"] is False
+    assert summary.host_columns({})["saturated"] == ""  # a folder from before the guard: not known
+    assert cpu.host_summary([(0.0, 0.0), (0.01, 0.02)], 2) == {}  # one tick is no interval
+
+
+def test_a_saturated_point_is_left_out_of_the_optimum_unless_asked_for():
+    w = (0.0, 0.0, 0.0, 1.0)
+    hot = hand_made_points(saturated=(0, 1))  # the cheaper point ran on a saturated host
+    rows = fit.cost_table(hot, w, ["n"], "cpu").set_index("point")
+    assert rows.loc["many-instances-little-cpu", "rank"] == 2 and rows.loc["few-instances-much-cpu", "rank"] == 1
+    assert list(rows["rank"]) == list(rows["rank_model"])  # the fitted model's ranking leaves it out too
+    lines = fit.optimum_lines(fit.cost_table(hot, w, ["n"], "cpu"))
+    assert "n=2" in lines[0] and "1 point(s) left out (1 measured on a saturated host)" in lines[0]
+    asked = fit.cost_table(hot, w, ["n"], "cpu", include_saturated=True).set_index("point")
+    assert asked.loc["many-instances-little-cpu", "rank"] == 1
+    trials = pd.DataFrame({"trial": ["a-r1", "b-r1"], "saturated": [False, True], "host_busy": [0.4, 0.99],
+                           "host_full": [0.0, 0.9]})
+    (line,) = report._saturation_lines(trials, include_saturated=False)
+    assert "1 of 2 trial(s): b-r1 (99% busy, 90% of the time full)" in line and "left out of every optimum" in line
 
 
 def test_an_unknown_q_r_rule_is_refused():
@@ -213,11 +273,22 @@ def test_optimise_ranks_the_measured_points_in_the_fitted_models_order_for_resou
     rows = pd.read_csv(io.StringIO(result.output))
     costed = rows[rows["C_measured"].notna()]
     assert list(rows["rank"]) == [1, 2, 3, 4] and costed["C_measured"].is_monotonic_increasing
-    assert len(costed) >= 2  # work: sleep leaves n = 2 without a CPU ratio (no measurable monolith CPU)
+    assert len(costed) == 4  # Q_r_compute has a value with `work: sleep` too (the configured work is counted)
     assert list(costed["rank"]) == list(costed["rank_model"])  # the same Q_r: the same order
     assert (costed["Q_r"] - costed["Q_r_fitted"]).abs().max() <= 0.2 * costed["Q_r"].abs().max()
     if rule == "instances":
-        assert list(rows["Q_r"]) == list(rows["Q_r_fitted"]) and len(costed) == 4
+        assert list(rows["Q_r"]) == list(rows["Q_r_fitted"])
+
+
+@pytest.mark.slow
+def test_optimise_ranks_by_compute_alone_in_the_fitted_models_order(sweeps):
+    """C = Q_r_compute: the measured ranking is the CPU fit's prediction from z (distributed n = 2 cheapest:
+    two twins' heartbeats and no orchestrator steps; centralised n = 6 dearest: 7 t_o and 6 calls a workflow)."""
+    rows, note = fit.optimise_measured(sweeps["fig8-ci"], (0, 0, 0, 1), rule="cpu")
+    assert list(rows["rank"]) == list(rows["rank_model"]), rows[["point", "Q_r", "Q_r_fitted"]]
+    assert rows.iloc[0]["design"] == "distributed" and rows.iloc[0]["n"] == 2
+    assert rows.iloc[-1]["design"] == "centralised" and rows.iloc[-1]["n"] == 6
+    assert note.startswith("Q_r = cpu for both costs: extra compute relative to the monolith")
 
 
 @pytest.mark.slow

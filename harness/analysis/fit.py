@@ -26,6 +26,7 @@ time scale, p + o / ts.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, fields
@@ -43,11 +44,12 @@ from harness.analysis.sweep_folder import read_record
 from harness.errors import UserError
 from harness.history import record as run_record
 from harness.measure import metrics, summary
+from harness.model import compute
 from harness.plan import config
 from harness.plan.config import Experiment
 
 METRIC_NAMES = ("t_m", "t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
-ERROR_METRICS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot")
+ERROR_METRICS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r_compute")
 OFFSET_FAMILIES = {  # family -> (what it is, the config key of its configured value)
     "t_o": ("orchestrator time between tasks (task_reply -> next task_call)", "t_o"),
     "l_a": ("latency SLM -> m_i (task_call -> task_start)", "l_a"),
@@ -335,51 +337,66 @@ def header_params(trials: list[TrialData]) -> list[Param]:
     return out
 
 
-MESSAGE_KINDS = ("task_call", "task_reply", "task_start", "task_end", "request_received", "forward_sent",
-                 "state_share_sent", "state_share_received", "done_sent", "done_received")
+MESSAGE_KINDS = compute.MESSAGE_KINDS
 CPU_TERMS = ("messages", "heartbeats", "up", "fixed")
 
 
+def _run_window(t: TrialData) -> tuple[float, float]:
+    """(start, end) of the trial's CPU count, monotonic seconds: from the measured load's start for as long as
+    the sampler ran (counters.json's host_cpu seconds), else up to the testbed's `down`."""
+    start = history.load_start(t.events)
+    counters = t.dir / "counters.json"
+    seconds = (json.loads(counters.read_text(encoding="utf-8")).get("host_cpu") or {}).get("seconds") \
+        if counters.exists() else None
+    if seconds:
+        return start, start + float(seconds)
+    ends = [e["t"] for e in t.events if e["kind"] == "down"] or [max(e["t"] for e in t.events)]
+    return start, max(ends)
+
+
 def cpu_activity(t: TrialData) -> pd.DataFrame:
-    """Per MANO service of a trial: its CPU seconds (cpu.csv) beside what it did from load start on (cpu.csv
-    counts from there, harness.measure.cpu's baseline): messages, heartbeats (sent, and about as many received), wall
-    seconds up, and 1 for the per-service fixed cost."""
+    """Per MANO service of a trial: its overhead CPU seconds (cpu.csv, counted from load start on, less the
+    emulated work it burnt with `work: burn`) beside what it did over the same span: message events,
+    heartbeats (sent, and about as many received), wall seconds up (to its kill, if killed), and 1 for the
+    per-service fixed cost."""
     cpu = tables.read_csv(t.dir / "cpu.csv")
     if cpu.empty or not t.events:
         return pd.DataFrame()
     total = cpu[cpu["role"] != "harness"].set_index("service")["total_s"]
+    start, end = _run_window(t)
     ev = pd.DataFrame(t.events)
-    ev = ev[(ev["t"] >= history.load_start(t.events)) & ev["svc"].isin(total.index)]
+    ev = ev[(ev["t"] >= start) & ev["svc"].isin(total.index)]
     peers = ev["peers"].fillna(1) if "peers" in ev else 1
-    ev = ev.assign(message=ev["kind"].isin(MESSAGE_KINDS), heartbeat=np.where(ev["kind"] == "hb_sent", 2 * peers, 0))
-    per = ev.groupby("svc").agg(messages=("message", "sum"), heartbeats=("heartbeat", "sum"), first=("t", "min"),
-                                last=("t", "max"))
-    per = per.assign(up=per["last"] - per["first"], fixed=1.0, cpu=total.reindex(per.index), trial=t.id)
+    scheduled = ~ev["triggered"].fillna(False).astype(bool) if "triggered" in ev else True
+    ev = ev.assign(message=ev["kind"].isin(MESSAGE_KINDS),
+                   heartbeat=np.where((ev["kind"] == "hb_sent") & scheduled, 2 * peers, 0))
+    per = ev.groupby("svc").agg(messages=("message", "sum"), heartbeats=("heartbeat", "sum"))
+    killed = {e["target"]: e.get("silent_at", e["t"]) for e in t.events
+              if e["kind"] == "fault" and e.get("action") == "kill" and e.get("target")}
+    cpu_s = {str(name): (float(v), 0.0) for name, v in total.items()}
+    overhead = pd.Series(metrics.overhead_cpu(cpu_s, t.events, t.z), dtype=float)
+    per = per.assign(up=[min(end, killed.get(svc, end)) - start for svc in per.index], fixed=1.0,
+                     cpu=overhead.reindex(per.index), trial=t.id)
     return per[np.isfinite(per["cpu"])][[*CPU_TERMS, "cpu", "trial"]]
 
 
-def cpu_fit(trials: list[TrialData]) -> tuple[list[Param], dict[str, float]]:
-    """CPU seconds of each MANO service = c_msg messages + c_hb heartbeats + c_idle wall seconds + c_start
-    (a kB term is left out: with fixed message sizes it is collinear with the message count), and what it
-    predicts: per trial, Q_r of the `cpu` rule with the design's CPU predicted instead of measured. The
-    monolith's CPU per workflow is the run's own reference, CPU / (1 + Q_r_measured), so the predicted ratio
-    is (1 + Q_r_measured) predicted CPU / measured CPU - 1 over the trial's services."""
+def cpu_fit(trials: list[TrialData]) -> tuple[list[Param], compute.CpuCosts | None]:
+    """Overhead CPU seconds of each MANO service = c_msg messages + c_hb heartbeats + c_up seconds up + c_start
+    (a kB term is left out: with fixed message sizes it is collinear with the message count): the CPU costs
+    with which harness.model.compute predicts Q_r_compute from z."""
     frames = [cpu_activity(t) for t in trials]
     activity = pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()])
     if len(activity) < 5:
-        return [], {}
+        return [], None
     X = activity[list(CPU_TERMS)].to_numpy(float)
     x, err = _solve(X, activity["cpu"].to_numpy(float), lower=0.0)
-    totals = activity.assign(predicted=X @ x).groupby("trial")[["predicted", "cpu"]].sum()
-    measured = pd.Series({t.id: num(t.row.get("Q_r_measured")) for t in trials})
-    q_r_cpu = ((1 + measured.reindex(totals.index)) * totals["predicted"] / totals["cpu"] - 1).dropna()
-    names = [("cpu.per_message", 1e3, "ms CPU/message"),
-             ("cpu.per_heartbeat", 1e3, "ms CPU/heartbeat (sent or received)"),
+    names = [("cpu.per_message", 1e3, "ms CPU/message event (wall)"),
+             ("cpu.per_heartbeat", 1e3, "ms CPU/heartbeat sent or received (wall)"),
              ("cpu.idle", 100.0, "% of a core while up"), ("cpu.fixed", 1.0, "s CPU per service and trial")]
     params = [Param(name, float(x[j]) * k, float(err[j]) * k, None, unit, len(activity),
-                    "over every MANO service of every trial (cpu.csv vs counts in the history)")
+                    "over every MANO service of every trial: cpu.csv (less burnt emulated work) vs the history")
               for j, (name, k, unit) in enumerate(names)]
-    return params, {str(trial): float(v) for trial, v in q_r_cpu.items()}
+    return params, compute.CpuCosts(*(float(v) for v in x))
 
 
 # --- the fit of a whole sweep --------------------------------------------------------------------------------
@@ -391,7 +408,14 @@ class Fit:
     params: list[Param]
     per_task: list[Param]
     notes: list[str]
-    q_r_cpu: dict[str, float] = field(default_factory=dict)  # trial -> Q_r (cpu rule) the CPU fit predicts
+    cpu_costs: compute.CpuCosts | None = None  # the CPU fit (`cpu.*`), None: too few cpu.csv rows
+
+    def q_r_compute(self, z: Experiment) -> float:
+        """The fitted model's Q_r_compute of z (harness.model.compute), NaN without a CPU fit."""
+        if self.cpu_costs is None:
+            return math.nan
+        fitted = model.evaluate(self.zfit(z))
+        return compute.q_r_compute(self.zfit(z), self.cpu_costs, fitted.t_c, fitted.t_r)
 
     def zfit(self, z: Experiment) -> Experiment:
         """z with every fitted parameter at its effective value for z's time scale (not re-validated)."""
@@ -507,9 +531,20 @@ def _per_task(obs: pd.DataFrame, families: dict[str, Family]) -> list[Param]:
 # --- points: measured beside modelled ------------------------------------------------------------------------
 
 
+def flag(value: Any) -> bool:
+    """A summary flag as read back from a CSV (True, 'True', 'true'); empty, NaN or False is not set."""
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
 def trial_table(trials: list[TrialData], fit: Fit) -> pd.DataFrame:
-    """trials.csv's rows of the loaded trials, in the sweep's point order, with the fitted model's Q_r (cpu)."""
-    return pd.DataFrame([{**t.row, "Q_r_cpu_fitted": fit.q_r_cpu.get(t.id, math.nan)} for t in trials])
+    """trials.csv's rows of the loaded trials, in the sweep's point order, with the fitted model's Q_r_compute
+    (the `cpu` rule's model side, from the trial's z) and the saturation flag as a bool."""
+    predicted: dict[str, float] = {}
+    for t in trials:
+        if t.point not in predicted:
+            predicted[t.point] = fit.q_r_compute(t.z)
+    return pd.DataFrame([{**t.row, "Q_r_compute_fitted": predicted[t.point], "saturated": flag(t.row.get("saturated"))}
+                         for t in trials])
 
 
 def _describe_point(t: TrialData, swept: list[str]) -> dict[str, Any]:
@@ -527,14 +562,16 @@ def _describe_point(t: TrialData, swept: list[str]) -> dict[str, Any]:
 def _models(z: Experiment, fit: Fit) -> dict[str, float]:
     """The model of z with the configured parameters (`<metric>_model`) and with the fitted ones (`_fitted`)."""
     configured, fitted = model.evaluate(z), model.evaluate(fit.zfit(z))
-    return {f"{m}_{kind}": getattr(metrics_, m) for m in METRIC_NAMES
-            for kind, metrics_ in (("model", configured), ("fitted", fitted))}
+    return {**{f"{m}_{kind}": getattr(metrics_, m) for m in METRIC_NAMES
+               for kind, metrics_ in (("model", configured), ("fitted", fitted))},
+            "Q_r_compute_model": math.nan,  # the configured model has no CPU costs
+            "Q_r_compute_fitted": fit.q_r_compute(z)}
 
 
 def point_table(record: dict[str, Any], trials: list[TrialData], fit: Fit) -> pd.DataFrame:
     """Per point (the sweep's order): the swept keys, the measured statistics over its repeats (tables.STATS),
-    the model with the configured parameters (`_model`) and with the fitted ones (`_fitted`), and the fitted
-    CPU model's Q_r (`Q_r_cpu_fitted`, the `cpu` rule's model side)."""
+    the model with the configured parameters (`_model`) and with the fitted ones (`_fitted`, Q_r_compute's
+    too: the `cpu` rule's model side), the host's mean busy fraction and how many repeats saturated it."""
     order = [p["id"] for p in record.get("points", [])]
     trials = sorted(trials, key=lambda t: (order.index(t.point) if t.point in order else len(order), t.repeat))
     per_trial = trial_table(trials, fit).rename(columns={f"{m}_measured": m for m in METRIC_NAMES})
@@ -542,13 +579,13 @@ def point_table(record: dict[str, Any], trials: list[TrialData], fit: Fit) -> pd
     described = pd.DataFrame([_describe_point(first[p], list(record.get("swept") or []))
                               for p in dict.fromkeys(t.point for t in trials)]).set_index("point")
     models = pd.DataFrame([_models(first[p].z, fit) for p in described.index], index=described.index)
-    extra = tables.numeric(per_trial, ["instances_extra", "Q_r_cpu_fitted"]).groupby(per_trial["point"], sort=False)
-    table = described.assign(repeats=per_trial.groupby("point", sort=False).size(),
-                             instances_extra=extra["instances_extra"].mean()) \
-        .join(tables.over_repeats(per_trial, "point", list(METRIC_NAMES))).join(models) \
-        .assign(Q_r_cpu_fitted=extra["Q_r_cpu_fitted"].mean())
-    columns = [*described.columns, "repeats", "instances_extra",
-               *(f"{m}_{s}" for m in METRIC_NAMES for s in (*tables.STATS, "model", "fitted")), "Q_r_cpu_fitted"]
+    by_point = per_trial.assign(saturated=per_trial["saturated"].astype(float)).groupby("point", sort=False)
+    extra = tables.numeric(per_trial, ["instances_extra", "host_busy"]).groupby(per_trial["point"], sort=False)
+    table = described.assign(repeats=by_point.size(), instances_extra=extra["instances_extra"].mean(),
+                             host_busy=extra["host_busy"].mean(), saturated=by_point["saturated"].sum().astype(int)) \
+        .join(tables.over_repeats(per_trial, "point", [*METRIC_NAMES, "Q_r_compute"])).join(models)
+    columns = [*described.columns, "repeats", "instances_extra", "host_busy", "saturated",
+               *(f"{m}_{s}" for m in (*METRIC_NAMES, "Q_r_compute") for s in (*tables.STATS, "model", "fitted"))]
     return table.reset_index()[["point", *columns]]
 
 
@@ -574,38 +611,49 @@ def primary_scale(points: pd.DataFrame) -> float:
 
 
 def cost_table(points: pd.DataFrame, weights: tuple[float, float, float, float], swept: list[str],
-               rule: str = "cpu") -> pd.DataFrame:
+               rule: str = "cpu", include_saturated: bool = False) -> pd.DataFrame:
     """Every point of the sweep's own time scale, costed measured, with the fitted model and with the configured
     one, each with its Q_r under the same `rule` (harness.analysis.qr); cheapest measured first, NaN last,
-    `rank_model` the fitted model's own ranking."""
+    `rank_model` the fitted model's own ranking. A point with a repeat on a saturated host (`saturated`: how
+    many) ranks after every other, on both sides, unless `include_saturated`: it measured the host."""
     p = points[points["time_scale"] == primary_scale(points)]
     no_cpu = pd.Series(math.nan, index=p.index)  # the configured model has no CPU figure
-    q = {"mean": qr.q_r(rule, instances=p["instances_extra"], cpu=p["Q_r_mean"]),
-         "fitted": qr.q_r(rule, instances=p["Q_r_fitted"], cpu=p["Q_r_cpu_fitted"]),
+    q = {"mean": qr.q_r(rule, instances=p["instances_extra"], cpu=p["Q_r_compute_mean"]),
+         "fitted": qr.q_r(rule, instances=p["Q_r_fitted"], cpu=p["Q_r_compute_fitted"]),
          "model": qr.q_r(rule, instances=p["Q_r_model"], cpu=no_cpu)}
     terms: dict[str, list[Any]] = {k: [p[f"R_a_{k}"], p[f"R_r_{k}"], p[f"B_tot_{k}"], q[k]] for k in q}
     cost = {kind: model.cost(weights, *terms[kind]) for kind in q}
     keys = [k for k in swept if k not in ("design", "mechanism", "time_scale")]
+    saturated = p["saturated"] if "saturated" in p else pd.Series(0, index=p.index)
     rows = p[["design", "mechanism", *keys, "repeats"]].assign(
         R_a=p["R_a_mean"], R_r=p["R_r_mean"], B_tot=p["B_tot_mean"], Q_r=q["mean"], Q_r_fitted=q["fitted"],
-        C_measured=cost["mean"], C_model_fitted=cost["fitted"], C_model=cost["model"], point=p["point"])
-    rows["rank_model"] = rows["C_model_fitted"].rank(method="first", na_option="bottom").astype(int)
-    rows.insert(0, "rank", rows["C_measured"].rank(method="first", na_option="bottom").astype(int))
+        C_measured=cost["mean"], C_model_fitted=cost["fitted"], C_model=cost["model"], saturated=saturated,
+        point=p["point"])
+    rows["counted"] = include_saturated | (rows["saturated"] == 0)  # else ranked after every counted point
+    behind = (~rows["counted"]).astype(int)
+
+    def rank(column: str) -> pd.Series:
+        order = pd.DataFrame({"behind": behind, "nan": rows[column].isna(), "c": rows[column]})
+        ranked = order.sort_values(["behind", "nan", "c"], kind="stable").index
+        return pd.Series(range(1, len(rows) + 1), index=ranked).reindex(rows.index)
+
+    rows["rank_model"] = rank("C_model_fitted")
+    rows.insert(0, "rank", rank("C_measured"))
     return rows.sort_values("rank").reset_index(drop=True)
 
 
-def optimise_measured(out: Path, weights: tuple[float, float, float, float],
-                      rule: str = "cpu") -> tuple[pd.DataFrame, str]:
+def optimise_measured(out: Path, weights: tuple[float, float, float, float], rule: str = "cpu",
+                      include_saturated: bool = False) -> tuple[pd.DataFrame, str]:
     """C(z) of Eq 10 on the measured points of a sweep (means over repeats) beside the fitted model's, ranked
     by the measured cost, and the line that says which Q_r both took."""
     qr.q_r(rule, instances=0, cpu=0)  # an unknown rule is refused before the fit
     record, _, result = analyse(Path(out))
-    return cost_table(result.points, weights, list(record.get("swept") or []), rule), \
-        qr.note(rule, bool(result.fit.q_r_cpu))
+    return cost_table(result.points, weights, list(record.get("swept") or []), rule, include_saturated), \
+        qr.note(rule, result.fit.cpu_costs is not None)
 
 
 COST_COLUMNS = {"rank", "design", "mechanism", "repeats", "R_a", "R_r", "B_tot", "Q_r", "Q_r_fitted", "C_measured",
-                "C_model_fitted", "C_model", "point", "rank_model"}
+                "C_model_fitted", "C_model", "saturated", "counted", "point", "rank_model"}
 
 
 def _describe(row: pd.Series) -> str:
@@ -614,24 +662,27 @@ def _describe(row: pd.Series) -> str:
 
 
 def optimum_lines(rows: pd.DataFrame) -> list[str]:
-    """The optimum per design and overall, measured beside what the fitted model picks."""
+    """The optimum per design and overall, measured beside what the fitted model picks, over the points
+    ranked before any left out (saturated ones, unless included)."""
     lines = []
     for (design, mechanism), mine in rows.groupby(["design", "mechanism"], sort=False):
         by_model = mine.sort_values("rank_model").iloc[0]
         model_says = (f"the fitted model picks {_describe(by_model)}" if math.isfinite(by_model["C_model_fitted"])
                       else "the fitted model has no C here (see the Q_r note)")
-        measured = mine[np.isfinite(mine["C_measured"])]
+        measured = mine[np.isfinite(mine["C_measured"]) & mine["counted"]]
         if measured.empty:
             lines.append(f"optimum {design} ({mechanism}): no measured C (a weighted metric was not measured, e.g. "
                          f"R_r without a fault); {model_says}, C = {by_model['C_model_fitted']:.4g}")
             continue
         best = measured.sort_values("rank").iloc[0]
         agree = "the model agrees" if by_model["point"] == best["point"] else model_says
-        left_out = f"; {len(mine) - len(measured)} point(s) without a measured C left out" \
+        hot = int((~mine["counted"]).sum())
+        left_out = (f"; {len(mine) - len(measured)} point(s) left out"
+                    + (f" ({hot} measured on a saturated host)" if hot else " (no measured C)")) \
             if len(measured) < len(mine) else ""
         lines.append(f"optimum {design} ({mechanism}): {_describe(best)}, C measured = {best['C_measured']:.4g} "
                      f"(model {best['C_model_fitted']:.4g}); {agree}{left_out}")
-    measured = rows[np.isfinite(rows["C_measured"])]
+    measured = rows[np.isfinite(rows["C_measured"]) & rows["counted"]]
     if not measured.empty:
         best = measured.sort_values("rank").iloc[0]
         lines.append(f"optimum overall: {best['design']} ({best['mechanism']}), {_describe(best)}, "
@@ -656,7 +707,7 @@ def analyse(out: Path) -> tuple[dict[str, Any], list[TrialData], FitResult]:
     record, trials = load_trials(Path(out))
     fit = fit_trials(trials)
     trials_ok = [t for t in trials if t.events]
-    cpu, fit.q_r_cpu = cpu_fit(trials_ok)
+    cpu, fit.cpu_costs = cpu_fit(trials_ok)
     fit.params += header_params(trials_ok) + cpu
     points = point_table(record, trials, fit)
     params = pd.DataFrame([p.row() for p in fit.params + fit.per_task])

@@ -6,11 +6,12 @@ Two readings of the paper's "additional compute relative to the monolith":
 - `instances`: extra service instances. Measured: the deployment's services minus one (`instances_extra`);
   model (configured and fitted): the paper's count, n + k - 1 centralised, 2n - 1 distributed
   (`model.Metrics.Q_r`).
-- `cpu`: extra CPU per workflow relative to the monolith, CPU(design) / CPU(monolith) - 1. Measured:
-  `Q_r_measured` of each run (cpu.csv against the monolith reference). Fitted model: the same ratio with the
-  design's CPU predicted by the fitted CPU regression (fit.py, `cpu.*`: per message, per heartbeat, per
-  second up, per service) from the trial's activity, over the same monolith reference. The configured model
-  has no CPU figure: its Q_r is NaN, and so is its C wherever delta > 0; never an instance count instead.
+- `cpu`: extra compute relative to the monolith, in monolith-equivalents (docs/model.md "Q_r in compute"):
+  (the design's compute per workflow / the monolith's) - 1, the tasks' own compute counted whether the
+  emulation burnt or slept it. Measured: `Q_r_compute` of each run. Fitted model: harness.model.compute's
+  prediction from z, with the fitted CPU costs (fit.py, `cpu.*`: per message, per heartbeat, per second up,
+  per service) and the fitted t_c and t_r. The configured model has no CPU costs: its Q_r is NaN, and so is
+  its C wherever delta > 0; never an instance count instead.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def note(rule: str, cpu_fitted: bool) -> str:
     if rule == "instances":
         return ("Q_r = instances for both costs: measured, the deployment's extra instances; model, the paper's "
                 "n+k-1 (centralised) and 2n-1 (distributed).")
-    fitted = ("the fitted model's is the CPU regression's prediction of the same ratio (fit.csv `cpu.*`)"
+    fitted = ("the fitted model's is its prediction of the same from z with the fitted CPU costs (fit.csv `cpu.*`)"
               if cpu_fitted else "no CPU fit exists (too few cpu.csv rows), so the fitted model's Q_r and C are "
               "NaN where delta > 0 too")
-    return ("Q_r = cpu for both costs: measured, extra CPU per workflow relative to the monolith (none where the "
-            "monolith reference burned no measurable CPU, e.g. with `work: sleep`); " + fitted + "; the configured "
-            "model has no CPU figure, so its Q_r and C are NaN where delta > 0.")
+    return ("Q_r = cpu for both costs: extra compute relative to the monolith in monolith-equivalents "
+            "(`Q_r_compute`: the services' CPU plus the emulated work they slept, per workflow, over the "
+            "monolith's; docs/model.md); measured, each run's; " + fitted + "; the configured model has no CPU "
+            "costs, so its Q_r and C are NaN where delta > 0.")

@@ -27,6 +27,7 @@ from harness import model
 from harness.analysis import fit, qr, tables
 from harness.errors import ConfigError
 from harness.plan import config
+from harness.plan.config import Experiment
 
 Weights = tuple[float, float, float, float]
 
@@ -102,12 +103,19 @@ def _span(groups: list[Group], x: str) -> tuple[float, float]:
     return min(values), max(values)
 
 
+def line_z(base: dict[str, Any], overrides: dict[str, Any], sets: list[tuple[str, Any]]) -> Experiment | None:
+    """z at the point `overrides` + `sets` of a model line, or None where it is not valid."""
+    try:
+        return config.build(config.apply_overrides(base, [*overrides.items(), *sets]))
+    except ConfigError:
+        return None
+
+
 def model_line(base: dict[str, Any], overrides: dict[str, Any], sets: list[tuple[str, Any]],
                the_fit: fit.Fit | None) -> tuple[model.Metrics | None, model.Metrics | None]:
     """The model (configured, fitted) at the point `overrides` + `sets`, or Nones where z is not valid."""
-    try:
-        z = config.build(config.apply_overrides(base, [*overrides.items(), *sets]))
-    except ConfigError:
+    z = line_z(base, overrides, sets)
+    if z is None:
         return None, None
     return model.evaluate(z), (model.evaluate(the_fit.zfit(z)) if the_fit else None)
 
@@ -283,19 +291,20 @@ def fig7(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit,
 
 def trial_cost(trials: pd.DataFrame, w: Weights, rule: str) -> pd.Series:
     """C(z) of each trial (trials.csv rows), its Q_r under `rule` (harness.analysis.qr)."""
-    m = tables.numeric(trials, ["R_a_measured", "R_r_measured", "B_tot_measured", "instances_extra", "Q_r_measured"])
+    m = tables.numeric(trials, ["R_a_measured", "R_r_measured", "B_tot_measured", "instances_extra", "Q_r_compute"])
     terms: list[Any] = [m["R_a_measured"], m["R_r_measured"], m["B_tot_measured"],
-                        qr.q_r(rule, instances=m["instances_extra"], cpu=m["Q_r_measured"])]
+                        qr.q_r(rule, instances=m["instances_extra"], cpu=m["Q_r_compute"])]
     return model.cost(w, *terms)  # type: ignore[return-value]
 
 
-def _model_cost(w: Weights, m: model.Metrics | None, rule: str) -> float:
-    """C of a modelled z that was not measured: no model has a CPU figure there (NaN under `cpu`)."""
-    return model.cost(w, m.R_a, m.R_r, m.B_tot, qr.q_r(rule, instances=m.Q_r, cpu=math.nan)) if m else math.nan
+def _model_cost(w: Weights, m: model.Metrics | None, rule: str, q_r_compute: float = math.nan) -> float:
+    """C of a modelled z, its Q_r under `rule`: the instance count, or the model's Q_r_compute (NaN for the
+    configured model, which has no CPU costs)."""
+    return model.cost(w, m.R_a, m.R_r, m.B_tot, qr.q_r(rule, instances=m.Q_r, cpu=q_r_compute)) if m else math.nan
 
 
 def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, Any], the_fit: fit.Fit, path: Path,
-         weight_sets: list[tuple[str, Weights, str]], rule: str) -> Figure:
+         weight_sets: list[tuple[str, Weights, str]], rule: str, include_saturated: bool = False) -> Figure:
     groups, base = _n_groups(points, record)
     if any(g.design == "centralised" and g.z["s_p"] == 1 for g in groups):  # the paper's Fig 8: s_p = 1
         groups = [g for g in groups if g.design != "centralised" or (g.z["s_p"] == 1 and g.mechanism != "restart")]
@@ -306,13 +315,17 @@ def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, A
     swept = list(record.get("swept") or [])
     for ax, (name, w, colour) in zip(axes[0], weight_sets, strict=True):
         measured = tables.over_repeats(trials.assign(C=trial_cost(trials, w, rule)), "point", ["C"])
-        fitted_at = fit.cost_table(pd.DataFrame(points), w, swept, rule).set_index("point")["C_model_fitted"]
+        fitted_at = fit.cost_table(pd.DataFrame(points), w, swept, rule, include_saturated) \
+            .set_index("point")["C_model_fitted"]
         for g in groups:
             xs = [p["n"] for p in g.points]
             dense = np.arange(lo, hi + 1)
+            zs = [line_z(base, g.overrides, [("n", int(x))]) for x in dense]
             lines = [model_line(base, g.overrides, [("n", int(x))], the_fit) for x in dense]
-            conf, fitted = [_model_cost(w, mc, rule) for mc, _ in lines], [_model_cost(w, mf, rule) for _, mf in lines]
-            if not any(math.isfinite(c) for c in fitted):  # Q_r = cpu: the fitted model at the measured n only
+            conf = [_model_cost(w, mc, rule) for mc, _ in lines]
+            fitted = [_model_cost(w, mf, rule, the_fit.q_r_compute(z) if z is not None else math.nan)
+                      for (_, mf), z in zip(lines, zs, strict=True)]
+            if not any(math.isfinite(c) for c in fitted):  # no CPU fit: the fitted model at the measured n only
                 dense, fitted = np.array(xs), [fitted_at.get(p["point"], math.nan) for p in g.points]
                 conf = [math.nan] * len(xs)
             stats = [_interval(*measured.loc[p["point"], [f"C_{s}" for s in ("mean", "ci95_lo", "ci95_hi")]])
@@ -320,11 +333,15 @@ def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, A
             label = g.design if g.design == "distributed" else _n_label(g)
             _errorbar(ax, xs, stats, colour, g.design, label)  # type: ignore[arg-type]
             _lines(ax, dense, conf, fitted, colour, g.design)
-            means = [s[0] for s in stats]
+            hot = [bool(p.get("saturated")) and not include_saturated for p in g.points]
+            means = [math.nan if h else s[0] for s, h in zip(stats, hot, strict=True)]  # the optimum's candidates
             if any(math.isfinite(m) for m in means):
                 best = int(np.nanargmin(means))
                 ax.plot([xs[best]], [means[best]], "o", markersize=15, markerfacecolor="none", color=colour,
                         alpha=0.6, zorder=4)
+            if any(hot):  # measured on a saturated host: crossed out, and no candidate for the optimum
+                ax.plot([x for x, h in zip(xs, hot, strict=True) if h], [s[0] for s, h in zip(stats, hot, strict=True)
+                        if h], "x", markersize=12, color="black", zorder=5)
         ax.set_title(f"{name}\nalpha, beta, gamma, delta = {', '.join(f'{v:g}' for v in w)}", fontsize=9)
         ax.set_xlabel("number of tasks n (t_m fixed)")
         ax.set_ylabel("cost C(z), Eq 10")
@@ -340,9 +357,9 @@ def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, A
     _finish(fig, path, [ring])
     return Figure("Fig 8", path, "C(z) against n for each weight set; full lines centralised, dashed distributed; "
                   "markers measured (C of each trial: mean, 95% interval), thick lines the fitted model, thin lines "
-                  f"the configured model. {qr.note(rule, bool(the_fit.q_r_cpu))}"
-                  + (" Where the cost weighs Q_r, the fitted model's line joins its C at the measured n only (its CPU "
-                     "figure comes from the trials' activity)." if rule == "cpu" else ""))
+                  f"the configured model. {qr.note(rule, the_fit.cpu_costs is not None)}"
+                  + (" Under `cpu` the configured model has no C where delta > 0 (no CPU costs): its thin line is "
+                     "missing there." if rule == "cpu" else ""))
 
 
 # --- report.md ------------------------------------------------------------------------------------------
@@ -352,7 +369,10 @@ def _pct(v: float) -> str:
     return "-" if not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
-def build_report(out: Path, weight_sets: list[Weights] | None = None, rule: str = "cpu") -> ReportResult:
+def build_report(out: Path, weight_sets: list[Weights] | None = None, rule: str = "cpu",
+                 include_saturated: bool = False) -> ReportResult:
+    """report.md and the figures; points measured on a saturated host are left out of every optimum unless
+    `include_saturated` (harness.measure.metrics.saturated)."""
     out = Path(out)
     qr.q_r(rule, instances=0, cpu=0)  # an unknown rule is refused before the fit
     record, _, result = fit.analyse(out)
@@ -365,21 +385,40 @@ def build_report(out: Path, weight_sets: list[Weights] | None = None, rule: str 
     figures = [
         fig6(primary, record, result.fit, out / "fig6.png"),  # type: ignore[arg-type]
         fig7(primary, record, result.fit, out / "fig7.png"),  # type: ignore[arg-type]
-        fig8(primary, result.trials, record, result.fit, out / "fig8.png", sets, rule),  # type: ignore[arg-type]
+        fig8(primary, result.trials, record, result.fit, out / "fig8.png", sets, rule,  # type: ignore[arg-type]
+             include_saturated),
     ]
     swept = list(record.get("swept") or [])
     optimum: list[str] = []
     for name, w, _ in sets:
-        rows = fit.cost_table(result.points, w, swept, rule)
+        rows = fit.cost_table(result.points, w, swept, rule, include_saturated)
         optimum += [f"**{name}** (alpha, beta, gamma, delta = {', '.join(f'{v:g}' for v in w)}):", ""]
         optimum += [f"- {line}" for line in fit.optimum_lines(rows)] + [""]
     path = out / "report.md"
-    path.write_text(_markdown(out, record, result, figures, optimum, ts, rule), encoding="utf-8")
+    path.write_text(_markdown(out, record, result, figures, optimum, ts, rule, include_saturated), encoding="utf-8")
     lines = [f"{f.name}: {f.path}" if f.path else f"{f.name}: skipped, {f.skipped}" for f in figures]
     return ReportResult(path, figures, lines)
 
 
 FLAGGED = ("t_c", "t_r", "R_a", "R_r", "B_tot")
+
+
+def _saturation_lines(trials: pd.DataFrame, include_saturated: bool) -> list[str]:
+    """report.md's line on the host's CPU headroom while the trials ran, naming every saturated trial."""
+    busy = tables.numeric(trials, ["host_busy", "host_full"])
+    if busy["host_busy"].isna().all():
+        return ["- Host CPU: not recorded (trial folders from before the saturation guard)."]
+    hot = trials[trials["saturated"].astype(bool)]
+    line = (f"- Host CPU while the load ran (the whole host, other users included): busy "
+            f"{busy['host_busy'].median():.0%} median, {busy['host_busy'].max():.0%} max; saturated (every core "
+            f">= 95% busy for >= 25% of the load): {len(hot)} of {len(trials)} trial(s)")
+    if hot.empty:
+        return [line + "."]
+    names = ", ".join(f"{r['trial']} ({float(r['host_busy']):.0%} busy, {float(r['host_full']):.0%} of the time "
+                      "full)" for _, r in hot.iterrows())
+    what = ("counted in the optimum all the same (asked for)" if include_saturated else
+            "they measured the host more than the design, so their points are left out of every optimum")
+    return [f"{line}: {names}; {what}."]
 
 
 def _outside_lines(points: pd.DataFrame) -> list[str]:
@@ -398,7 +437,7 @@ def _outside_lines(points: pd.DataFrame) -> list[str]:
 
 
 def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures: list[Figure], optimum: list[str],
-              ts: float, rule: str) -> str:
+              ts: float, rule: str, include_saturated: bool = False) -> str:
     spec = record.get("spec") or {}
     planned = len(record.get("points", [])) * int(record.get("repeat", 1))
     machine = record.get("machine") or {}
@@ -426,6 +465,7 @@ def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures:
            f"- Workflows: {total['completed']:.0f}/{total['requests']:.0f} completed, {total['lost']:.0f} lost, "
            f"{total['duplicated']:.0f} completed twice (duplicates).",
            *([load_line] if load_line else []),
+           *_saturation_lines(trials, include_saturated),
            f"- Machine: {machine.get('hostname', '?')}, {machine.get('cpus', '?')} CPUs, "
            f"{machine.get('memory_gib', '?')} GiB, kernel {machine.get('kernel', '?')}, Python "
            f"{machine.get('python', '?')}.",
@@ -436,7 +476,7 @@ def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures:
            "<details><summary>Spec</summary>", "", "```yaml", yaml.safe_dump(spec, sort_keys=False).strip(), "```",
            "", "</details>", "", "## Optimum (Eq 10 on the measured points)", "",
            "Measured C uses the means over repeats; the fitted model's own choice is given beside it. "
-           f"{qr.note(rule, bool(result.fit.q_r_cpu))} (`--qr` picks the rule.)", ""]
+           f"{qr.note(rule, result.fit.cpu_costs is not None)} (`--qr` picks the rule.)", ""]
     md += optimum
     errors = result.errors.assign(**{f"{side}, {stat}": result.errors[f"{side}_{stat}"].map(_pct)
                                      for side in ("before", "after") for stat in ("mean", "max")})
@@ -461,8 +501,9 @@ def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures:
     md += ["## Fitted parameters", "", "Least squares over every finished trial's history (`harness fit`); "
            "time parameters in paper seconds, overheads in wall milliseconds.", ""]
     md += [f"- {n}" for n in result.notes]
-    shown = {f"{m} meas": f"{m}_mean" for m in ("t_c", "R_a", "R_r", "B_tot", "Q_r")} | \
-        {f"{m} fitted model": f"{m}_fitted" for m in ("R_a", "R_r", "B_tot")} | {"Q_r cpu fitted": "Q_r_cpu_fitted"}
+    shown = {f"{m} meas": f"{m}_mean" for m in ("t_c", "R_a", "R_r", "B_tot", "Q_r_compute")} | \
+        {f"{m} fitted model": f"{m}_fitted" for m in ("R_a", "R_r", "B_tot", "Q_r_compute")} | \
+        {"host busy": "host_busy", "saturated": "saturated"}
     points = result.points[["point", "repeats", *shown.values()]].set_axis(["point", "repeats", *shown], axis=1)
     md += ["", tables.markdown(result.params.fillna({"configured": ""}),
                                ["parameter", "value", "stderr", "configured", "unit", "observations"]),
