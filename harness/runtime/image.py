@@ -219,7 +219,3 @@ def _label(tag: str, key: str) -> str:
     except engine.NotFound:
         return ""
 
-
-def ensure(say=print) -> str:
-    """The target image for the current sources, built if needed; returns its tag."""
-    return build(say=say).tag
