@@ -20,6 +20,9 @@ instance dies, and that is what these emulate:
   heartbeat, call, share, forward or completion and holds that task's result, as if it had crashed the
   moment the heartbeat left. The caller SIGKILLs it after the answer; the ack round trip (2 l_hb) it
   waits for costs nothing, because the instance stopped acting when the heartbeat went out.
+  With `mute: true` the instance sends no scheduled heartbeat after that one but goes on working: a crash
+  the harness strikes a phase later (`fault_at task:K@F`, harness/faults/aim.py) then comes F heartbeat
+  intervals after the survivors last heard from it, whatever the schedule's own phase.
 - `POST /release`: speak again (after a pause or a link fault struck at that moment; a crash never needs it).
 """
 
@@ -49,6 +52,7 @@ class Mark:
 
     request: web.Request
     silence: bool
+    mute: bool
     sent: asyncio.Future[tuple[float, list[asyncio.Task[bool]]]]
 
 
@@ -88,6 +92,8 @@ class Membership:
         self._pending: set[asyncio.Task] = set()
         self.voice = asyncio.Event()  # cleared while silent: nothing but a triggered heartbeat leaves
         self.voice.set()
+        self.beating = asyncio.Event()  # cleared when muted: no scheduled heartbeat, everything else goes on
+        self.beating.set()
         self.marks: dict[tuple[str, int], Mark] = {}
         self.passed: dict[tuple[str, int], None] = {}  # insertion-ordered, the last PASSED_KEPT
 
@@ -128,6 +134,7 @@ class Membership:
         start = time.monotonic()
         while True:
             await self.voice.wait()
+            await self.beating.wait()
             self.seq += 1
             for peer in self.peers.values():
                 task = asyncio.create_task(self._send(peer))
@@ -148,10 +155,12 @@ class Membership:
         return True
 
     # --- the heartbeat at a chosen moment (harness control) -------------------------------------------------
-    def _last_words(self, silence: bool) -> tuple[float, list[asyncio.Task[bool]]]:
-        """Fall silent (if asked) and send one heartbeat to every peer now; its send time and the sends."""
+    def _last_words(self, silence: bool, mute: bool = False) -> tuple[float, list[asyncio.Task[bool]]]:
+        """Fall silent or mute (if asked) and send one heartbeat to every peer now; its send time and the sends."""
         if silence:
             self.voice.clear()
+        if mute:
+            self.beating.clear()
         sends = [asyncio.create_task(self._send(peer, triggered=True)) for peer in self.peers.values()]
         event = self.sink.emit("hb_sent", seq=self.seq, peers=len(self.peers), bytes=self.params.hb_bytes,
                                triggered=True, silence=silence)
@@ -167,23 +176,24 @@ class Membership:
         mark = self.marks.pop(key, None)
         transport = mark.request.transport if mark else None
         if mark and transport is not None and not transport.is_closing() and not mark.sent.done():
-            mark.sent.set_result(self._last_words(mark.silence))
+            mark.sent.set_result(self._last_words(mark.silence, mark.mute))
         await self.voice.wait()
 
     async def handle_hb_now(self, request: web.Request) -> web.Response:
         body = await read_json(request, {})
-        req, task, silence = body.get("req"), body.get("task"), body.get("silence", False)
-        if not isinstance(silence, bool):
-            raise web.HTTPBadRequest(text="silence must be true or false")
+        req, task = body.get("req"), body.get("task")
+        silence, mute = body.get("silence", False), body.get("mute", False)
+        if not isinstance(silence, bool) or not isinstance(mute, bool):
+            raise web.HTTPBadRequest(text="silence and mute must be true or false")
         if req is None:
-            sent, sends = self._last_words(silence)
+            sent, sends = self._last_words(silence, mute)
         else:
             if not (isinstance(req, str) and isinstance(task, int) and not isinstance(task, bool)):
                 raise web.HTTPBadRequest(text="req must be a string, with a task (int)")
             key = (req, task)
             if key in self.passed:
                 raise web.HTTPConflict(text=f"{req} is past the end of task {task}")
-            mark = Mark(request, silence, asyncio.get_running_loop().create_future())
+            mark = Mark(request, silence, mute, asyncio.get_running_loop().create_future())
             self.marks[key] = mark
             try:
                 sent, sends = await mark.sent
@@ -199,6 +209,7 @@ class Membership:
     async def handle_release(self, request: web.Request) -> web.Response:
         was_silent = not self.voice.is_set()
         self.voice.set()
+        self.beating.set()
         if was_silent:
             self.sink.emit("released")
         return web.json_response({"was_silent": was_silent})

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from harness import model
-from harness.analysis import fit, qr, tables
+from harness.analysis import explore, fit, qr, tables
 from harness.errors import ConfigError
 from harness.plan import config
 from harness.plan.config import Experiment
@@ -492,6 +492,7 @@ def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures:
                f"heartbeat went out; the measured crashes came on average {crash.value:.3g} s (paper) after the "
                "last heartbeat that reached the survivor, so measured t_r falls short of the model by about that "
                "much.", ""]
+    md += explore.lines(out, record)
     md += ["## Figures", ""]
     for f in figures:
         if f.path:

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import yaml
 
 from harness import checker, history, model
+from harness.errors import UserError
 from harness.experiment import provenance
 from harness.experiment.testbed import Testbed, new_run_id
 from harness.experiment.warmup import prelude
@@ -164,6 +165,9 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                      on_progress: Callable[[int, int], None] | None = None,
                      say: Callable[[str], None] = print) -> RunResult:
     """Run z once into `out`; see the module docstring for what is written."""
+    if z.fault_at == "every":
+        raise UserError("fault_at: every explores every crash point, one run each: put it in a sweep spec "
+                        "(harness sweep; docs/analysis.md, Exploration), or give task:K@F for one of them")
     out.mkdir(parents=True, exist_ok=True)
     run = new_run_id()
     found = leftovers.processes(orphans=True)

@@ -9,7 +9,12 @@ A spec (YAML) names a `base` configuration and the points to run:
                                           # point at another time_scale, which lets `harness fit` separate
                                           # the configured link latency from the per-message software cost
     repeat: R                             # runs per point (default 1; --repeat overrides)
+    phases: [0, 0.25, 0.5, 0.75]          # fault_at: every: the heartbeat phases explored (harness.faults.explore)
     description: free text                # shown in the report
+
+A point whose fault_at is `every` is an exploration: it becomes one point per class of crash points that cost
+the same (harness/faults/explore.py), each with fault_at `task:K@F`; sweep.yaml's `exploration` records, per
+explored point, the classes, the runs used and the runs an exhaustive search would need.
 
 Every point is validated (it must build a valid Experiment) before anything runs. Each trial (point, k) runs
 `harness.experiment.run.experiment` in its own child process (own loopback block, own teardown) into
@@ -44,10 +49,11 @@ import yaml
 
 from harness.errors import ConfigError, UserError
 from harness.experiment import provenance
+from harness.faults import explore
 from harness.plan import config
 from harness.plan.config import Experiment
 
-SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "description")
+SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "phases", "description")
 TRIAL_COLUMNS = ["point", "repeat", "trial", "trial_seconds", "host_load"]
 LOADS = ("locust", "builtin")
 
@@ -78,6 +84,7 @@ class Plan:
     points: list[Point]
     repeat: int
     swept: list[str]  # every key a point sets, in first-seen order
+    exploration: list[dict[str, Any]] = field(default_factory=list)  # fault_at: every, as sweep.yaml records it
 
     @property
     def trials(self) -> list[Trial]:
@@ -138,7 +145,7 @@ def _label(overrides: dict[str, Any]) -> str:
     for key, value in overrides.items():
         text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
             else (f"{value:g}" if isinstance(value, float) else str(value))
-        parts.append(text if key in ("design", "mechanism", "fault") else f"{key}{text}")
+        parts.append(text if key in ("design", "mechanism", "fault", "fault_at") else f"{key}{text}")
     slug = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", "-".join(parts))[:60] or "base"
     return slug
 
@@ -180,24 +187,49 @@ def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
     combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     crossed = [{**p, **c} for p in (points_in or [{}]) for c in combos]
     overrides_list = [*crossed, *extra_in]
+    phases = _phases(spec.get("phases"))
     points: list[Point] = []
     seen: dict[str, int] = {}
     swept: list[str] = []
+    exploration: list[dict[str, Any]] = []
     for index, overrides in enumerate(overrides_list):
         where = f"extra[{index - len(crossed)}]" if index >= len(crossed) else f"point {index + 1}"
         desc = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the base"
-        try:
-            z = config.build(config.apply_overrides(base, list(overrides.items())))
-        except ConfigError as err:
-            raise UserError(f"sweep spec: {where} ({desc}): {str(err).removeprefix('config error: ')}") from None
+        z = _build(base, overrides, f"{where} ({desc})")
         _runnable(z, f"{where} ({desc})")
-        pid = point_id(overrides)
-        if pid in seen:
-            raise UserError(f"sweep spec: {where} ({desc}) is the same point as point {seen[pid] + 1}")
-        seen[pid] = index
-        points.append(Point(pid, overrides, z))
-        swept += [k for k in overrides if k not in swept]
-    return Plan(spec, base, points, repeat, swept)
+        expanded: list[tuple[dict[str, Any], Experiment | None]] = [(overrides, z)]
+        if z.fault_at == "every":
+            found = explore.classes(z, phases)
+            expanded = [({**overrides, "fault_at": c[0].fault_at}, None) for c in found]
+            exploration.append({"overrides": overrides, "design": z.design, "phases": list(phases),
+                                "exhaustive_runs": explore.exhaustive_runs(z, phases), "runs": len(found),
+                                "classes": [[p.fault_at for p in c] for c in found]})
+        for over, built in expanded:
+            pid = point_id(over)
+            if pid in seen:
+                raise UserError(f"sweep spec: {where} ({desc}) is the same point as point {seen[pid] + 1}")
+            seen[pid] = index
+            points.append(Point(pid, over, built or _build(base, over, f"{where} ({desc})")))
+            swept += [k for k in over if k not in swept]
+    return Plan(spec, base, points, repeat, swept, exploration)
+
+
+def _build(base: dict[str, Any], overrides: dict[str, Any], where: str) -> Experiment:
+    try:
+        return config.build(config.apply_overrides(base, list(overrides.items())))
+    except ConfigError as err:
+        raise UserError(f"sweep spec: {where}: {str(err).removeprefix('config error: ')}") from None
+
+
+def _phases(value: Any) -> tuple[float, ...]:
+    """The spec's `phases` (heartbeat intervals, each in [0, 1)), or explore.PHASES."""
+    if value is None:
+        return explore.PHASES
+    ok = isinstance(value, list) and value and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in value)
+    if not ok or len(set(value)) != len(value):
+        raise UserError(f"sweep spec: phases: expected a list of distinct numbers 0 <= F < 1 (got {value!r})")
+    return tuple(float(v) for v in value)
 
 
 def _runnable(z: Experiment, where: str) -> None:
@@ -297,6 +329,8 @@ def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str) -> dict[st
         record = {"spec_file": spec_file, "spec": plan_.spec, "load": load, "repeat": plan_.repeat,
                   "swept": plan_.swept, **provenance.stamp(), "sessions": [session]}
     record["points"] = [{"id": p.id, "overrides": p.overrides} for p in plan_.points]
+    if plan_.exploration:
+        record["exploration"] = plan_.exploration
     tmp = record_path.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
     tmp.replace(record_path)

@@ -21,11 +21,20 @@ crash as the rest of the system sees it), `hb_acked` (the peers that acknowledge
 real task ran longer than configured, since the heartbeat goes out at the real end of the task).
 A fault other than a crash struck at `worst` (pause, link faults) releases the driver (`POST /release`)
 once it has struck.
+
+`task:K@F` explores the crash points (a sweep with `fault_at: every` runs one per class, see
+harness/experiment/sweep.py): the same heartbeat at the end of task K of the target request, and then the
+driver is muted (no scheduled heartbeat; it goes on working: shares, forwards, the next call) and the crash
+comes F heartbeat intervals after that heartbeat. F = 0 is `worst`'s silence at the end of task K (the
+result held, nothing acted on). The fault event records `phase` (F) and `last_hb` (that heartbeat's send
+time); `silent_at` (the moment the rest of the system last heard from a driver that stopped acting) is set
+for F = 0 only, so for F > 0 detection delays count from the kill, when it stopped acting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +55,16 @@ class Aim:
     early_by: float = 0.0  # wall seconds struck before the modelled worst moment
     silent_at: float | None = None  # the driver's last heartbeat, after which it fell silent (`worst`)
     acked: list[str] = field(default_factory=list)  # the peers that acknowledged that heartbeat
+    phase: float | None = None  # task:K@F with F > 0: F, and the heartbeat's send time (the kill F intervals later)
+    last_hb: float | None = None
 
     def fields(self) -> dict[str, Any]:
         """What the fault event records about the moment."""
         out: dict[str, Any] = {"req": self.req, "task": self.task, "early_by": self.early_by}
         if self.silent_at is not None:
             out |= {"hb_triggered": True, "silent_at": self.silent_at, "hb_acked": self.acked}
+        if self.phase is not None:
+            out |= {"hb_triggered": True, "phase": self.phase, "last_hb": self.last_hb, "hb_acked": self.acked}
         return out
 
 
@@ -157,16 +170,30 @@ async def worst(ctx: FaultContext) -> Aim:
     return Aim(req, driver, k, early_by=due - answer["sent"], silent_at=answer["sent"], acked=answer["acked"])
 
 
+async def at_phase(ctx: FaultContext, k: int, phase: float) -> Aim:
+    """`task:K@F`: the driver's heartbeat at the end of task k, then muted (F > 0: it goes on working) or
+    silent (F = 0); returns once F heartbeat intervals have passed since that heartbeat (module docstring)."""
+    req, driver, started = await task_started(ctx, k)
+    due = started["t"] + task_wall_time(ctx, k)
+    answer = await control(ctx, driver, "/hb-now", {"req": req, "task": k, "silence": phase == 0, "mute": True})
+    if answer is None:
+        raise RuntimeError(f"{driver} was past the end of task {k} of {req} before it could be asked")
+    early_by = due - answer["sent"]
+    if phase == 0:
+        return Aim(req, driver, k, early_by=early_by, silent_at=answer["sent"], acked=answer["acked"])
+    await asyncio.sleep(max(0.0, answer["sent"] + phase * ctx.scaled(1 / ctx.z.h_r) - time.monotonic()))
+    return Aim(req, driver, k, early_by=early_by, acked=answer["acked"], phase=phase, last_hb=answer["sent"])
+
+
 async def release(ctx: FaultContext, hit: Aim | None) -> None:
-    """Let a driver silenced by `worst` speak again (a pause or a link fault, not a crash)."""
-    if hit is not None and hit.silent_at is not None:
+    """Let a driver silenced by `worst` or muted by `task:K@F` speak again (a pause or a link fault, not a
+    crash)."""
+    if hit is not None and (hit.silent_at is not None or hit.phase is not None):
         await control(ctx, hit.driver, "/release", {})
 
 
 async def at_time(ctx: FaultContext, load_started: float) -> Aim:
     """T paper-seconds after the load started; the driver is whoever last took on a request."""
-    import time
-
     assert ctx.z.fault_time is not None
     await asyncio.sleep(max(0.0, load_started + ctx.scaled(ctx.z.fault_time) - time.monotonic()))
     received = [e for e in ctx.history.events if e["kind"] == "request_received" and e["owner"] == e["svc"]]
@@ -181,6 +208,8 @@ async def moment(ctx: FaultContext, load_started: float) -> Aim:
     """Wait for the moment z.fault_at names and say who is the driver then."""
     if ctx.z.fault_time is not None:
         return await at_time(ctx, load_started)
+    if ctx.z.fault_task is not None and ctx.z.fault_phase is not None:
+        return await at_phase(ctx, ctx.z.fault_task, ctx.z.fault_phase)
     if ctx.z.fault_task is not None:
         return await after_task(ctx, ctx.z.fault_task)
     return await worst(ctx)
