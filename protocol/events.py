@@ -90,7 +90,7 @@ KINDS: dict[str, Kind] = {
     "down": Kind("harness", "", "teardown finished"),
 }
 FAULT_START = ("kill", "pause", "cut", "delay")  # a `fault` event's `action` when it strikes
-FAULT_END = ("resume", "heal", "restore")  # ... and when it is undone
+FAULT_END = ("resume", "heal", "restore", "restart")  # ... and when it is undone (restart: a crashed broker)
 
 
 class EventSink:

@@ -151,6 +151,32 @@ def false_suspicions(events: list[Event], grace: float, since: float = -math.inf
     return out
 
 
+def broker_windows(events: list[Event]) -> list[tuple[float, float]]:
+    """(start, end) of each broker fault (a `fault` whose name starts with `broker-`: harness/faults/broker.py)."""
+    starts = {e["t"] for e in events if e["svc"] == "harness" and e["kind"] == "fault"
+              and str(e.get("fault", "")).startswith("broker-")}
+    return [(start, end) for _, start, end in fault_windows(events) if start in starts]
+
+
+def broker_suspicions(events: list[Event], grace: float) -> list[Event]:
+    """`peer_dead` events a broker fault explains: declared while the broker was gone, frozen or cut off (or
+    less than `grace` seconds after). Real consequences of a shared broker, not the detector's mistakes: they
+    are reported apart from the false suspicions (which never count them)."""
+    windows = broker_windows(events)
+    return [e for e in of_kind(events, "peer_dead") if any(s <= e["t"] <= end + grace for s, end in windows)]
+
+
+def broker_recovery(events: list[Event]) -> float:
+    """Wall seconds from the end of the first broker fault to the last service plane connected again
+    (`broker_back`); NaN without a broker fault or when nothing had to reconnect."""
+    windows = broker_windows(events)
+    if not windows:
+        return math.nan
+    end = windows[0][1]
+    back = [e["t"] for e in of_kind(events, "broker_back") if e["t"] >= windows[0][0]]
+    return max(back) - end if back else math.nan
+
+
 @dataclass
 class Verdict:
     """The headline of a history: what a reliability engineer reads first.

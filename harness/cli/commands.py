@@ -41,16 +41,24 @@ def cli() -> None:
 @cli.command("model")
 @click.option("--design", type=click.Choice(config.DESIGNS), default=None, help="Default: centralised.")
 @click.option("--mechanism", type=click.Choice(config.MECHANISMS), default=None, help="Default: state-sharing.")
+@click.option("--transport", type=click.Choice(config.TRANSPORTS), default=None,
+              help="amqp: print the bus-aware model beside the paper's.")
 @config_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-def model_cmd(design: str | None, mechanism: str | None, config_file: str | None, sets: tuple[str, ...],
-              fmt: str) -> None:
+def model_cmd(design: str | None, mechanism: str | None, transport: str | None, config_file: str | None,
+              sets: tuple[str, ...], fmt: str) -> None:
     """Print the modelled t_m, t_c, t_l, t_r, R_a, R_r, B_op, B_rel, B_tot, Q_r (and C) of one configuration."""
-    z = config.load(config_file, sets, design=design, mechanism=mechanism)
-    row = model.evaluate(z).as_row()
-    if row["C"] is None:
-        row.pop("C")
-    click.echo(render([row], fmt, title=f"model: {z.design}, {z.mechanism}"), nl=False)
+    z = config.load(config_file, sets, design=design, mechanism=mechanism, transport=transport)
+    rows = [model.evaluate(z).as_row()]
+    if z.transport == "amqp":  # the paper's model beside this project's bus-aware one (harness.model.bus)
+        from harness.model import bus
+
+        rows = [{"model": "paper", **rows[0]}, {"model": "bus", **bus.evaluate(z).as_row()}]
+    for row in rows:
+        if row["C"] is None:
+            row.pop("C")
+    click.echo(render(rows, fmt, title=f"model: {z.design}, {z.mechanism}"
+                      + (", amqp" if z.transport == "amqp" else "")), nl=False)
 
 
 @cli.command("optimise")

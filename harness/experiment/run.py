@@ -29,6 +29,7 @@ from harness.experiment import provenance
 from harness.experiment.testbed import Testbed, new_run_id
 from harness.experiment.warmup import prelude
 from harness.faults import FaultContext, make
+from harness.faults.broker import BrokerControl
 from harness.history import Event, record
 from harness.links.client import ProxyControlError
 from harness.links.wiring import select_backend
@@ -207,7 +208,9 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
             sampler.start()
             tb.collector.subscribe(lambda e: sampler.sample() if e["kind"] == "fault" and e.get("action") == "kill"
                                    else None)  # the victim's counters die with it: read them first
-            ctx = FaultContext(z, tb.deployment, tb.collector, tb.runtime, tb.wiring,
+            if tb.broker is not None:
+                sampler.add("broker", tb.broker.pid())
+            ctx = FaultContext(z, tb.deployment, tb.collector, BrokerControl(tb.runtime, tb.broker), tb.wiring,
                                target_index=max(1, min(z.requests, z.users + 1)))
             fault = make(ctx)
             injector: asyncio.Task | None = None

@@ -176,7 +176,11 @@ class Partition(_LinkFault):
         self.ctx.links.heal(link)
 
 
-FAULTS: dict[str, type[_Aimed]] = {f.name: f for f in (SlmCrash, WorkerCrash, SlmPause, LinkDelay, Partition)}
+from harness.faults import broker  # noqa: E402  (its faults build on the classes above)
+
+FAULTS: dict[str, type[_Aimed]] = {f.name: f for f in (SlmCrash, WorkerCrash, SlmPause, LinkDelay, Partition,
+                                                         broker.BrokerCrash, broker.BrokerPause,
+                                                         broker.BrokerPartition)}
 # the names are the config's (harness.plan.config.FAULTS, the registry); this maps each to its class
 assert set(FAULTS) == set(config.FAULTS) - {"none"}, "config.FaultName and the fault catalogue disagree"
 

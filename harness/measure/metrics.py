@@ -75,20 +75,21 @@ def plane_bytes(events: list[Event], deployment: Deployment, reqs: set[str] | No
     workflows it did not touch.
     """
     out: dict[str, float] = defaultdict(float)
-    for e in events:
+    legs = 2 if deployment.z.transport == "amqp" and deployment.z.design != "monolith" else 1  # on a bus: a body
+    for e in events:  # crosses the network published and delivered (harness.model.bus); the BSS's hop 0 once
         kind = e["kind"]
         if kind == "hb_sent":
             if e["t"] < until and not e.get("triggered"):  # the injector's extra one is not the mechanism's rate
-                out["hb"] += e["bytes"] * e["peers"]
+                out["hb"] += legs * e["bytes"] * e["peers"]
             continue
         if reqs is not None and e.get("req") not in reqs:
             continue
         if kind == "task_reply":
-            out["op"] += e["bytes_out"] + e["bytes_in"]
+            out["op"] += legs * (e["bytes_out"] + e["bytes_in"])
         elif kind == "forward_sent":
-            out["op"] += e["bytes"]
+            out["op"] += legs * e["bytes"]
         elif kind in ("state_share_sent", "done_sent"):
-            out["state"] += e["bytes"]
+            out["state"] += legs * e["bytes"]
         elif kind == "submitted" and e["svc"] == "bss" and deployment.z.design == "distributed":
             out["op"] += deployment.entry_bytes * len(deployment.entry)  # hop 0: to both instances of m_1
     return dict(out)

@@ -18,6 +18,7 @@ from harness import checker, history, model
 from harness.history.record import Record
 from harness.measure import metrics
 from harness.measure.wire import Flow, by_endpoint
+from harness.model import bus
 from harness.plan.deploy import Deployment
 
 SUMMARY_COLUMNS = [
@@ -27,7 +28,9 @@ SUMMARY_COLUMNS = [
     "detection_delay", "false_suspicions", "t_m_measured", "t_c_measured", "t_c_model", "t_l_model",
     "t_r_measured", "t_r_model",
     "R_a_measured", "R_a_model", "R_r_measured", "R_r_model", "B_op_measured", "B_op_model", "B_rel_measured",
-    "B_rel_model", "B_tot_measured", "B_tot_model", "Q_r_measured", "Q_r_model", "instances_extra",
+    "B_rel_model", "B_tot_measured", "B_tot_model", "t_c_model_bus", "t_r_model_bus", "B_op_model_bus",
+    "B_rel_model_bus", "B_tot_model_bus", "broker_suspicions", "broker_recovery",
+    "Q_r_measured", "Q_r_model", "instances_extra",
     "Q_r_compute", "host_busy", "host_busy_p90", "host_full", "saturated",
     "wire_source", "wire_vs_service_op", "wire_vs_service_state", "header_bytes_per_message", "harness_cpu_share",
 ]
@@ -107,7 +110,9 @@ def derive(record: Record) -> Tables:
         "R_a_measured": t_c / t_m, "R_a_model": m.R_a,
         "R_r_measured": measured["t_r"] / t_c, "R_r_model": m.R_r,
         "B_op_measured": bw["B_op"], "B_op_model": m.B_op, "B_rel_measured": bw["B_rel"], "B_rel_model": m.B_rel,
-        "B_tot_measured": bw["B_tot"], "B_tot_model": m.B_tot,
+        "B_tot_measured": bw["B_tot"], "B_tot_model": m.B_tot, **bus.columns(z),  # NaN (empty) on http
+        "broker_suspicions": len(checker.broker_suspicions(events, grace=2 * (z.t_h or 0) * z.time_scale + 0.5)),
+        "broker_recovery": _paper_seconds(checker.broker_recovery(events), z.time_scale),
         "Q_r_measured": cpu_wf / ref["cpu_per_workflow"] - 1 if ref["cpu_per_workflow"] else math.nan,
         "Q_r_model": m.Q_r, "instances_extra": len(deployment.services) - 1,
         # in monolith-equivalents of compute (docs/model.md): (design's compute / the monolith's) - 1
@@ -128,6 +133,11 @@ def host_columns(host: dict[str, Any]) -> dict[str, Any]:
     flag = metrics.saturated(host)
     return {"host_busy": host.get("busy", math.nan), "host_busy_p90": host.get("busy_p90", math.nan),
             "host_full": host.get("full", math.nan), "saturated": "" if flag is None else flag}
+
+
+def _paper_seconds(wall: float, time_scale: float) -> float:
+    """Wall seconds in paper seconds; NaN stays the one NaN, so two derivations of a row compare equal."""
+    return math.nan if math.isnan(wall) else wall / time_scale
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:

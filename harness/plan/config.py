@@ -23,7 +23,8 @@ from harness.errors import ConfigError
 Design = Literal["monolith", "centralised", "distributed"]
 Mechanism = Literal["state-sharing", "restart"]
 Reading = Literal["corrected", "literal"]
-FaultName = Literal["none", "slm-crash", "worker-crash", "slm-pause", "link-delay", "partition"]
+FaultName = Literal["none", "slm-crash", "worker-crash", "slm-pause", "link-delay", "partition",
+                    "broker-crash", "broker-pause", "broker-partition"]
 Runtime = Literal["local", "docker"]
 LinkBackend = Literal["auto", "proxy", "netem"]
 Work = Literal["sleep", "burn"]
@@ -84,6 +85,8 @@ class Experiment(BaseModel):
                                  "(docs/transport.md)")
     queues: Queues = Field("transient", description="amqp: transient (SONATA's: automatic acks) or durable "
                            "(persistent messages, publisher confirms, ack after the work)")
+    t_bus: float = Field(0.02, ge=0, description="bus-aware model: the broker's forwarding time per message [s]")
+    amqp_frame: float = Field(0.0, ge=0, description="bus-aware model: AMQP framing per message and leg [kB]")
     fault: FaultName = Field("none", description="the fault to inject (faults/)")
     fault_at: str = Field("worst", description="worst | task:K | task:K@F | time:T | every (T in paper seconds "
                           "after load starts; F heartbeat intervals after the end of task K; every: a sweep "
