@@ -212,3 +212,24 @@ def test_jobs_run_trials_side_by_side_and_measure_the_monolith_once(tmp_path):
     assert len(rows(out)) == 3 and len(list((out / ".cache").glob("monolith-*.json"))) == 1
     measured = [t for t in (out / "trials").iterdir() if (t / "monolith").exists()]
     assert len(measured) == 1  # the others waited for it instead of measuring it again
+
+
+def test_concurrent_trials_are_admitted_by_measured_cpu_headroom_one_at_a_time_on_the_machine():
+    import asyncio
+
+    async def decide() -> list[bool]:
+        me = [(os.getpid(), time.monotonic() - 10)]  # a "running trial": this process, its CPU measured
+        tight, roomy, other = sweep.Headroom(cap=0.0), sweep.Headroom(cap=100.0), sweep.Headroom(cap=100.0)
+        for h in (tight, roomy, other):
+            h.sample()
+        got = [tight.admit([]), tight.admit(me), roomy.admit(me)]
+        roomy.admitted()
+        got += [roomy.admit(me), other.admit(me)]  # within the gap; and another sweep while the lock is held
+        roomy.release()
+        got.append(other.admit(me))  # released: the other sweep may admit
+        other.release()
+        return got
+
+    assert asyncio.run(decide()) == [True, False, True, False, False, True]
+    h = sweep.Headroom(cap=1.0)
+    assert h.need([]) == 0.0 and h.need([(os.getpid(), time.monotonic() - 5)]) > 0

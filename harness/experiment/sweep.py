@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -387,11 +388,23 @@ def trial_main(argv: list[str]) -> None:
     z = config.build(info["z"])
     from harness.experiment import run
 
+    wall = time.monotonic()
     try:
         asyncio.run(run.experiment(z, trial_dir, load=info["load"], cache=Path(info["cache"])))
     except KeyboardInterrupt:
         print("trial interrupted: torn down", flush=True)
         raise SystemExit(130) from None
+    (trial_dir / "trial_cpu.json").write_text(json.dumps(
+        {"cpu_seconds": _tree_cpu_seconds(), "wall_seconds": time.monotonic() - wall}))
+
+
+def _tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and every child it reaped: the trial's services, proxyd
+    and the load generator on the local runtime (a container's processes are the Engine's children, not ours)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # --- the sweep ------------------------------------------------------------------------------------------------
@@ -424,6 +437,100 @@ def trial_timeout(z: Experiment) -> float:
     return 120 + 5 * expected_seconds(z)
 
 
+CPU_CAP_ENV = "MANOBENCH_SWEEP_CPU"  # the share of the host's cores concurrent trials may fill (default 0.7)
+CPU_CAP = 0.7
+ADMIT_GAP = 2.0  # wall seconds between admissions: a trial's start-up shows in the host's CPU use first
+LOCK = Path("/tmp/manobench-sweep-admission.lock")  # one admission at a time on the machine, every sweep's
+
+
+class Headroom:
+    """Admits concurrent trials by measured CPU headroom: the host's CPU use (every process on it, other
+    users' included), smoothed over a few seconds, plus what one more trial is measured to need, must stay
+    within `cap` of the cores. What a trial needs is measured, never assumed: the CPU of each running
+    trial's process tree over its life so far (psutil), and of each finished one (trial_cpu.json); the
+    largest mean of the two. Admissions are ADMIT_GAP apart and, across sweeps on the machine, one at a time
+    (an flock on LOCK held for the gap), so each decision sees the previous trial's start-up."""
+
+    def __init__(self, cap: float | None = None) -> None:
+        import psutil
+
+        self.psutil = psutil
+        env = os.environ.get(CPU_CAP_ENV)
+        self.cap = cap if cap is not None else float(env) if env else CPU_CAP
+        self.cores = psutil.cpu_count() or 1
+        self.busy = 0.0  # cores, smoothed
+        psutil.cpu_percent(interval=None)
+        self.finished: list[float] = []  # cores per finished trial
+        self.last_admit = -math.inf
+        self.sampled = False
+        self.fd: int | None = None  # the admission lock, while held
+
+    def sample(self) -> float:
+        """The host's CPU use in cores since the previous sample, smoothed (time constant ~3 s)."""
+        now = self.psutil.cpu_percent(interval=None) / 100 * self.cores
+        self.busy = 0.7 * self.busy + 0.3 * now if self.sampled else now
+        self.sampled = True
+        return self.busy
+
+    def tree_cores(self, pid: int, started: float) -> float:
+        """Mean cores the trial process and its descendants used since it started (live or reaped)."""
+        try:
+            proc = self.psutil.Process(pid)
+            total = sum(sum(p.cpu_times()[:4]) for p in [proc, *proc.children(recursive=True)])
+        except self.psutil.Error:
+            return math.nan
+        return total / max(1.0, time.monotonic() - started)
+
+    def need(self, running: list[tuple[int, float]]) -> float:
+        """Cores one more trial is measured to need: from the running trials' trees and the finished ones."""
+        live = [c for c in (self.tree_cores(pid, t0) for pid, t0 in running) if math.isfinite(c)]
+        means = [statistics.fmean(v) for v in (live, self.finished) if v]
+        return max(means) if means else 0.0
+
+    def admit(self, running: list[tuple[int, float]]) -> bool:
+        """Whether one more trial fits now (the first always does); takes the machine-wide admission lock."""
+        if not running:
+            return True
+        if time.monotonic() - self.last_admit < ADMIT_GAP:
+            return False
+        if self.busy + self.need(running) > self.cap * self.cores:
+            return False
+        return self._lock()
+
+    def _lock(self) -> bool:
+        """flock LOCK without waiting, and keep it for ADMIT_GAP: another sweep admits after that."""
+        import fcntl
+
+        try:
+            fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self.release()
+        self.fd = fd
+        asyncio.get_running_loop().call_later(ADMIT_GAP, self.release)
+        return True
+
+    def release(self) -> None:
+        """Let other sweeps admit (closing the fd drops the flock); also when the sweep ends."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def admitted(self) -> None:
+        self.last_admit = time.monotonic()
+
+    def done(self, trial_dir: Path) -> None:
+        """A finished trial's mean cores, from the CPU its process tree used (trial_cpu.json)."""
+        with contextlib.suppress(OSError, ValueError, KeyError, ZeroDivisionError):
+            info = json.loads((trial_dir / "trial_cpu.json").read_text())
+            self.finished.append(info["cpu_seconds"] / info["wall_seconds"])
+
+
 def monolith_cache_file(z: Experiment, cache: Path) -> Path:
     from harness.experiment.run import monolith_key
 
@@ -448,6 +555,7 @@ class Runner:
         self.computing: set[Path] = set()  # monolith references a running trial is measuring
         self.interrupts = 0
         self.stopped: dict[str, int] = {}  # trial -> signals sent because it ran past its time-out
+        self.headroom = Headroom() if jobs > 1 else None
 
     def todo(self) -> list[Trial]:
         return [t for t in self.plan.trials if t.id not in self.done_ids]
@@ -482,6 +590,10 @@ class Runner:
             log.close()
         self.procs[trial.id] = proc
         return proc
+
+    def _running_pids(self) -> list[tuple[int, float]]:
+        """(pid, start) of every running trial process, for the CPU it is measured to use."""
+        return [(self.procs[trial.id].pid, t0) for trial, t0 in self.running.values() if trial.id in self.procs]
 
     def _progress(self, base: int) -> float:
         """Finished trials plus the fraction of workflows the running ones have completed."""
@@ -543,12 +655,18 @@ class Runner:
         self.on_update(finished, finished, total)
         try:
             while (queue and not self.outcome.interrupted) or self.running:
+                if self.headroom:
+                    self.headroom.sample()
                 while len(self.running) < self.jobs and queue and not self.outcome.interrupted:
+                    if self.headroom and not self.headroom.admit(self._running_pids()):
+                        break
                     trial = self._pick(queue)
                     if trial is None:
                         break
                     proc = await self._start(trial)
                     self.running[asyncio.create_task(proc.wait())] = (trial, time.monotonic())
+                    if self.headroom:
+                        self.headroom.admitted()
                     if self.outcome.interrupted:  # Ctrl-C came while it was starting
                         with contextlib.suppress(ProcessLookupError):
                             proc.send_signal(signal.SIGINT)
@@ -562,6 +680,8 @@ class Runner:
                     self.computing.discard(monolith_cache_file(trial.point.z, self.cache))
                     code = task.result()
                     seconds = time.monotonic() - t0
+                    if self.headroom and code == 0:
+                        self.headroom.done(self.out / "trials" / trial.id)
                     row = self._record(trial, seconds) if code == 0 else None
                     if row is not None:
                         finished += 1
@@ -575,6 +695,8 @@ class Runner:
                                  f"{self.out / 'trials' / trial.id / 'trial.log'}")
                 self.on_update(self._progress(finished), finished, total)
         finally:
+            if self.headroom:
+                self.headroom.release()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             for proc in self.procs.values():  # only on an error of the sweep itself
