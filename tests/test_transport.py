@@ -145,3 +145,25 @@ def test_centralised_on_durable_queues_completes_and_refuses_bad_messages(tmp_pa
     assert sorted(statuses) == [400, 413]
     assert _of_run(tb.run) == []
     assert not (tmp_path / "broker-data").exists()
+
+
+def test_a_broker_pause_longer_than_t_h_is_reported_as_broker_suspicions(tmp_path: Path) -> None:
+    """Every heartbeat stops at once: the SLMs declare each other dead. The summary counts those apart from
+    false suspicions, and the duplicates they cause are the checker's own count; nothing is lost."""
+    from harness import checker, history
+    from harness.experiment.run import experiment
+
+    z = build({"design": "centralised", "transport": "amqp", "fault": "broker-pause", "n": 3, "t_i": 2.0,
+               "time_scale": 0.1, "requests": 4, "users": 2, "fault_at": "task:1", "t_h_mult": 3,
+               "fault_for": 4.5})
+    result = asyncio.run(experiment(z, tmp_path / "run", load="builtin", cache=tmp_path / "cache",
+                                    say=lambda _: None))
+    row = result.summary
+    events = history.measured(result.events)
+    assert row["broker_suspicions"] >= 1
+    dead = checker.of_kind(events, "peer_dead")
+    assert row["broker_suspicions"] == len(checker.broker_suspicions(events, grace=2 * z.t_h * z.time_scale + 0.5))
+    assert row["broker_suspicions"] + row["false_suspicions"] <= len(dead)
+    assert row["duplicated"] == len(checker.duplicated(events)) and row["lost"] == 0
+    assert row["t_c_model_bus"] > row["t_c_model"]
+    assert _of_run(result.summary["run"]) == []
