@@ -162,6 +162,7 @@ def test_a_broker_pause_longer_than_t_h_is_reported_as_broker_suspicions(tmp_pat
     events = history.measured(result.events)
     assert row["broker_suspicions"] >= 1
     dead = checker.of_kind(events, "peer_dead")
+    assert z.t_h is not None
     assert row["broker_suspicions"] == len(checker.broker_suspicions(events, grace=2 * z.t_h * z.time_scale + 0.5))
     assert row["broker_suspicions"] + row["false_suspicions"] <= len(dead)
     assert row["duplicated"] == len(checker.duplicated(events)) and row["lost"] == 0
