@@ -441,6 +441,7 @@ CPU_CAP_ENV = "MANOBENCH_SWEEP_CPU"  # the share of the host's cores concurrent 
 CPU_CAP = 0.7
 ADMIT_GAP = 2.0  # wall seconds between admissions: a trial's start-up shows in the host's CPU use first
 LOCK = Path("/tmp/manobench-sweep-admission.lock")  # one admission at a time on the machine, every sweep's
+STARTUP_NICE = 10  # a concurrent trial starts at this nice value, and is reniced to 0 once its deployment is up
 
 
 class Headroom:
@@ -556,6 +557,7 @@ class Runner:
         self.interrupts = 0
         self.stopped: dict[str, int] = {}  # trial -> signals sent because it ran past its time-out
         self.headroom = Headroom() if jobs > 1 else None
+        self.starting: dict[str, int] = {}  # trial -> bytes of its events.jsonl read while it starts, niced
 
     def todo(self) -> list[Trial]:
         return [t for t in self.plan.trials if t.id not in self.done_ids]
@@ -582,14 +584,45 @@ class Runner:
             {"z": trial.point.z.resolved(), "load": self.load, "cache": str(self.cache.resolve()),
              "point": trial.point.id, "repeat": trial.repeat, "overrides": trial.point.overrides}, indent=1))
         log = (tdir / "trial.log").open("ab")
+        nice = STARTUP_NICE if self.headroom and self.running else 0
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "harness.experiment.sweep", "trial", str(tdir), str(os.getpid()),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None)
         finally:
             log.close()
         self.procs[trial.id] = proc
+        if nice:
+            self.starting[trial.id] = 0
         return proc
+
+    def _renice_started(self) -> None:
+        """A concurrent trial starts niced, so that its services' start-up (a burst of interpreters importing:
+        about 0.45 CPU s each) takes CPU from the running trials' measured load only where the host has it to
+        spare; once its deployment is up (the `ready` event in its history) its whole process tree goes back
+        to nice 0, before it settles, warms up and is measured. Lowering a nice value needs root
+        (CAP_SYS_NICE); without it the trial stays niced, which every concurrent trial then is alike."""
+        import psutil
+
+        for trial_id, offset in list(self.starting.items()):
+            path = self.out / "trials" / trial_id / "events.jsonl"
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except OSError:
+                continue
+            self.starting[trial_id] = offset + chunk.rfind(b"\n") + 1
+            if b'"kind": "ready"' not in chunk and b'"kind":"ready"' not in chunk:
+                continue
+            del self.starting[trial_id]
+            proc = self.procs.get(trial_id)
+            with contextlib.suppress(psutil.Error, OSError):
+                root = psutil.Process(proc.pid) if proc else None
+                for p in [root, *root.children(recursive=True)] if root else []:
+                    with contextlib.suppress(psutil.Error, OSError):
+                        p.nice(0)
 
     def _running_pids(self) -> list[tuple[int, float]]:
         """(pid, start) of every running trial process, for the CPU it is measured to use."""
@@ -657,6 +690,7 @@ class Runner:
             while (queue and not self.outcome.interrupted) or self.running:
                 if self.headroom:
                     self.headroom.sample()
+                    self._renice_started()
                 while len(self.running) < self.jobs and queue and not self.outcome.interrupted:
                     if self.headroom and not self.headroom.admit(self._running_pids()):
                         break
@@ -677,6 +711,7 @@ class Runner:
                 for task in done:
                     trial, t0 = self.running.pop(task)
                     self.procs.pop(trial.id, None)
+                    self.starting.pop(trial.id, None)
                     self.computing.discard(monolith_cache_file(trial.point.z, self.cache))
                     code = task.result()
                     seconds = time.monotonic() - t0

@@ -89,10 +89,13 @@ def exhaustive_runs(z: Experiment, phases: tuple[float, ...] = PHASES) -> int:
 
 def predicted_lost_time(z: Experiment, point: CrashPoint) -> float:
     """t_r - t_c of the target by the model's corrected reading at this crash point (paper seconds): the
-    detection l_hb + t_h after the last heartbeat plus the work redone; 0 once the target had completed."""
+    detection l_hb + t_h after the last heartbeat plus the work redone; 0 once the target had completed, and
+    0 in the distributed design once the state was forwarded (the survivors of the next module go on)."""
     if point.lost is None:
         return 0.0
     if z.design == "distributed":
+        if not point.lost:
+            return 0.0  # the state went on to both instances of the next module: nobody waits for the victim
         redo = sum(model.task_durations(z)[k - 1] for k in point.lost)
     else:
         costs = model.centralised_task_costs(z)
