@@ -67,18 +67,17 @@ class WorkerCrash(_Aimed):
         ctx = self.ctx
         k = ctx.z.fault_task or aim.worst_task(ctx)
         req, driver, call = await aim.task_started(ctx, k)
-        worker = self._service_at(call["worker"])
+        # the replica that took the call is the one whose task starts: on the bus, replicas share one queue
+        # (one address), so the address called cannot name it
+        started = await ctx.history.wait_for(
+            lambda e: e["kind"] == "task_start" and e.get("req") == req and e.get("task") == k and e["t"] >= call["t"],
+            aim.WAIT)
+        worker = started["svc"]
         due = call["t"] + ctx.scaled(ctx.z.per_task("l_a")[k - 1] + 0.9 * ctx.z.per_task("t_i")[k - 1])
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         self.hit = aim.Aim(req, driver, k)
         self.record("kill", worker)
         ctx.processes.kill(worker)
-
-    def _service_at(self, address: str) -> str:
-        for link in self.ctx.deployment.links:
-            if address in (link.address, link.target):
-                return link.dst
-        raise RuntimeError(f"no worker at {address}")
 
     async def strike(self, hit: aim.Aim) -> None:
         self.record("kill", hit.driver)
