@@ -50,24 +50,44 @@ def verdict_line(v: checker.Verdict, row: dict) -> str:
 
 
 def summary_table(row: dict) -> str:
+    bus = _number(row.get("t_c_model_bus")) is not None  # on the bus: the bus-aware model beside the paper's
     table = Table(title="measured vs model", caption="paper units: s, kB/s")
-    for col in ("metric", "measured", "model", "error"):
+    for col in ("metric", "measured", "model", "error", *(("bus model", "error") if bus else ())):
         table.add_column(col, justify="right" if col != "metric" else "left")
-    table.add_row("t_m", _fmt(row["t_m_measured"]), _fmt(row["t_c_model"] / row["R_a_model"]), "")
+    blank = ("",) * (2 if bus else 0)
+    table.add_row("t_m", _fmt(row["t_m_measured"]), _fmt(row["t_c_model"] / row["R_a_model"]), "", *blank)
     for name in model.COMPARED:
-        meas, mod = row[f"{name}_measured"], row[f"{name}_model"]
-        err = (meas - mod) / mod if mod and not math.isnan(meas) and not math.isnan(mod) else math.nan
-        table.add_row(name, _fmt(meas), _fmt(mod), "-" if math.isnan(err) else f"{err:+.1%}")
+        meas = row[f"{name}_measured"]
+        cells = [_fmt(meas)]
+        for mod in (row[f"{name}_model"], *((row.get(f"{name}_model_bus"),) if bus else ())):
+            ref = _number(mod)
+            cells += ["-" if ref is None else _fmt(ref), _error(meas, ref)]
+        table.add_row(name, *cells)
     # The paper's Q_r counts extra instances; this project's Q_r_compute is extra compute in monolith-
     # equivalents (docs/model.md); only a fitted model predicts it (`harness fit`: CPU costs), hence no model.
-    table.add_row("Q_r", _fmt(float(row["instances_extra"])), _fmt(row["Q_r_model"]), "instances")
-    table.add_row("Q_r compute", _fmt(row["Q_r_compute"]), "-", "monolith-equiv.")
+    table.add_row("Q_r", _fmt(float(row["instances_extra"])), _fmt(row["Q_r_model"]), "instances", *blank)
+    table.add_row("Q_r compute", _fmt(row["Q_r_compute"]), "-", "monolith-equiv.", *blank)
     busy = row.get("host_busy", math.nan)
     table.add_row("host CPU busy", "-" if busy is None or math.isnan(busy) else f"{busy:.0%}", "",
-                  "SATURATED" if row.get("saturated") is True else "")
+                  "SATURATED" if row.get("saturated") is True else "", *blank)
     console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
     console.print(table)
     return console.export_text()
+
+
+def _number(v: object) -> float | None:
+    """A finite number, or None (empty on http, NaN where there is nothing to compare)."""
+    try:
+        x = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def _error(measured: float, model_value: float | None) -> str:
+    if not model_value or math.isnan(measured):
+        return "-"
+    return f"{(measured - model_value) / model_value:+.1%}"
 
 
 def _fmt(v: float) -> str:
