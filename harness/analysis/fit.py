@@ -671,8 +671,10 @@ def optimum_lines(rows: pd.DataFrame) -> list[str]:
                       else "the fitted model has no C here (see the Q_r note)")
         measured = mine[np.isfinite(mine["C_measured"]) & mine["counted"]]
         if measured.empty:
-            lines.append(f"optimum {design} ({mechanism}): no measured C (a weighted metric was not measured, e.g. "
-                         f"R_r without a fault); {model_says}, C = {by_model['C_model_fitted']:.4g}")
+            why = ("every point of it was measured on a saturated host (include them to rank them anyway)"
+                   if (~mine["counted"]).all() else "a weighted metric was not measured, e.g. R_r without a fault")
+            lines.append(f"optimum {design} ({mechanism}): no measured C ({why}); {model_says}, "
+                         f"C = {by_model['C_model_fitted']:.4g}")
             continue
         best = measured.sort_values("rank").iloc[0]
         agree = "the model agrees" if by_model["point"] == best["point"] else model_says
