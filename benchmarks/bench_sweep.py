@@ -135,11 +135,11 @@ def compare(args: argparse.Namespace, work: Path) -> None:
     results: dict[str, Any] = {}
     for name, spec, jobs in (("alone", alone, 1), ("concurrent", busy, args.jobs)):
         path = work / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         meter = Meter()
         wait_all({name: start_sweep(path, work / name, args.load, jobs, None)})
         m = meter.stop()
-        rows = [r for r in read_rows(work / name / "trials.csv") if r["point"] == plan(spec).points[0].id]
+        rows = [r for r in read_rows(work / name / "trials.csv") if r["point"] == plan(read_spec(path)).points[0].id]
         stats = tables.over_repeats(pd.DataFrame(rows).assign(p="x"), "p", list(COMPARED))
         results[name] = stats.iloc[0]
         print(f"{name} ({jobs} at a time): {trial_summary(work / name)}")

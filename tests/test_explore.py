@@ -26,6 +26,17 @@ SMALL = {"design": "centralised", "n": 3, "t_i": 1.0, "h_r": 2, "time_scale": 0.
          "P_b": 10, "seed": 13}
 
 
+def run_spec(spec: dict, tmp_path: Path, timeout: float) -> Path:
+    """`harness sweep` of a spec written to tmp_path; the sweep folder, once it finished without a failure."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "harness", "sweep", str(path), "--out", str(out), "--load",
+                           "builtin"], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 def test_crash_points_that_lose_the_same_work_at_the_same_phase_are_one_class():
     z = config.build({**SMALL, "n": 6, "s_p": 2, "s_o": 2})
     found = explore.classes(z)
@@ -52,13 +63,7 @@ def test_a_bad_phase_list_and_every_outside_a_sweep_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_an_exploration_finds_the_corrected_readings_worst_case(tmp_path):
-    spec = {"description": "exploration test", "base": SMALL, "phases": [0, 0.5]}
-    path = tmp_path / "explore.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    out = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "harness", "sweep", str(path), "--out", str(out), "--load",
-                           "builtin"], cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_spec({"description": "exploration test", "base": SMALL, "phases": [0, 0.5]}, tmp_path, 240)
     record = read_record(out)
     (entry,) = record["exploration"]
     assert (entry["runs"], entry["exhaustive_runs"]) == (5, 12)

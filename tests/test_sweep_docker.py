@@ -13,6 +13,7 @@ import yaml
 
 from harness.experiment import sweep
 from harness.runtime import image
+from tests.test_explore import run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 docker_ok, docker_why = image.available()
@@ -26,12 +27,7 @@ TRIAL_FILES = {"config.yaml", "events.jsonl", "requests.csv", "links.csv", "cpu.
 def test_fig7_ci_runs_as_a_sweep_on_docker(tmp_path):
     spec = yaml.safe_load((ROOT / "experiments" / "fig7-ci.yaml").read_text())
     spec["base"]["runtime"] = "docker"
-    path = tmp_path / "fig7-ci-docker.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    out = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "harness", "sweep", str(path), "--out", str(out), "--load",
-                           "builtin"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_spec(spec, tmp_path, 600)
     rows = sweep.read_rows(out / "trials.csv")
     assert len(rows) == len(sweep.plan(spec).trials) == 4
     assert {r["runtime"] for r in rows} == {"docker"}
