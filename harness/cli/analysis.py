@@ -64,12 +64,12 @@ def fit_cmd(sweep_dir: str, fmt: str) -> None:
 
 
 def show_measured_optimum(sweep_dir: str, weights: str, *, top: int = 10, out: str | None = None,
-                          fmt: str = "table", qr: str = "cpu") -> None:
+                          fmt: str = "table", qr: str = "cpu", include_saturated: bool = False) -> None:
     """`harness optimise DIR --weights ...`: C(z) on the measured points beside the fitted model, ranked."""
     from harness.analysis import fit, optimise
 
     w = optimise.parse_weights(weights)
-    table, note = fit.optimise_measured(_sweep_dir(sweep_dir), w, rule=qr)
+    table, note = fit.optimise_measured(_sweep_dir(sweep_dir), w, rule=qr, include_saturated=include_saturated)
     if table.empty:
         raise UserError(f"{sweep_dir}: no finished trials to rank")
     rows = table.to_dict("records")
@@ -88,12 +88,15 @@ def show_measured_optimum(sweep_dir: str, weights: str, *, top: int = 10, out: s
               help="Weight sets for Fig 8 and the optimum (repeatable; default: the three of docs/analysis.md).")
 @click.option("--qr", type=click.Choice(QR_RULES), default="cpu", show_default=True,
               help="Q_r of both costs, measured and modelled (see `harness optimise DIR --help`).")
-def report_cmd(sweep_dir: str, weight_sets: tuple[str, ...], qr: str) -> None:
+@click.option("--include-saturated", is_flag=True,
+              help="Keep trials whose host saturated in the optimum (they rank after the others by default).")
+def report_cmd(sweep_dir: str, weight_sets: tuple[str, ...], qr: str, include_saturated: bool) -> None:
     """Plots of measured beside modelled (the paper's Figs 6, 7, 8) and DIR/report.md."""
     from harness.analysis import optimise, report
 
     sets = [optimise.parse_weights(w) for w in weight_sets] or None
-    result = report.build_report(_sweep_dir(sweep_dir), weight_sets=sets, rule=qr)
+    result = report.build_report(_sweep_dir(sweep_dir), weight_sets=sets, rule=qr,
+                                 include_saturated=include_saturated)
     for line in result.lines:
         click.echo(line)
     click.echo(f"report: {result.path}")

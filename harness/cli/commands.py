@@ -77,9 +77,11 @@ def model_cmd(design: str | None, mechanism: str | None, transport: str | None, 
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--qr", type=click.Choice(QR_RULES), default="cpu", show_default=True,
               help="With SWEEP_DIR: the one Q_r rule of both costs, measured and modelled (docs/analysis.md).")
+@click.option("--include-saturated", is_flag=True,
+              help="Keep trials whose host saturated in the optimum (they rank after the others by default).")
 def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tuple[str, ...], weights: str,
                  grids: tuple[str, ...], config_file: str | None, sets: tuple[str, ...], top: int, out: str | None,
-                 fmt: str, qr: str) -> None:
+                 fmt: str, qr: str, include_saturated: bool) -> None:
     """Rank configurations z by the cost C(z) of Eq 10, the optimum first.
 
     With SWEEP_DIR (a `harness sweep` folder): C(z) on the measured points beside the fitted model. Without:
@@ -90,7 +92,7 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
                             "--mechanism, --config or --set)")
         from harness.cli.analysis import show_measured_optimum
 
-        show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt, qr=qr)
+        show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt, qr=qr, include_saturated=include_saturated)
         return
     w = optimise.parse_weights(weights)
     grid = optimise.parse_grid(grids)
