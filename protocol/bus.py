@@ -57,3 +57,11 @@ def queue_name(svc: str, plane: str) -> str:
 
 def reply_queue(svc: str, plane: str) -> str:
     return f"{svc}.{plane}.reply"
+
+
+def task_call_timeout(t_i: float, time_scale: float) -> float:
+    """Seconds an SLM waits for the reply to a call of a task lasting `t_i` seconds (both as run, i.e.
+    scaled): ten times the task, 30 paper seconds of slack, and 5 s more for a loaded host. On the bus a call
+    whose consumer died after taking it (an automatic ack: transient queues) has no one left to answer and is
+    no refused connection: the SLM learns of it only at this time-out (harness.model.bus, docs/transport.md)."""
+    return 10 * t_i + 30 * time_scale + 5

@@ -67,3 +67,16 @@ def test_broker_faults_need_the_bus(name: str, tmp_path) -> None:
 
     with pytest.raises(UserError, match="--transport amqp"):
         asyncio.run(FAULTS[name](ctx).setup())
+
+
+def test_a_worker_crash_on_transient_queues_costs_the_slms_rpc_time_out() -> None:
+    """The call died with the replica that took (and acked) it: t_l is the SLM's wait for its reply, 10 t_K
+    + 30 s + 5 wall s; on durable queues the broker hands the call on and Eq 3's t_l stands."""
+    base = {"design": "centralised", "transport": "amqp", "fault": "worker-crash", "n": 4, "t_i": [5, 5, 8, 5],
+            "time_scale": 0.2}
+    transient, durable = build(base), build({**base, "queues": "durable"})
+    assert bus.evaluate(transient).t_l == pytest.approx(10 * 8 + 30 + 5 / 0.2)  # worst: the longest task
+    assert bus.evaluate(build({**base, "fault_at": "task:2"})).t_l == pytest.approx(10 * 5 + 30 + 25)
+    assert bus.evaluate(durable).t_l == pytest.approx(model.evaluate(durable).t_l + bus.terms(durable).recovery
+                                                      * durable.t_bus)
+    assert bus.evaluate(build({**base, "fault": "slm-crash"})).t_l < 20

@@ -14,6 +14,12 @@ exactly the paper's l_a, l_b, l, l_hb, so what the bus adds is:
   `amqp_frame` kB of AMQP framing per message (method, header and body frames, routing key, properties) and
   per reply (the RPC answer: the HTTP transport's response). The default 0 counts bodies only, as the
   measured B does; the wire's framing per message is in summary.csv's `header_bytes_per_message`.
+- a worker crash on transient queues (centralised): the call was acknowledged on delivery and dies with the
+  replica that took it; no connection is refused, so the SLM learns of it only at its RPC time-out
+  (`protocol.bus.task_call_timeout`) and then calls the other replica, which does the task again from the
+  start: the crashed call's part of t_c becomes the time-out, t_l = the time-out (of the task struck). On
+  durable queues the broker hands the unacknowledged call to the other replica as the connection drops, as
+  a refused HTTP connection would, and Eq 3's t_l stands.
 
 Everything else is Eqs 1-10 as `harness.model` reads them (model_reading applies).
 """
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 
 from harness import model
 from harness.plan.config import Experiment
+from protocol.bus import task_call_timeout
 
 LEGS = 2  # publisher -> broker, broker -> consumer
 BUS_COLUMNS = ("t_c", "t_r", "B_op", "B_rel", "B_tot")  # summary.csv's <metric>_model_bus
@@ -53,6 +60,16 @@ def terms(z: Experiment) -> BusTerms:
     return BusTerms(0, 0, 0, 0, 0)
 
 
+def worker_timeout(z: Experiment) -> float | None:
+    """Paper seconds a centralised workflow loses to a worker crash on transient queues (the SLM's RPC
+    time-out for the task struck: `fault_at task:K`, else the longest task), None where Eq 3 applies."""
+    if z.fault != "worker-crash" or z.design != "centralised" or z.queues != "transient":
+        return None
+    durations = model.task_durations(z)
+    t_k = durations[z.fault_task - 1] if z.fault_task else max(durations)
+    return task_call_timeout(t_k * z.time_scale, z.time_scale) / z.time_scale
+
+
 def heartbeat_rate(z: Experiment) -> float:
     """kB/s of heartbeat bodies, as the paper's model counts them under z's reading (Eqs 4 and 8)."""
     if z.design == "centralised":
@@ -68,7 +85,8 @@ def evaluate(z: Experiment) -> model.Metrics:
     bus = terms(z)
     frame = z.amqp_frame * 2  # the message's framing and its reply's, per leg
     t_c = paper.t_c + bus.critical * z.t_bus
-    t_l = paper.t_l + bus.recovery * z.t_bus
+    timeout = worker_timeout(z)
+    t_l = paper.t_l + bus.recovery * z.t_bus if timeout is None else timeout
     hb = LEGS * (heartbeat_rate(z) + bus.hb_streams * frame * z.h_r)
     if z.design == "centralised":
         op = LEGS * (sum(z.per_task("P_a")) + sum(z.per_task("P_b")) + bus.op_messages * frame)
