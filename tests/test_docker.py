@@ -54,10 +54,12 @@ def nothing_left_behind():
 # --- no Docker needed -------------------------------------------------------------------------------------
 
 def test_checked_in_compose_files_are_what_render_makes():
-    for design in ("monolith", "centralised", "distributed"):
-        z = config.load(design=design)
-        assert (ROOT / "compose" / f"{design}.yml").read_text() == compose.render_standalone(z), (
-            f"compose/{design}.yml is stale: run `harness compose render`")
+    for design, transport in [(d, "http") for d in ("monolith", "centralised", "distributed")] + [
+            ("centralised", "amqp"), ("distributed", "amqp")]:  # the bus variants carry the broker
+        z = config.load(design=design, transport=transport)
+        name = compose.standalone_name(z)
+        assert (ROOT / "compose" / f"{name}.yml").read_text() == compose.render_standalone(z), (
+            f"compose/{name}.yml is stale: run `harness compose render`")
 
 
 def test_render_gives_each_service_its_address_labels_and_limits():

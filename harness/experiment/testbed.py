@@ -21,7 +21,7 @@ from harness.links.wiring import ProxyWiring
 from harness.load.bss import Bss
 from harness.plan.config import LINK_BACKENDS, Experiment
 from harness.plan.deploy import BROKER, Deployment, Route, direct, plan, uses_broker
-from harness.runtime.broker import LocalBroker, make_broker
+from harness.runtime.broker import Broker, make_broker
 from harness.runtime.contract import Runtime
 from harness.runtime.local import LocalRuntime
 
@@ -71,7 +71,7 @@ class Testbed:
             self.wiring = NetemWiring.for_runtime(self.runtime, z.time_scale, configured_leaf()[1])
         self.route: Route = self.wiring.route if self.wiring else direct
         self.deployment: Deployment | None = None
-        self.broker: LocalBroker | None = None  # transport amqp: the run's RabbitMQ
+        self.broker: Broker | None = None  # transport amqp: the run's RabbitMQ
         self.on_prepared: list[Callable[[], object]] = []  # called once the runtime's network exists
         # called as teardown starts, right before the runtime's last reading of its counters: a measurement
         # stopped here and those counters cover the same span (services still run and send until down)
@@ -95,7 +95,7 @@ class Testbed:
             if self.wiring:
                 self.wiring.before_up(self.runtime)
             if uses_broker(self.z):  # before the services, which connect to it as they start
-                self.broker = make_broker(self.z.runtime, self.run, self.workdir, self.runtime.host_of(BROKER),
+                self.broker = make_broker(self.runtime, self.run, self.workdir, self.runtime.host_of(BROKER),
                                           self.runtime.env({}))
                 await self.broker.start()
                 self.collector.emit("harness", "broker_ready", address=self.broker.address,

@@ -23,13 +23,13 @@ from harness.errors import UserError
 from harness.faults import aim
 from harness.faults.base import FaultContext
 from harness.faults.catalogue import Partition, _Aimed
-from harness.runtime.broker import BROKER_ID, LocalBroker
+from harness.runtime.broker import BROKER_ID, Broker
 
 
 class BrokerControl:
     """The runtime's process control (faults' ProcessControl) with the run's broker as one more process."""
 
-    def __init__(self, runtime: object, broker: LocalBroker | None) -> None:
+    def __init__(self, runtime: object, broker: Broker | None) -> None:
         self.runtime, self.broker = runtime, broker
 
     def kill(self, name: str) -> None:
@@ -42,7 +42,7 @@ class BrokerControl:
         self.broker.resume() if name == BROKER_ID and self.broker else self.runtime.resume(name)  # type: ignore[attr-defined]
 
 
-def _broker(ctx: FaultContext, fault: str) -> LocalBroker:
+def _broker(ctx: FaultContext, fault: str) -> Broker:
     broker = getattr(ctx.processes, "broker", None)
     if ctx.z.transport != "amqp" or broker is None:
         raise UserError(f"fault {fault} needs the bus: --transport amqp")

@@ -15,6 +15,14 @@ The node carries MANOBENCH_RUN / MANOBENCH_OWNER like every process of the run, 
 removes the data directory; after a SIGKILLed harness, `harness clean` and the next run find them by their
 labels and remove the data directory named in their environment (BROKER_DATA_ENV). A broker that cannot
 start is one line naming its log (`BrokerError`, exit 2), with its processes and data already gone.
+
+Docker runtime (`DockerBroker`): one more container of the run, `broker`, from the bus image
+(harness.runtime.broker_image: the services' image plus Debian's rabbitmq-server), at its own address on the
+run's network, created through the SDK from its compose entry (`compose_service`, also in the run's
+compose.yml and the standalone bus files) with the run's labels, so the runtime's teardown, `harness clean`
+and the next run remove it like every container. The node, epmd and data are the container's own; a crash
+is the SIGKILL of its init (the whole container goes), the restart the Engine's start of the same container
+(its filesystem, so its data, stays); a pause is its cgroup freezer: the runtime's own paths.
 """
 
 from __future__ import annotations
@@ -26,11 +34,15 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
 from harness.errors import UserError
 from protocol.bus import AMQP_PORT
+
+if TYPE_CHECKING:
+    from harness.runtime.docker import DockerRuntime
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")  # Debian's rabbitmq-server package
 BROKER_DATA_ENV = "MANOBENCH_BROKER_DATA"  # a broker's data directory: removed with its leftover processes
@@ -186,8 +198,119 @@ def remove_data(dirs: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def make_broker(runtime_name: str, run: str, workdir: Path, host: str, env: dict[str, str]) -> LocalBroker:
-    """The broker of a run on `runtime_name`."""
-    if runtime_name != "local":
-        raise UserError(f"transport amqp: no broker for the {runtime_name} runtime yet (use --runtime local)")
+IN_CONTAINER = {  # the broker container's environment: Debian's defaults are the container's own
+    "RABBITMQ_NODENAME": "rabbit@localhost", "HOME": "/var/lib/rabbitmq", "RABBITMQ_LOGS": "-"}
+
+
+def compose_service(image: str, network: str, address: str, labels: dict[str, str], healthcheck: bool = False
+                    ) -> dict[str, Any]:
+    """The broker's compose entry (harness.runtime.compose's keys): Debian's server script in the bus image,
+    logging to stdout (the Engine keeps it: logs/broker.log of the run), AMQP on its address."""
+    svc: dict[str, Any] = {
+        "image": image, "command": [str(SERVER)],
+        "environment": {**IN_CONTAINER, "RABBITMQ_NODE_IP_ADDRESS": address, "RABBITMQ_NODE_PORT": str(AMQP_PORT)},
+        "labels": {**labels, "manobench.service": BROKER_ID, "manobench.role": BROKER_ID},
+        "networks": {network: {"ipv4_address": address}}, "stop_grace_period": "2s"}
+    if healthcheck:  # ready when it takes a TCP connection on its AMQP port (the harness waits for AMQP itself)
+        svc["healthcheck"] = {"test": ["CMD", "python3", "-c", f"import socket; socket.create_connection("
+                                       f"('{address}', {AMQP_PORT}), 2)"], "interval": "5s", "timeout": "3s",
+                              "retries": 6, "start_period": "10s"}
+    return svc
+
+
+class DockerBroker:
+    """The run's broker as one more container of the docker runtime (see the module docstring)."""
+
+    def __init__(self, runtime: DockerRuntime, host: str) -> None:
+        self.runtime, self.host, self.port = runtime, host, AMQP_PORT
+        self.data = runtime.workdir / "broker-data"  # never made: the data is the container's own
+        self.started_in = float("nan")
+        self.container: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self, timeout: float = 90.0) -> None:
+        """Create and start the container (the bus image first, cached) or, after a crash, start it again."""
+        from harness.runtime import broker_image, compose, engine
+
+        t0 = time.monotonic()
+        rt = self.runtime
+        api = engine.client().api
+        if self.container is None:
+            rt.image = (await asyncio.to_thread(broker_image.build, lambda _m: None)).tag  # the services' too
+            entry = compose_service(rt.image, rt.network, self.host, rt.labels)
+            rt.started[BROKER_ID] = entry  # in the run's compose.yml, not started again by `up`
+            args = compose.container_args({"services": {BROKER_ID: entry}}, BROKER_ID, rt.project, api.api_version)
+            t0 = time.monotonic()  # the image is no part of the broker's start
+            with engine.engine_call("create broker"):
+                self.container = str(api.create_container(**args)["Id"])
+        with engine.engine_call("start broker"):
+            await asyncio.to_thread(api.start, self.container)
+        rt.containers.pop(BROKER_ID, None)  # a restarted container has a new init: found again
+        found = await asyncio.to_thread(rt.find)
+        while not await accepts_amqp(self.host, self.port):
+            gone = BROKER_ID not in found or not psutil.pid_exists(found[BROKER_ID].pid)
+            if gone or time.monotonic() - t0 > timeout:
+                log = rt.workdir / "logs" / "broker.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(rt.log_tail(BROKER_ID, "all") + "\n", encoding="utf-8")
+                await self.down()
+                why = "exited" if gone else f"not ready after {timeout:g} s"
+                raise BrokerError(f"broker container {why}: see {log}")
+            await asyncio.sleep(0.1)
+        self.started_in = time.monotonic() - t0
+
+    def pid(self) -> int:
+        return self.runtime.pid(BROKER_ID)
+
+    def kill(self) -> None:
+        self.runtime.kill(BROKER_ID)
+
+    def pause(self) -> None:
+        self.runtime.pause(BROKER_ID)
+
+    def resume(self) -> None:
+        self.runtime.resume(BROKER_ID)
+
+    async def down(self, grace: float = 5.0) -> None:
+        """The runtime's teardown removes the container with the run's others; this is for a start that failed."""
+        from harness.runtime import engine
+
+        if self.container is not None:
+            self.runtime.resume(BROKER_ID)
+            try:
+                with engine.engine_call("remove broker"):
+                    await asyncio.to_thread(engine.client().api.remove_container, self.container, force=True)
+            except UserError:
+                pass  # already removed with the run's containers
+            self.runtime.containers.pop(BROKER_ID, None)
+            self.container = None
+
+
+class Broker(Protocol):
+    """What a testbed and the broker faults use of a run's broker, on either runtime."""
+
+    host: str
+    port: int
+    data: Path
+    started_in: float
+
+    @property
+    def address(self) -> str: ...
+    async def start(self, timeout: float = ...) -> None: ...
+    def pid(self) -> int: ...
+    def kill(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    async def down(self, grace: float = ...) -> None: ...
+
+
+def make_broker(runtime: object, run: str, workdir: Path, host: str, env: dict[str, str]) -> Broker:
+    """The broker of a run on `runtime` (a LocalRuntime or a DockerRuntime)."""
+    from harness.runtime.docker import DockerRuntime
+
+    if isinstance(runtime, DockerRuntime):
+        return DockerBroker(runtime, host)
     return LocalBroker(run, workdir, host, env)
