@@ -184,6 +184,10 @@ ACCEPTANCE: dict[str, dict[str, object]] = {
 }
 
 
+def _acceptance_z(name: str):
+    return build({"transport": "amqp", "queues": "durable", "requests": 4, "users": 2, **ACCEPTANCE[name]})
+
+
 @pytest.fixture(scope="module")
 def acceptance(tmp_path_factory: pytest.TempPathFactory):
     """name -> the run's RunResult, run on first use (each about 50-70 s, the broker's start included)."""
@@ -193,8 +197,7 @@ def acceptance(tmp_path_factory: pytest.TempPathFactory):
 
     def result(name: str):
         if name not in done:
-            z = build({"transport": "amqp", "queues": "durable", "requests": 4, "users": 2, **ACCEPTANCE[name]})
-            done[name] = asyncio.run(experiment(z, root / name, load="builtin", cache=root / "cache",
+            done[name] = asyncio.run(experiment(_acceptance_z(name), root / name, load="builtin", cache=root / "cache",
                                                 say=lambda _: None))
             assert _of_run(done[name].summary["run"]) == []  # no broker process outlives its run
             assert not (root / name / "broker-data").exists()
@@ -226,7 +229,8 @@ def test_on_durable_queues_a_crash_loses_nothing_and_the_bus_aware_model_holds(a
     else:
         assert abs(errors["t_c"]) <= 0.10 and abs(errors["t_r"]) <= 0.10 and abs(errors["B_tot"]) <= 0.05, errors
     paper = _error(row, "B_tot", "model")
-    assert paper > 0.5  # the paper's model counts each body once: the bus carries it twice
+    # the paper's model counts each body once: the bus carries it twice (bytes per workflow, as above)
+    assert row["B_tot_measured"] * row["t_c_measured"] / (row["B_tot_model"] * row["t_c_model"]) - 1 > 0.5
     cells = [line.strip("│┃ ").split() for line in summary_table(row).splitlines()]
     lines = {cell[0]: " ".join(cell) for cell in cells if cell and cell[0] in ("t_c", "t_r", "B_tot")}
     assert f"{paper:+.1%}" in lines["B_tot"] and f"{errors['B_tot']:+.1%}" in lines["B_tot"]
@@ -283,3 +287,31 @@ def test_on_the_docker_runtime_the_broker_is_a_container_that_crashes_restarts_a
     assert [e["action"] for e in events if e["kind"] == "fault"][:2] == ["kill", "restart"]
     run = row["run"]
     assert leftovers.docker_objects(run=run) == [] and _of_run(run) == []
+
+
+def test_harness_fit_fits_the_bus_overhead_per_message_from_runs_on_the_bus(acceptance, tmp_path: Path) -> None:
+    """The acceptance runs as a sweep folder: fit.csv gains t_bus (a message's time beyond its configured
+    latency, per broker pass) and amqp_frame (framing per message and leg, from the heartbeat plane)."""
+    import csv
+
+    from harness.analysis import fit
+    from harness.model import bus
+
+    names = ["centralised-slm-crash", "distributed-worker-crash"]
+    (tmp_path / "trials").mkdir()
+    for name in names:
+        (tmp_path / "trials" / name).symlink_to(acceptance(name).out)
+    (tmp_path / "sweep.yaml").write_text("points:\n" + "".join(f"- {{id: {n}, overrides: {{}}}}\n" for n in names))
+    (tmp_path / "trials.csv").write_text("trial,point,repeat\n" + "".join(f"{n},{n},1\n" for n in names))
+    fit.fit_dir(tmp_path)
+    params = {r["parameter"]: r for r in csv.DictReader((tmp_path / "fit.csv").open())}
+    t_bus, frame = float(params["t_bus"]["value"]), float(params["amqp_frame"]["value"])
+    assert float(params["t_bus"]["configured"]) == 0.02 and float(params["t_bus"]["stderr"]) < t_bus
+    # every pass is on t_c's critical path: it cannot take more than t_c's whole excess over Eq 2 / Eq 6
+    excess = [(r["t_c_measured"] - r["t_c_model"]) / bus.terms(_acceptance_z(n)).critical
+              for n in names for r in [acceptance(n).summary]]
+    assert 0 < t_bus < max(excess), (t_bus, excess)
+    assert int(params["t_bus"]["observations"]) >= 2 * 6  # l_a and l_b of the untouched task calls and hops
+    # the summary's header bytes per heartbeat sent are about two frames (its own publish, its reply's)
+    per_heartbeat = [acceptance(n).summary["header_bytes_per_message"] for n in names]
+    assert all(0.5 < 2 * frame * 1000 / h < 2 for h in per_heartbeat), (frame, per_heartbeat)

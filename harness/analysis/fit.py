@@ -337,6 +337,55 @@ def header_params(trials: list[TrialData]) -> list[Param]:
     return out
 
 
+def bus_params(trials: list[TrialData]) -> list[Param]:
+    """The bus's per-message overhead (harness.model.bus), from the trials on the bus (transport amqp).
+
+    t_bus: what a message takes beyond its configured latency, from the legs the histories time (l_a, l_b;
+    the chain's hops after hop 0, which is HTTP): y - l ts = t_bus ts + o, o told apart with two or more time
+    scales (else t_bus is effective, the services' per-message cost included, which is what the bus-aware
+    model adds to Eq 2). amqp_frame: the framing per message and leg, on the heartbeat plane (messages of one
+    shape): the wire's bytes both ways less the bodies published and delivered, over 4 frames a heartbeat
+    (its publish and delivery, its reply's publish and delivery; the reply's few body bytes and the acks of
+    durable queues count as framing)."""
+    bus = [t for t in trials if t.z.transport == "amqp" and t.events]
+    legs = [o for t in bus for o in observations(t) if o.family in ("l_a", "l_b") or (o.family == "l" and o.task)]
+    out: list[Param] = []
+    configured = {t.z.t_bus for t in bus}
+    if legs:
+        ts = np.array([o.ts for o in legs])
+        excess = np.array([o.y - o.cfg * o.ts for o in legs])
+        X = np.column_stack([ts, np.ones_like(ts)])
+        what = "bus: a message's time beyond its configured latency, per broker pass"
+        cfg = configured.pop() if len(configured) == 1 else None
+        if np.linalg.matrix_rank(X) == 2:
+            (p, o), (ep, eo) = _solve(X, excess)
+            out += [Param("t_bus", float(p), float(ep), cfg, "s", len(legs), what),
+                    Param("t_bus.overhead", float(o) * 1e3, float(eo) * 1e3, None, "ms (wall)", len(legs),
+                          "bus: per-message software cost, does not scale with time_scale")]
+        else:
+            (p,), (ep,) = _solve(ts[:, None], excess)
+            out.append(Param("t_bus", float(p), float(ep), cfg, "s", len(legs),
+                             f"{what}; effective: includes the per-message cost (one time scale)"))
+    frames = []
+    for t in bus:
+        links = tables.read_csv(t.dir / "links.csv")
+        if links.empty:
+            continue
+        src = "wire" if tables.numeric(links, ["wire_bytes_fwd"]).iloc[:, 0].notna().any() else "proxy"
+        hit = {e.get("target") for e in t.events if e["kind"] == "fault"}
+        counts = tables.numeric(links, ["messages", f"{src}_bytes_fwd", f"{src}_bytes_rev", "service_bytes_fwd"])
+        counts.columns = ["messages", "fwd", "rev", "said"]
+        keep = (links["plane"] == "hb") & ~links["src"].isin(hit) & (counts.messages > 0) & counts.said.notna()
+        frames.append(pd.DataFrame({"frames": 4 * counts.messages,
+                                    "extra": counts.fwd + counts.rev - 2 * counts.said})[keep])
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not rows.empty:
+        (f,), (ef,) = _solve(rows[["frames"]].to_numpy(float), rows["extra"].to_numpy(float))
+        out.append(Param("amqp_frame", float(f) / 1000, float(ef) / 1000, None, "kB/message/leg", len(rows),
+                         "bus: AMQP framing per message and leg (heartbeat plane: bytes both ways less the bodies)"))
+    return out
+
+
 MESSAGE_KINDS = compute.MESSAGE_KINDS
 CPU_TERMS = ("messages", "heartbeats", "up", "fixed")
 
@@ -710,7 +759,7 @@ def analyse(out: Path) -> tuple[dict[str, Any], list[TrialData], FitResult]:
     fit = fit_trials(trials)
     trials_ok = [t for t in trials if t.events]
     cpu, fit.cpu_costs = cpu_fit(trials_ok)
-    fit.params += header_params(trials_ok) + cpu
+    fit.params += header_params(trials_ok) + bus_params(trials_ok) + cpu
     points = point_table(record, trials, fit)
     params = pd.DataFrame([p.row() for p in fit.params + fit.per_task])
     result = FitResult(fit, params, error_table(points), points, trial_table(trials, fit), fit.notes)
