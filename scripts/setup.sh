@@ -44,6 +44,8 @@ fi
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] || docker ps >/dev/null 2>&1; then
     .venv/bin/harness image build | sed 's/^/setup: /'
+    # the bus image (transport amqp in containers: the target + Debian's rabbitmq-server), cached the same way
+    .venv/bin/python -m harness.runtime.broker_image | sed 's/^/setup: /'
   fi
 else
   echo "setup: no Docker daemon here: the docker runtime and its tests will be skipped"
