@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from protocol.bus import task_call_timeout
 from protocol.events import EventSink
 from protocol.spec import ServiceSpec
 from targets.http import Planes, read_json, spend
@@ -111,7 +112,7 @@ class Slm(Replicated):
             self.sink.emit("task_call", req=req, task=i, name=task_name(i), worker=addr, attempt=attempt)
             try:
                 _, sent, got = await self.op.post(addr, "/task", {"req": req, "task": i}, self.p.p_a[i - 1],
-                                                  timeout=self.p.t_i[i - 1] * 10 + 30 * self.p.scale + 5)
+                                                  timeout=task_call_timeout(self.p.t_i[i - 1], self.p.scale))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 self.sink.emit("task_call_failed", req=req, task=i, worker=addr, error=type(exc).__name__)
                 attempt += 1

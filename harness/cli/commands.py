@@ -221,7 +221,7 @@ def compose_render_cmd(designs: tuple[str, ...], config_file: str | None, sets: 
     Path(out).mkdir(parents=True, exist_ok=True)
     for design in designs or config.DESIGNS:
         z = config.load(config_file, sets, design=design)
-        path = Path(out) / f"{design}.yml"
+        path = Path(out) / f"{compose.standalone_name(z)}.yml"
         path.write_text(compose.render_standalone(z), encoding="utf-8")
         click.echo(f"compose: wrote {path}")
 

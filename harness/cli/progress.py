@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import time
 from pathlib import Path
@@ -45,8 +46,18 @@ def verdict_line(v: checker.Verdict, row: dict) -> str:
     gaps = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in v.holes.items() if n)
     return (f"verdict {v.status}: {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated "
             f"{len(v.duplicated)}, tasks re-run {v.reexecuted_tasks}, takeovers {v.takeovers}, false suspicions "
-            f"{row['false_suspicions']}" + (f", history holes: {gaps}" if gaps else "")
+            f"{row['false_suspicions']}" + _broker(row) + (f", history holes: {gaps}" if gaps else "")
             + f"; link backend {row['link_backend']}")
+
+
+def _broker(row: dict) -> str:
+    """On the bus: peers declared dead because of the broker (no false suspicions: a shared broker's real
+    cost), and how long the services took to reconnect once it was back (paper s)."""
+    if _number(row.get("t_c_model_bus")) is None:  # not on the bus
+        return ""
+    suspicions, recovery = _number(row.get("broker_suspicions")), _number(row.get("broker_recovery"))
+    return (f", broker suspicions {0 if suspicions is None else int(suspicions)}"
+            + (f", broker recovery {recovery:.3g} s" if recovery is not None else ""))
 
 
 def summary_table(row: dict) -> str:
@@ -70,7 +81,7 @@ def summary_table(row: dict) -> str:
     busy = row.get("host_busy", math.nan)
     table.add_row("host CPU busy", "-" if busy is None or math.isnan(busy) else f"{busy:.0%}", "",
                   "SATURATED" if row.get("saturated") is True else "", *blank)
-    console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=100, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text()
 
