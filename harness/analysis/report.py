@@ -149,6 +149,18 @@ def _lines(ax: Any, xs: np.ndarray, configured: list[float], fitted: list[float]
     ax.plot(xs, configured, style, color=colour, linewidth=0.8, alpha=0.5, zorder=1)
 
 
+def _finish_panels(fig: Any, path: Path, panels: list[tuple[Any, str, str]], suptitle: str) -> None:
+    """Label each (axes, y label, title) panel, give it a legend where it has labelled lines, title the
+    figure and write it."""
+    for ax, ylabel, title in panels:
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+    fig.suptitle(suptitle, fontsize=12)
+    _finish(fig, path)
+
+
 def _finish(fig: Any, path: Path, extra: list[Any] | None = None) -> None:
     """The marker/line conventions once, under the panels; then save."""
     from matplotlib.lines import Line2D
@@ -211,15 +223,10 @@ def fig6(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit,
         ax.set_xlabel("heartbeat rate h_r [1/s]")
         ax.grid(True, which="both", alpha=0.3)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax_r.set_ylabel("recovery ratio R_r = t_r / t_c")
-    ax_r.set_title("R_r against h_r (yellow: t_h = 3/h_r, red: t_h = 5/h_r)", fontsize=10)
-    ax_b.set_ylabel("B_tot [kB/s]")
-    ax_b.set_title("B_tot against h_r (independent of t_h)", fontsize=10)
-    for ax in (ax_r, ax_b):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Fig 6: recovery ratio and bandwidth against the heartbeat rate", fontsize=12)
-    _finish(fig, path)
+    _finish_panels(fig, path, [(ax_r, "recovery ratio R_r = t_r / t_c",
+                                "R_r against h_r (yellow: t_h = 3/h_r, red: t_h = 5/h_r)"),
+                               (ax_b, "B_tot [kB/s]", "B_tot against h_r (independent of t_h)")],
+                   "Fig 6: recovery ratio and bandwidth against the heartbeat rate")
     return Figure("Fig 6", path, "R_r (left) and B_tot (right) against h_r; full lines centralised, dashed "
                   "distributed; markers measured (mean, 95% interval over repeats), thick lines the fitted model, "
                   "thin lines the model with the configured parameters.")
@@ -275,15 +282,9 @@ def fig7(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit,
         ax.set_xlabel("number of tasks n (t_m fixed)")
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax_r.set_ylabel("recovery ratio R_r = t_r / t_c")
-    ax_r.set_title("R_r against n", fontsize=10)
-    ax_a.set_ylabel("added time ratio R_a = t_c / t_m")
-    ax_a.set_title("R_a against n", fontsize=10)
-    for ax in (ax_r, ax_a):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Fig 7: recovery ratio and added time ratio against the number of tasks", fontsize=12)
-    _finish(fig, path)
+    _finish_panels(fig, path, [(ax_r, "recovery ratio R_r = t_r / t_c", "R_r against n"),
+                               (ax_a, "added time ratio R_a = t_c / t_m", "R_a against n")],
+                   "Fig 7: recovery ratio and added time ratio against the number of tasks")
     return Figure("Fig 7", path, "R_r (left) and R_a (right) against n; yellow/blue/red: centralised with s_p = "
                   "1/2/3, green: distributed (dashed); markers measured, thick lines the fitted model, thin lines "
                   "the model with the configured parameters.")
