@@ -310,7 +310,7 @@ def test_fit_recovers_the_configured_link_latency(sweeps):
     assert all(v == pytest.approx(0.2, rel=0.5) for v in per_task)  # task 1 carries the first, cold calls
     with (folder / "model_error.csv").open() as fh:
         errors = {r["metric"]: r for r in csv.DictReader(fh)}
-    assert set(errors) == {"t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot"}
+    assert set(errors) == {"t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r_compute"}
     assert float(errors["t_c"]["after_mean"]) < float(errors["t_c"]["before_mean"])
     assert float(errors["t_c"]["after_max"]) < 0.03
 

@@ -49,7 +49,7 @@ from harness.plan import config
 from harness.plan.config import Experiment
 
 METRIC_NAMES = ("t_m", "t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
-ERROR_METRICS = ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r_compute")
+ERROR_METRICS = (*model.COMPARED, "Q_r_compute")  # the run's compared metrics, and Q_r in compute
 OFFSET_FAMILIES = {  # family -> (what it is, the config key of its configured value)
     "t_o": ("orchestrator time between tasks (task_reply -> next task_call)", "t_o"),
     "l_a": ("latency SLM -> m_i (task_call -> task_start)", "l_a"),
