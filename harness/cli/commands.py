@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from harness import model
-from harness.analysis import optimise
 from harness.analysis.qr import QR_RULES
 from harness.cli.entry import run_cli
 from harness.cli.output import FORMATS, render, write_rows
@@ -94,6 +93,8 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 
         show_measured_optimum(sweep_dir, weights, top=top, out=out, fmt=fmt, qr=qr, include_saturated=include_saturated)
         return
+    from harness.analysis import optimise  # pandas: imported by the commands that need it, not by every CLI call
+
     w = optimise.parse_weights(weights)
     grid = optimise.parse_grid(grids)
     base = config.apply_overrides(
