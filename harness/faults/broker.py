@@ -52,8 +52,30 @@ def _broker(ctx: FaultContext, fault: str) -> Broker:
 class _OnBroker(_Aimed):
     """A fault on the broker itself, struck in the middle of the target request."""
 
+    action = ""  # the `fault` event's action when it strikes
+    struck = False  # the broker is down or frozen now: heal has something to undo
+
     async def setup(self) -> None:
         self.broker = _broker(self.ctx, self.name)
+
+    def break_broker(self) -> None:
+        raise NotImplementedError
+
+    async def mend_broker(self) -> None:
+        raise NotImplementedError
+
+    async def strike(self, hit: aim.Aim) -> None:
+        """Break the broker for fault_for, then mend it."""
+        self.record(self.action, BROKER_ID, duration=self.ctx.z.fault_duration)
+        self.break_broker()
+        self.struck = True
+        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
+        await self.heal()
+
+    async def heal(self) -> None:
+        if self.struck:
+            self.struck = False
+            await self.mend_broker()
 
     async def inject(self) -> None:
         z = self.ctx.z
@@ -66,36 +88,26 @@ class _OnBroker(_Aimed):
 
 class BrokerCrash(_OnBroker):
     name: str = "broker-crash"
+    action = "kill"
 
-    async def strike(self, hit: aim.Aim) -> None:
-        self.record("kill", BROKER_ID, duration=self.ctx.z.fault_duration)
+    def break_broker(self) -> None:
         self.broker.kill()
-        self.down = True
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
 
-    async def heal(self) -> None:
-        if getattr(self, "down", False):
-            self.down = False
-            await self.broker.start()  # on the same data directory
-            self.record("restart", BROKER_ID, started_in=self.broker.started_in)
+    async def mend_broker(self) -> None:
+        await self.broker.start()  # on the same data directory
+        self.record("restart", BROKER_ID, started_in=self.broker.started_in)
 
 
 class BrokerPause(_OnBroker):
     name: str = "broker-pause"
+    action = "pause"
 
-    async def strike(self, hit: aim.Aim) -> None:
-        self.record("pause", BROKER_ID, duration=self.ctx.z.fault_duration)
+    def break_broker(self) -> None:
         self.broker.pause()
-        self.paused = True
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
 
-    async def heal(self) -> None:
-        if getattr(self, "paused", False):
-            self.paused = False
-            self.broker.resume()
-            self.record("resume", BROKER_ID)
+    async def mend_broker(self) -> None:
+        self.broker.resume()
+        self.record("resume", BROKER_ID)
 
 
 class BrokerPartition(Partition):
