@@ -24,22 +24,23 @@ from harness.faults import aim
 from harness.faults.base import FaultContext
 from harness.faults.catalogue import Partition, _Aimed
 from harness.runtime.broker import BROKER_ID, Broker
+from harness.runtime.contract import Runtime
 
 
 class BrokerControl:
     """The runtime's process control (faults' ProcessControl) with the run's broker as one more process."""
 
-    def __init__(self, runtime: object, broker: Broker | None) -> None:
+    def __init__(self, runtime: Runtime, broker: Broker | None) -> None:
         self.runtime, self.broker = runtime, broker
 
     def kill(self, name: str) -> None:
-        self.broker.kill() if name == BROKER_ID and self.broker else self.runtime.kill(name)  # type: ignore[attr-defined]
+        self.broker.kill() if name == BROKER_ID and self.broker else self.runtime.kill(name)
 
     def pause(self, name: str) -> None:
-        self.broker.pause() if name == BROKER_ID and self.broker else self.runtime.pause(name)  # type: ignore[attr-defined]
+        self.broker.pause() if name == BROKER_ID and self.broker else self.runtime.pause(name)
 
     def resume(self, name: str) -> None:
-        self.broker.resume() if name == BROKER_ID and self.broker else self.runtime.resume(name)  # type: ignore[attr-defined]
+        self.broker.resume() if name == BROKER_ID and self.broker else self.runtime.resume(name)
 
 
 def _broker(ctx: FaultContext, fault: str) -> Broker:
