@@ -11,6 +11,8 @@ from harness.runtime import leftovers
 from harness.runtime.local import SESSION_ENV
 
 SESSION = os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)  # inherited by every run the suite starts
+if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker a session of its own: its runs reap only its own orphans
+    SESSION = os.environ[SESSION_ENV] = f"{SESSION}-{os.environ['PYTEST_XDIST_WORKER']}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -171,11 +171,11 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                         "(harness sweep; docs/analysis.md, Exploration), or give task:K@F for one of them")
     out.mkdir(parents=True, exist_ok=True)
     run = new_run_id()
-    found = leftovers.processes(orphans=True)
+    found = leftovers.processes(orphans=True, session=leftovers.this_session())
     if found:
         say(f"found {len(found)} leftover process(es) of crashed runs: ending them")
         leftovers.end(found)
-    stale = leftovers.docker_objects(orphans=True) if z.runtime == "docker" else []
+    stale = leftovers.docker_objects(orphans=True, session=leftovers.this_session()) if z.runtime == "docker" else []
     if stale:
         say(f"found {len(stale)} leftover container(s)/network(s) of crashed runs: removing them")
         leftovers.remove_docker(stale)

@@ -209,7 +209,8 @@ class DockerRuntime:
         from harness.runtime import leftovers
 
         t0 = time.monotonic()
-        await asyncio.to_thread(leftovers.remove_docker, leftovers.docker_objects(orphans=True))
+        await asyncio.to_thread(leftovers.remove_docker,
+                                leftovers.docker_objects(orphans=True, session=leftovers.this_session()))
         self.image = (await asyncio.to_thread(images.build, say=lambda _m: None)).tag
         self.timings["image"] = time.monotonic() - t0
         await asyncio.to_thread(self._create_network)

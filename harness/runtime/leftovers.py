@@ -46,6 +46,13 @@ def processes(run: str | None = None, *, orphans: bool = False, session: str | N
     return found
 
 
+def this_session() -> str | None:
+    """The test session this process belongs to (MANOBENCH_SESSION), or None outside a test suite. A run's
+    start-up sweep reaps only its own session's orphans, so concurrent suites (or xdist workers) on one
+    machine never end each other's deliberately orphaned processes."""
+    return os.environ.get(SESSION_ENV) or None
+
+
 def _owner_alive(owner: str | None) -> bool:
     """Whether the harness that started a process still runs (a reused pid counts as alive: be careful)."""
     return bool(owner and owner.isdigit() and psutil.pid_exists(int(owner)))
