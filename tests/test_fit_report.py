@@ -165,6 +165,53 @@ def test_a_saturated_point_is_left_out_of_the_optimum_unless_asked_for():
     assert "1 of 2 trial(s): b-r1 (99% busy, 90% of the time full)" in line and "left out of every optimum" in line
 
 
+def hand_made_trials(saturated: dict[str, list[bool]], q_r: dict[str, list[float]]) -> pd.DataFrame:
+    """trials.csv-like rows of hand_made_points' two points: equal R_a, R_r, B_tot; Q_r_compute as given."""
+    return pd.DataFrame([{"point": point, "trial": f"{point}-r{k + 1}", "R_a_measured": 1.1, "R_r_measured": 1.5,
+                          "B_tot_measured": 100.0, "instances_extra": 3.0, "Q_r_compute": q, "saturated": hot}
+                         for point in q_r for k, (q, hot) in enumerate(zip(q_r[point], saturated[point], strict=True))])
+
+
+def test_a_saturated_trial_leaves_its_points_mean_not_the_point():
+    """With the trials, a saturated repeat is dropped from its point's cost while the other repeats count; a
+    point goes behind the others only when all its repeats saturated; C carries a Student's t interval."""
+    w = (0.0, 0.0, 0.0, 1.0)  # C = Q_r_compute
+    points = hand_made_points().assign(repeats=2)
+    trials = hand_made_trials({"few-instances-much-cpu": [False, False], "many-instances-little-cpu": [True, False]},
+                              {"few-instances-much-cpu": [0.40, 0.42], "many-instances-little-cpu": [0.90, 0.10]})
+    rows = fit.cost_table(points, w, ["n"], "cpu", trials=trials).set_index("point")
+    assert rows.loc["many-instances-little-cpu", "C_measured"] == pytest.approx(0.10)  # 0.90 on the hot host: out
+    assert rows.loc["many-instances-little-cpu", "rank"] == 1 and rows.loc["many-instances-little-cpu", "left_out"] == 1
+    lo, hi = rows.loc["few-instances-much-cpu", ["C_ci95_lo", "C_ci95_hi"]]
+    assert lo < 0.41 < hi and hi - lo == pytest.approx(2 * 12.706 * 0.01, rel=1e-3)  # 2 t(.975, 1) s / sqrt 2
+    assert math.isnan(rows.loc["many-instances-little-cpu", "C_ci95_lo"])  # one counted repeat: no interval
+    asked = fit.cost_table(points, w, ["n"], "cpu", include_saturated=True, trials=trials).set_index("point")
+    assert asked.loc["many-instances-little-cpu", "C_measured"] == pytest.approx(0.50)
+    assert asked.loc["few-instances-much-cpu", "rank"] == 1
+    all_hot = hand_made_trials({"few-instances-much-cpu": [False, False], "many-instances-little-cpu": [True, True]},
+                               {"few-instances-much-cpu": [0.40, 0.42], "many-instances-little-cpu": [0.10, 0.10]})
+    rows = fit.cost_table(points, w, ["n"], "cpu", trials=all_hot).set_index("point")
+    assert rows.loc["many-instances-little-cpu", "rank"] == 2 and not rows.loc["many-instances-little-cpu", "counted"]
+
+
+def test_where_the_model_picks_another_point_the_optimum_says_whether_the_measurement_can_tell_them_apart():
+    w = (0.0, 0.0, 0.0, 1.0)
+    points = hand_made_points().assign(repeats=2)  # the fitted model prefers many-instances-little-cpu (0.11)
+
+    def overall(q_r: dict[str, list[float]]) -> str:
+        trials = hand_made_trials({p: [False, False] for p in q_r}, q_r)
+        return fit.optimum_lines(fit.cost_table(points, w, ["n"], "cpu", trials=trials))[-1]
+
+    # measured: few-instances 0.39 +- 0.01, many-instances 0.40 +- 0.2: the intervals overlap
+    tie = overall({"few-instances-much-cpu": [0.38, 0.40], "many-instances-little-cpu": [0.20, 0.60]})
+    assert "optimum overall: centralised (state-sharing), n=2" in tie and "picks centralised, n=6" in tie
+    assert tie.endswith("a tie within the measured 95% intervals")
+    apart = overall({"few-instances-much-cpu": [0.100, 0.101], "many-instances-little-cpu": [0.300, 0.301]})
+    assert apart.endswith("outside the measured 95% intervals")
+    agree = overall({"few-instances-much-cpu": [0.40, 0.41], "many-instances-little-cpu": [0.10, 0.11]})
+    assert agree.endswith("the model agrees")
+
+
 def test_an_unknown_q_r_rule_is_refused():
     with pytest.raises(UserError, match="--qr: expected one of cpu, instances"):
         fit.cost_table(hand_made_points(), (0, 0, 0, 1), ["n"], "watts")

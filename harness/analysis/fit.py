@@ -659,12 +659,39 @@ def primary_scale(points: pd.DataFrame) -> float:
     return float(Counter(points["time_scale"]).most_common(1)[0][0])
 
 
+def trial_costs(trials: pd.DataFrame, weights: tuple[float, float, float, float], rule: str = "cpu",
+                include_saturated: bool = False) -> pd.DataFrame:
+    """Per point: Eq 10's C of each of its trials (the trial's own R_a, R_r, B_tot and Q_r under `rule`), then
+    the mean and 95% interval over the trials that count: a trial on a saturated host measured the host, not
+    the design, so it is left out (unless `include_saturated`) while its point's other repeats still count.
+    Columns: point, R_a, R_r, B_tot, Q_r (means over the counted trials), C_measured, C_ci95_lo, C_ci95_hi,
+    counted_repeats."""
+    t = tables.numeric(trials, ["R_a_measured", "R_r_measured", "B_tot_measured", "instances_extra", "Q_r_compute"])
+    q = qr.q_r(rule, instances=t["instances_extra"], cpu=t["Q_r_compute"])
+    terms: list[Any] = [t["R_a_measured"], t["R_r_measured"], t["B_tot_measured"], q]
+    per_trial = pd.DataFrame({"point": trials["point"], "R_a": terms[0], "R_r": terms[1], "B_tot": terms[2],
+                              "Q_r": q, "C": model.cost(weights, *terms)})
+    saturated = trials["saturated"].map(flag) if "saturated" in trials else pd.Series(False, index=trials.index)
+    counted = per_trial[include_saturated | ~saturated.astype(bool)]
+    stats = tables.over_repeats(counted, "point", ["R_a", "R_r", "B_tot", "Q_r", "C"])
+    return pd.DataFrame({"R_a": stats["R_a_mean"], "R_r": stats["R_r_mean"], "B_tot": stats["B_tot_mean"],
+                         "Q_r": stats["Q_r_mean"], "C_measured": stats["C_mean"], "C_ci95_lo": stats["C_ci95_lo"],
+                         "C_ci95_hi": stats["C_ci95_hi"],
+                         "counted_repeats": counted.groupby("point", sort=False).size()}).rename_axis("point")
+
+
 def cost_table(points: pd.DataFrame, weights: tuple[float, float, float, float], swept: list[str],
-               rule: str = "cpu", include_saturated: bool = False) -> pd.DataFrame:
+               rule: str = "cpu", include_saturated: bool = False, trials: pd.DataFrame | None = None
+               ) -> pd.DataFrame:
     """Every point of the sweep's own time scale, costed measured, with the fitted model and with the configured
     one, each with its Q_r under the same `rule` (harness.analysis.qr); cheapest measured first, NaN last,
-    `rank_model` the fitted model's own ranking. A point with a repeat on a saturated host (`saturated`: how
-    many) ranks after every other, on both sides, unless `include_saturated`: it measured the host."""
+    `rank_model` the fitted model's own ranking.
+
+    With the `trials` (FitResult.trials), the measured C is the mean of the trials' own costs with its 95%
+    interval (`C_ci95_lo`, `_hi`), over the trials whose host did not saturate: a point ranks after every
+    other, on both sides, only when none of its trials counts. Without them (points alone), the means over
+    repeats are costed and a point with any saturated repeat (`saturated`: how many) ranks last, unless
+    `include_saturated`."""
     p = points[points["time_scale"] == primary_scale(points)]
     no_cpu = pd.Series(math.nan, index=p.index)  # the configured model has no CPU figure
     q = {"mean": qr.q_r(rule, instances=p["instances_extra"], cpu=p["Q_r_compute_mean"]),
@@ -678,7 +705,15 @@ def cost_table(points: pd.DataFrame, weights: tuple[float, float, float, float],
         R_a=p["R_a_mean"], R_r=p["R_r_mean"], B_tot=p["B_tot_mean"], Q_r=q["mean"], Q_r_fitted=q["fitted"],
         C_measured=cost["mean"], C_model_fitted=cost["fitted"], C_model=cost["model"], saturated=saturated,
         point=p["point"])
-    rows["counted"] = include_saturated | (rows["saturated"] == 0)  # else ranked after every counted point
+    if trials is None:
+        rows["counted"] = include_saturated | (rows["saturated"] == 0)  # else ranked after every counted point
+    else:
+        by_trial = trial_costs(trials[trials["point"].isin(p["point"])], weights, rule, include_saturated)
+        measured = by_trial.reindex(rows["point"]).set_index(rows.index)
+        for column in ("R_a", "R_r", "B_tot", "Q_r", "C_measured", "C_ci95_lo", "C_ci95_hi"):
+            rows[column] = measured[column]
+        rows["counted"] = measured["counted_repeats"].fillna(0) > 0
+        rows["left_out"] = rows["repeats"] - measured["counted_repeats"].fillna(0).astype(int)
     behind = (~rows["counted"]).astype(int)
 
     def rank(column: str) -> pd.Series:
@@ -697,12 +732,13 @@ def optimise_measured(out: Path, weights: tuple[float, float, float, float], rul
     by the measured cost, and the line that says which Q_r both took."""
     qr.q_r(rule, instances=0, cpu=0)  # an unknown rule is refused before the fit
     record, _, result = analyse(Path(out))
-    return cost_table(result.points, weights, list(record.get("swept") or []), rule, include_saturated), \
-        qr.note(rule, result.fit.cpu_costs is not None)
+    return cost_table(result.points, weights, list(record.get("swept") or []), rule, include_saturated,
+                      trials=result.trials), qr.note(rule, result.fit.cpu_costs is not None)
 
 
 COST_COLUMNS = {"rank", "design", "mechanism", "repeats", "R_a", "R_r", "B_tot", "Q_r", "Q_r_fitted", "C_measured",
-                "C_model_fitted", "C_model", "saturated", "counted", "point", "rank_model"}
+                "C_model_fitted", "C_model", "saturated", "counted", "point", "rank_model", "C_ci95_lo", "C_ci95_hi",
+                "left_out"}
 
 
 def _describe(row: pd.Series) -> str:
@@ -710,34 +746,62 @@ def _describe(row: pd.Series) -> str:
     return ", ".join(parts) or "the base configuration"
 
 
+def _interval(row: pd.Series) -> tuple[float, float] | None:
+    """A row's measured 95% interval of C, where the trials gave one (two or more counted repeats)."""
+    lo, hi = row.get("C_ci95_lo", math.nan), row.get("C_ci95_hi", math.nan)
+    return (float(lo), float(hi)) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _verdict(best: pd.Series, by_model: pd.Series) -> str:
+    """Whether the fitted model's pick is the measured optimum, a tie with it within the measurement (their 95%
+    intervals overlap: the measurement cannot tell them apart), or a different point."""
+    if not math.isfinite(by_model["C_model_fitted"]):
+        return "the fitted model has no C here (see the Q_r note)"
+    if by_model["point"] == best["point"]:
+        return "the model agrees"
+    picks = f"the fitted model picks {_describe(by_model)}"
+    a, b = _interval(best), _interval(by_model)
+    if a and b and by_model["counted"]:
+        tie = "a tie within the measured 95% intervals" if a[0] <= b[1] and b[0] <= a[1] else \
+            "outside the measured 95% intervals"
+        return (f"{picks}, measured C = {by_model['C_measured']:.4g} [{b[0]:.4g}, {b[1]:.4g}] against "
+                f"[{a[0]:.4g}, {a[1]:.4g}]: {tie}")
+    return picks
+
+
 def optimum_lines(rows: pd.DataFrame) -> list[str]:
     """The optimum per design and overall, measured beside what the fitted model picks, over the points
-    ranked before any left out (saturated ones, unless included)."""
+    ranked before any left out (saturated ones, unless included); where the two differ, whether the
+    measurement can tell them apart."""
     lines = []
     for (design, mechanism), mine in rows.groupby(["design", "mechanism"], sort=False):
         by_model = mine.sort_values("rank_model").iloc[0]
-        model_says = (f"the fitted model picks {_describe(by_model)}" if math.isfinite(by_model["C_model_fitted"])
-                      else "the fitted model has no C here (see the Q_r note)")
         measured = mine[np.isfinite(mine["C_measured"]) & mine["counted"]]
         if measured.empty:
             why = ("every point of it was measured on a saturated host (include them to rank them anyway)"
                    if (~mine["counted"]).all() else "a weighted metric was not measured, e.g. R_r without a fault")
+            model_says = (f"the fitted model picks {_describe(by_model)}" if math.isfinite(by_model["C_model_fitted"])
+                          else "the fitted model has no C here (see the Q_r note)")
             lines.append(f"optimum {design} ({mechanism}): no measured C ({why}); {model_says}, "
                          f"C = {by_model['C_model_fitted']:.4g}")
             continue
         best = measured.sort_values("rank").iloc[0]
-        agree = "the model agrees" if by_model["point"] == best["point"] else model_says
         hot = int((~mine["counted"]).sum())
         left_out = (f"; {len(mine) - len(measured)} point(s) left out"
                     + (f" ({hot} measured on a saturated host)" if hot else " (no measured C)")) \
             if len(measured) < len(mine) else ""
+        trials_out = int(mine.loc[mine["counted"], "left_out"].sum()) if "left_out" in mine else 0
+        if trials_out:
+            left_out += f"; {trials_out} trial(s) on a saturated host left out of their points' means"
         lines.append(f"optimum {design} ({mechanism}): {_describe(best)}, C measured = {best['C_measured']:.4g} "
-                     f"(model {best['C_model_fitted']:.4g}); {agree}{left_out}")
+                     f"(model {best['C_model_fitted']:.4g}); {_verdict(best, by_model)}{left_out}")
     measured = rows[np.isfinite(rows["C_measured"]) & rows["counted"]]
     if not measured.empty:
         best = measured.sort_values("rank").iloc[0]
+        by_model = rows.sort_values("rank_model").iloc[0]
         lines.append(f"optimum overall: {best['design']} ({best['mechanism']}), {_describe(best)}, "
-                     f"C measured = {best['C_measured']:.4g}")
+                     f"C measured = {best['C_measured']:.4g}; "
+                     + _verdict(best, by_model).replace("picks ", f"picks {by_model['design']}, ", 1))
     return lines
 
 

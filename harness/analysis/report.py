@@ -392,7 +392,7 @@ def build_report(out: Path, weight_sets: list[Weights] | None = None, rule: str 
     swept = list(record.get("swept") or [])
     optimum: list[str] = []
     for name, w, _ in sets:
-        rows = fit.cost_table(result.points, w, swept, rule, include_saturated)
+        rows = fit.cost_table(result.points, w, swept, rule, include_saturated, trials=result.trials)
         optimum += [f"**{name}** (alpha, beta, gamma, delta = {', '.join(f'{v:g}' for v in w)}):", ""]
         optimum += [f"- {line}" for line in fit.optimum_lines(rows)] + [""]
     path = out / "report.md"
