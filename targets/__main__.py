@@ -9,6 +9,7 @@ import sys
 
 from protocol.events import EventSink
 from protocol.spec import ServiceSpec
+from targets import orphan
 
 ROLES = {
     "slm": ("targets.slm", "Slm"),
@@ -43,7 +44,10 @@ async def serve(spec: ServiceSpec) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
+    watchdog = asyncio.create_task(orphan.watch(sink, orphan.grace())) if spec.collector else None
     await stop.wait()
+    if watchdog is not None:
+        watchdog.cancel()
     sink.emit("stopping")
     await service.stop()
     if bus is not None:

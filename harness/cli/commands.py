@@ -229,8 +229,9 @@ def compose_render_cmd(designs: tuple[str, ...], config_file: str | None, sets: 
 
 def _register_analysis() -> None:
     from harness.cli.analysis import fit_cmd, report_cmd, sweep_cmd
+    from harness.cli.swarm import swarm_group
 
-    for command in (sweep_cmd, fit_cmd, report_cmd):
+    for command in (sweep_cmd, fit_cmd, report_cmd, swarm_group):
         cli.add_command(command)
 
 

@@ -175,7 +175,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     if found:
         say(f"found {len(found)} leftover process(es) of crashed runs: ending them")
         leftovers.end(found)
-    stale = leftovers.docker_objects(orphans=True, session=leftovers.this_session()) if z.runtime == "docker" else []
+    stale = leftovers.docker_objects(orphans=True, session=leftovers.this_session()) if z.runtime != "local" else []
     if stale:
         say(f"found {len(stale)} leftover container(s)/network(s) of crashed runs: removing them")
         leftovers.remove_docker(stale)

@@ -33,11 +33,16 @@ def new_run_id() -> str:
 
 
 def make_runtime(z: Experiment, run: str, workdir: Path) -> Runtime:
-    """The runtime z asks for: local processes, or one container per service (harness.runtime.docker)."""
+    """The runtime z asks for: local processes, one container per service (harness.runtime.docker), or one swarm
+    service per instance (harness.runtime.swarm)."""
     if z.runtime == "docker":
         from harness.runtime.docker import DockerRuntime
 
         return DockerRuntime(run, workdir, cpus=z.container_cpus, memory=z.container_memory)
+    if z.runtime == "swarm":
+        from harness.runtime.swarm import SwarmRuntime
+
+        return SwarmRuntime(run, workdir, cpus=z.container_cpus, memory=z.container_memory)
     return LocalRuntime(run, workdir)
 
 

@@ -33,6 +33,10 @@ def select_backend(preference: str, runtime: str) -> tuple[str, str]:
         backend, _why = choose_backend("proxy")
         probe = choose_backend("auto")[1]
         return backend, f"local runtime: every service shares lo, so the userspace proxy ({probe})"
+    if runtime == "swarm":  # services on other hosts: tc would have to run there (docs/swarm.md)
+        if preference == "netem":
+            raise UserError("link_backend: netem is not wired for the swarm runtime yet: use link_backend proxy")
+        return "proxy", "swarm runtime: the userspace proxy on the run's overlay gateway"
     return _docker_backend(preference)
 
 

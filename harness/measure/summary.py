@@ -52,7 +52,7 @@ def wire_by_link(deployment: Deployment, flows: list[Flow]) -> dict[str, dict[st
     """Captured bytes per link: towards and from the address the link's source dials: its proxy, or (netem:
     no proxy) the target itself, from the source's address. With containers the capture watches the bridge,
     which host-to-host links (the BSS's hop 0 through the proxy) never cross."""
-    on_host = {"bss"} if deployment.z.runtime == "docker" else set()
+    on_host = {"bss"} if deployment.z.runtime != "local" else set()
     bind = {s.id: s.bind for s in deployment.services}
     links = [link for link in deployment.links if link.src not in on_host]
     endpoints = {link.name: link.address for link in links if link.address != link.target or link.src in bind}

@@ -25,7 +25,7 @@ Mechanism = Literal["state-sharing", "restart"]
 Reading = Literal["corrected", "literal"]
 FaultName = Literal["none", "slm-crash", "worker-crash", "slm-pause", "link-delay", "partition",
                     "broker-crash", "broker-pause", "broker-partition"]
-Runtime = Literal["local", "docker"]
+Runtime = Literal["local", "docker", "swarm"]
 LinkBackend = Literal["auto", "proxy", "netem"]
 Work = Literal["sleep", "burn"]
 Transport = Literal["http", "amqp"]
@@ -79,7 +79,8 @@ class Experiment(BaseModel):
     time_scale: float = Field(0.2, gt=0, description="multiplies every duration when running")
 
     # --- how an experiment is run (harness run); durations in paper seconds like everything else -----------
-    runtime: Runtime = Field("local", description="local processes or Docker containers")
+    runtime: Runtime = Field("local", description="local processes, Docker containers, or services on a Docker "
+                              "Swarm (docs/swarm.md)")
     link_backend: LinkBackend = Field("auto", description="link latency: netem where the kernel has it, else proxy")
     transport: Transport = Field("http", description="how services talk: HTTP point to point, or a RabbitMQ bus "
                                  "(docs/transport.md)")
@@ -125,6 +126,8 @@ class Experiment(BaseModel):
             if any(not math.isfinite(v) or v < 0 for v in values):
                 raise ValueError(f"{key}: every value must be a finite number >= 0 (got {value!r})")
         self._check_fault()
+        if self.runtime == "swarm" and self.transport == "amqp":
+            raise ValueError("transport: amqp is not wired for the swarm runtime (docs/swarm.md): use transport http")
         if self.s_o > self.n:
             raise ValueError(f"s_o: must be <= n (got s_o={self.s_o}, n={self.n})")
         if self.t_h is not None and self.t_h_mult is not None:

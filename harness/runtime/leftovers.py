@@ -94,10 +94,12 @@ def _engine() -> DockerClient | None:
 
 def docker_objects(run: str | None = None, *, orphans: bool = False, session: str | None = None
                    ) -> list[dict[str, str]]:
-    """Containers, then networks, labelled `manobench.run` (of one run, whose owner died, of one test session).
+    """Swarm services, containers, then networks, labelled `manobench.run` (of one run, whose owner died, of one
+    test session).
 
-    Each as {"kind": "container" | "network", "id", "name", "run", "owner"}. Empty where Docker is absent.
-    Two Engine list calls (the listings carry the labels, so nothing is inspected one by one).
+    Each as {"kind": "service" | "container" | "network", "id", "name", "run", "owner"}. Empty where Docker is
+    absent. Two Engine list calls, three on a swarm manager (the listings carry the labels, so nothing is
+    inspected one by one).
     """
     client = _engine()
     if client is None:
@@ -107,6 +109,7 @@ def docker_objects(run: str | None = None, *, orphans: bool = False, session: st
     listed = [("container", c["Id"], c["Names"][0].lstrip("/") if c.get("Names") else c["Id"][:12], c["Labels"])
               for c in client.api.containers(all=True, filters=filters)]
     listed += [("network", n["Id"], n["Name"], n["Labels"]) for n in client.api.networks(filters=filters)]
+    listed = [(kind, ident, name, lab or {}) for kind, ident, name, lab in _services(client, filters)] + listed
     found = []
     for kind, ident, name, lab in listed:
         obj = {"kind": kind, "id": ident, "name": name, "run": lab.get("manobench.run", ""),
@@ -117,22 +120,59 @@ def docker_objects(run: str | None = None, *, orphans: bool = False, session: st
     return found
 
 
+def _services(client: DockerClient, filters: dict[str, list[str]]) -> list[tuple[str, str, str, dict[str, str]]]:
+    """Swarm services (the swarm runtime's instances and agent) with those labels; none where the Engine
+    manages no swarm (its answer is then an error: one `info` call first avoids asking)."""
+    from docker.errors import DockerException
+
+    try:
+        if not (client.info().get("Swarm") or {}).get("ControlAvailable"):
+            return []
+        return [("service", s["ID"], s["Spec"]["Name"], s["Spec"].get("Labels") or {})
+                for s in client.api.services(filters=filters)]
+    except DockerException:
+        return []
+
+
 def remove_docker(objects: list[dict[str, str]]) -> int:
-    """Remove containers (thawed first: a frozen one cannot die), then networks; returns how many went.
+    """Remove swarm services (their tasks go with them), containers (thawed first: a frozen one cannot die), then
+    networks; returns how many went.
 
     Containers go four at a time: the Engine's removal (unmounting the container's layer) is most of the
-    time, and it overlaps."""
+    time, and it overlaps. An overlay network is refused while a removed service's tasks still hold
+    endpoints on it, so its removal is retried for a few seconds."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     client = _engine()
     if client is None or not objects:
         return 0
+    for svc in (o["id"] for o in objects if o["kind"] == "service"):
+        _quietly(client.api.remove_service, svc)
     containers = [o["id"] for o in objects if o["kind"] == "container"]
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda ident: _remove_container(client, ident), containers))
-    for net in (o["id"] for o in objects if o["kind"] == "network"):
-        _quietly(client.api.remove_network, net)
+    networks = [o["id"] for o in objects if o["kind"] == "network"]
+    deadline = time.monotonic() + (20 if any(o["kind"] == "service" for o in objects) else 0)
+    while networks:
+        networks = [net for net in networks if not _gone(client, net)]
+        if not networks or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     return len(objects)
+
+
+def _gone(client: DockerClient, network: str) -> bool:
+    """Remove a network; True once it is no more (removed now, or already)."""
+    from docker.errors import DockerException, NotFound
+
+    try:
+        client.api.remove_network(network)
+    except NotFound:
+        return True
+    except DockerException:
+        return False
+    return True
 
 
 def _remove_container(client: DockerClient, ident: str) -> None:

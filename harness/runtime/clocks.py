@@ -1,0 +1,68 @@
+"""Clock offsets between the harness and each node of a multi-host run, measured NTP-style.
+
+Events carry each process's CLOCK_MONOTONIC (`t`), which is only comparable between processes of one host.
+Across hosts the harness asks each node's agent for its clock several times; each exchange gives
+`offset = t_node - (t_send + t_reply) / 2` with `uncertainty = (t_reply - t_send) / 2` (the node read its
+clock somewhere inside the round trip), and the exchange with the shortest round trip is kept, as NTP does.
+Measured at the start and the end of a run, so a drift between them shows as well; an event `t` of node N
+is on the harness's clock as `t - offset(N)`. On one host every offset is 0 within its uncertainty.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Offset:
+    node: str
+    offset: float  # node clock - harness clock [s]
+    uncertainty: float  # half the best round trip [s]
+    wall_offset: float  # the same for the wall clocks (time.time) [s]
+    samples: int
+    at: float = 0.0  # the harness's clock when it was measured
+
+    def as_dict(self) -> dict[str, float | str | int]:
+        return {k: (round(v, 7) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def best(node: str, exchanges: list[tuple[float, float, float, float]]) -> Offset:
+    """The offset from (t_send, t_node, t_reply, wall_node - wall_local_mid) exchanges: the shortest round trip."""
+    if not exchanges:
+        raise ValueError(f"no clock exchange with {node}")
+    t0, tn, t1, wall = min(exchanges, key=lambda e: e[2] - e[0])
+    return Offset(node, tn - (t0 + t1) / 2, (t1 - t0) / 2, wall, len(exchanges), (t0 + t1) / 2)
+
+
+def measure(node: str, host: str, port: int, samples: int = 8, timeout: float = 2.0) -> Offset:
+    """`samples` exchanges with the agent at host:port (GET /clock) over one keep-alive connection."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    exchanges = []
+    try:
+        for _ in range(samples):
+            t0, w0 = time.monotonic(), time.time()
+            conn.request("GET", "/clock")
+            body = json.loads(conn.getresponse().read())
+            t1, w1 = time.monotonic(), time.time()
+            exchanges.append((t0, float(body["t"]), t1, float(body["wall"]) - (w0 + w1) / 2))
+    finally:
+        conn.close()
+    return best(node, exchanges)
+
+
+def on_harness_clock(t: float, start: Offset | dict[str, float], end: Offset | dict[str, float] | None) -> float:
+    """A node's monotonic `t` on the harness's clock: minus the node's offset, interpolated linearly between
+    the start and end measurements (a drift between them is spread over the run), the start's alone without
+    an end."""
+    s = start if isinstance(start, dict) else start.as_dict()
+    if end is None:
+        return t - float(s["offset"])
+    e = end if isinstance(end, dict) else end.as_dict()
+    s_at, e_at = float(s.get("at", 0.0)), float(e.get("at", 0.0))
+    if e_at <= s_at:
+        return t - float(s["offset"])
+    share = min(1.0, max(0.0, (t - s_at) / (e_at - s_at)))
+    return t - (float(s["offset"]) + share * (float(e["offset"]) - float(s["offset"])))
