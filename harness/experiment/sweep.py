@@ -53,10 +53,14 @@ from harness.experiment import provenance
 from harness.faults import explore
 from harness.plan import config
 from harness.plan.config import Experiment
+from harness.runtime import forkserver
+from harness.runtime.forkserver import Forked, ForkServer
 
 SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "phases", "description")
 TRIAL_COLUMNS = ["point", "repeat", "trial", "trial_seconds", "host_load"]
 LOADS = ("locust", "builtin")
+TRIAL_MODULE = "harness.experiment.sweep"  # `python -m harness.experiment.sweep trial DIR PARENT` runs one trial
+TRIAL_PRELOAD = "harness.experiment.run"  # what a trial imports: the fork server imports it once per sweep
 
 
 @dataclass
@@ -349,7 +353,7 @@ def _pid_alive_child(pid: int) -> bool:
         cmd = " ".join(psutil.Process(pid).cmdline())
     except Exception:
         return False
-    return "harness.experiment.sweep" in cmd and "trial" in cmd
+    return "harness.experiment.sweep" in cmd and ("trial" in cmd or "forkserver" in cmd)  # forked: the server's
 
 
 def clear_trial_dir(path: Path, wait: float = 30.0) -> None:
@@ -552,7 +556,8 @@ class Runner:
         self.done_ids = {r["trial"] for r in read_rows(out / "trials.csv")}
         self.outcome = Outcome()
         self.running: dict[asyncio.Task, tuple[Trial, float]] = {}
-        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.procs: dict[str, asyncio.subprocess.Process | Forked] = {}
+        self.forkserver: ForkServer | None = None  # forks the trial processes (harness.runtime.forkserver)
         self.computing: set[Path] = set()  # monolith references a running trial is measuring
         self.interrupts = 0
         self.stopped: dict[str, int] = {}  # trial -> signals sent because it ran past its time-out
@@ -572,7 +577,7 @@ class Runner:
                 return trial
         return queue.pop(0) if queue and not self.running else None
 
-    async def _start(self, trial: Trial) -> asyncio.subprocess.Process:
+    async def _start(self, trial: Trial) -> asyncio.subprocess.Process | Forked:
         tdir = self.out / "trials" / trial.id
         if tdir.exists():
             await asyncio.to_thread(clear_trial_dir, tdir)
@@ -583,15 +588,20 @@ class Runner:
         (tdir / "trial.json").write_text(json.dumps(
             {"z": trial.point.z.resolved(), "load": self.load, "cache": str(self.cache.resolve()),
              "point": trial.point.id, "repeat": trial.repeat, "overrides": trial.point.overrides}, indent=1))
-        log = (tdir / "trial.log").open("ab")
         nice = STARTUP_NICE if self.headroom and self.running else 0
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "harness.experiment.sweep", "trial", str(tdir), str(os.getpid()),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                preexec_fn=(lambda: os.nice(nice)) if nice else None)
-        finally:
-            log.close()
+        proc: asyncio.subprocess.Process | Forked
+        if self.forkserver is not None:
+            proc = await self.forkserver.spawn(trial.id, {}, tdir / "trial.log", nice=nice,
+                                               args=["trial", str(tdir), str(self.forkserver.pid)])
+        else:
+            log = (tdir / "trial.log").open("ab")
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", TRIAL_MODULE, "trial", str(tdir), str(os.getpid()),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                    preexec_fn=(lambda: os.nice(nice)) if nice else None)
+            finally:
+                log.close()
         self.procs[trial.id] = proc
         if nice:
             self.starting[trial.id] = 0
@@ -687,6 +697,9 @@ class Runner:
         finished = self.outcome.skipped
         self.on_update(finished, finished, total)
         try:
+            if queue and forkserver.enabled():  # one interpreter start-up (the harness's imports) per sweep
+                self.forkserver = await ForkServer.start(TRIAL_MODULE, [TRIAL_PRELOAD], dict(os.environ),
+                                                         self.out / "forkserver.log")
             while (queue and not self.outcome.interrupted) or self.running:
                 if self.headroom:
                     self.headroom.sample()
@@ -737,6 +750,8 @@ class Runner:
             for proc in self.procs.values():  # only on an error of the sweep itself
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+            if self.forkserver is not None:
+                await self.forkserver.close()
             self.outcome.finished = len({t.id for t in self.plan.trials} & self.done_ids)
             self.outcome.seconds = time.monotonic() - started
         return self.outcome

@@ -4,6 +4,11 @@ Readiness is the service's /health answering 200 (SLMs and modules only say so o
 UUID), never a sleep. Processes get MANOBENCH_RUN in their environment (found again by `harness clean`),
 their own session (a Ctrl-C at the terminal reaches the harness, which then tears down in order) and
 PR_SET_PDEATHSIG (they die with the harness even when it is SIGKILLed).
+
+Services are forked from a fork server that has imported their package once (harness.runtime.forkserver):
+one interpreter start-up per run instead of one per service, with the same labels, sessions, logs and
+PDEATHSIG. MANOBENCH_FORKSERVER=0 starts each service as its own `python -m targets` instead (how it was
+measured before; the figures must not depend on it).
 """
 
 from __future__ import annotations
@@ -14,16 +19,31 @@ import random
 import signal
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 
 from harness.errors import UserError
-from harness.runtime import wait_ready
+from harness.runtime import forkserver, wait_ready
+from harness.runtime.forkserver import ForkServer
 from protocol.spec import SPEC_ENV, ServiceSpec
 
 RUN_ENV = "MANOBENCH_RUN"
 OWNER_ENV = "MANOBENCH_OWNER"  # pid of the harness process that started it: dead owner = leftover
 SESSION_ENV = "MANOBENCH_SESSION"  # passed through: lets a test suite find exactly what it started
+SERVICES_MODULE = "targets"  # `python -m targets` runs the service its MANOBENCH_SPEC describes
+
+
+class Process(Protocol):
+    """What the runtime needs of a process it started: an asyncio subprocess or one the fork server forked."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
 
 
 def loopback_block(rng: random.Random | None = None) -> str:
@@ -41,7 +61,9 @@ class LocalRuntime:
         self.collector_host = "127.0.0.1"
         self.capture_iface = "lo"
         self.hosts: dict[str, str] = {}
-        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.procs: dict[str, asyncio.subprocess.Process] = {}  # harness-side helpers (the load generator)
+        self.services: dict[str, Process] = {}
+        self.forkserver: ForkServer | None = None
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
 
     async def prepare(self) -> None:
@@ -70,14 +92,27 @@ class LocalRuntime:
         return proc
 
     async def up(self, services: list[ServiceSpec], timeout: float = 30.0) -> None:
-        """Start every service, then wait until each one's /health says ready."""
+        """Start every service (forked from the fork server, or each its own interpreter), then wait until
+        each one's /health says ready."""
+        if forkserver.enabled() and self.forkserver is None:
+            self.forkserver = await ForkServer.start(SERVICES_MODULE, [f"{SERVICES_MODULE}.*"], self.env({}),
+                                                     self.workdir / "logs" / "forkserver.log")
         for spec in services:
-            await self.start_process(spec.id, [sys.executable, "-m", "targets"], {SPEC_ENV: spec.to_json()})
+            extra = {SPEC_ENV: spec.to_json()}
+            if self.forkserver is not None:
+                self.services[spec.id] = await self.forkserver.spawn(spec.id, extra,
+                                                                     self.workdir / "logs" / f"{spec.id}.log")
+            else:
+                self.services[spec.id] = await self.start_process(spec.id, [sys.executable, "-m", SERVICES_MODULE],
+                                                                  extra)
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(self._wait_ready(session, s, timeout) for s in services))
 
+    def _process(self, name: str) -> Process:
+        return self.services[name] if name in self.services else self.procs[name]
+
     async def _wait_ready(self, session: aiohttp.ClientSession, spec: ServiceSpec, timeout: float) -> None:
-        proc = self.procs[spec.id]
+        proc = self._process(spec.id)
         await wait_ready(session, spec, timeout,
                          lambda: None if proc.returncode is None else f"exited with {proc.returncode}",
                          lambda: self.log_tail(spec.id))
@@ -90,10 +125,10 @@ class LocalRuntime:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def pid(self, name: str) -> int:
-        return self.procs[name].pid
+        return self._process(name).pid
 
     def signal(self, name: str, sig: signal.Signals) -> None:
-        proc = self.procs[name]
+        proc = self._process(name)
         if proc.returncode is None:
             os.kill(proc.pid, sig)
 
@@ -108,21 +143,27 @@ class LocalRuntime:
         self.signal(name, signal.SIGCONT)
 
     async def down(self, grace: float = 2.0) -> None:
-        """SIGTERM everything (continuing paused ones), SIGKILL what is still there after `grace`, reap all."""
-        for proc in self.procs.values():
+        """SIGTERM everything (continuing paused ones), SIGKILL what is still there after `grace`, reap all;
+        then the fork server, which exits once its children have."""
+        procs: list[Process] = [*self.services.values(), *self.procs.values()]
+        for proc in procs:
             if proc.returncode is None:
                 for sig in (signal.SIGCONT, signal.SIGTERM):
                     try:
                         os.kill(proc.pid, sig)
                     except ProcessLookupError:
                         break
-        if self.procs:
-            await asyncio.wait([asyncio.create_task(p.wait()) for p in self.procs.values()], timeout=grace)
-            for proc in self.procs.values():
+        if procs:
+            await asyncio.wait([asyncio.create_task(p.wait()) for p in procs], timeout=grace)
+            for proc in procs:
                 if proc.returncode is None:
                     try:
                         os.kill(proc.pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-            await asyncio.gather(*(p.wait() for p in self.procs.values()))
+        if self.forkserver is not None:
+            await self.forkserver.close(grace)  # (its end is theirs: a child it no longer reaps died with it)
+            self.forkserver = None
+        await asyncio.gather(*(p.wait() for p in procs))
         self.procs.clear()
+        self.services.clear()
