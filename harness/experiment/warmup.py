@@ -1,12 +1,19 @@
-"""What happens between `ready` and the first measured request: settle, warm up, settle again.
+"""What happens between `ready` and the first measured request: warm up, and settle.
 
-Why: right after `ready` the machine is still busy (interpreters finishing their imports, Locust starting,
-the first connections opened through the proxies). On 2 cores a service's heartbeats can then be held up
-for longer than t_h at small time scales, and the detectors suspect peers that are alive; and the first
-workflows pay for cold connections and code paths. Measuring from that moment would charge start-up to
-the design. So the harness waits until no peer has been suspected for a quiet window, runs `warmup`
-workflows that every figure leaves out (`history.measured`), and waits for quiet again; the fault clock
-and the measured load start after that, at the `load_start` event, which records what the wait saw.
+Why: right after `ready` the machine is still busy (the last services starting, Locust starting, the first
+connections opened through the proxies). On 2 cores a service's heartbeats can then be held up for longer
+than t_h at small time scales, and the detectors suspect peers that are alive; and the first workflows pay
+for cold connections and code paths. Measuring from that moment would charge start-up to the design. So the
+harness runs `warmup` workflows that every figure leaves out (`history.measured`) and starts the measured
+load only once no peer has been suspected for a quiet window (two heartbeat time-outs: a detector that was
+going to fire has fired), counted from the start of the warm-up or from the latest suspicion, whichever is
+later; the fault clock and the measured load start after that, at the `load_start` event, which records
+what the wait saw.
+
+The warm-up runs inside the quiet window rather than between two windows (settle, warm up, settle again,
+as before): what the wait must rule out is a suspicion in the 2 t_h before the measured load,
+and a warm-up that saw none has shown that already. It saves up to 4 t_h of wall time a trial (20 s at
+Fig 6's slowest heartbeats) and changes no figure (docs/analysis.md, "Speed").
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ class SuspicionWatch:
     """The time of the latest `peer_dead` and how many there were, kept as events arrive."""
 
     def __init__(self, collector: Collector) -> None:
-        self.last = time.monotonic()
+        self.last = time.monotonic()  # the quiet window counts from here, or from the latest suspicion
         self.count = 0
         self._unsubscribe = collector.subscribe(self._see)
 
@@ -47,10 +54,9 @@ class SuspicionWatch:
             self.last = max(self.last, e["t"])
 
     async def quiet(self, window: float, limit: float) -> bool:
-        """Until `window` seconds have passed since the latest suspicion (or since this call); False if
-        that did not happen within `limit` seconds."""
+        """Until `window` seconds have passed since the latest suspicion (or since the watch began); False if
+        that did not happen within `limit` seconds of this call."""
         start = time.monotonic()
-        self.last = max(self.last, start)
         while True:
             now = time.monotonic()
             if now - self.last >= window:
@@ -65,15 +71,13 @@ class SuspicionWatch:
 
 async def prelude(collector: Collector, z: Experiment, warm: WarmUp, timeout: float,
                   say: Callable[[str], None] = print) -> Event:
-    """Settle, warm up, settle; emits and returns the `load_start` event."""
+    """Warm up, then settle until the quiet window has passed; emits and returns the `load_start` event."""
     watch = SuspicionWatch(collector)
     t0 = time.monotonic()
-    window = quiet_window(z)
     try:
-        quiet = await watch.quiet(window, SETTLE_MAX)
         n = warmup_count(z)
         done = await warm(n, z.users, timeout) if n else 0
-        quiet = await watch.quiet(window, SETTLE_MAX) and quiet
+        quiet = await watch.quiet(quiet_window(z), SETTLE_MAX)
     finally:
         watch.close()
     if not quiet:
