@@ -24,11 +24,15 @@ import pytest
 from harness.measure import wire
 from harness.measure.tcpdump import Tcpdump, agreement, block_of, compare_links, flows_from_pcap
 from harness.measure.wire import (
+    ARPHRD_ETHER,
+    ARPHRD_LOOPBACK,
     CaptureError,
     CaptureUnavailable,
+    FilterError,
     Flow,
     WireCapture,
     bpf_expression,
+    bpf_program,
     by_endpoint,
     parse_endpoint,
     parse_frame,
@@ -279,6 +283,21 @@ def test_bpf_expression_compiles_to_the_kernel_checks() -> None:
         assert (0x30, 23) in prog  # the IP protocol byte (14 + 9): TCP only
 
 
+@pytest.mark.parametrize("hatype", [ARPHRD_LOOPBACK, ARPHRD_ETHER])
+def test_the_capture_attaches_the_program_scapy_compiles(hatype: int) -> None:
+    """The capture compiles its filter through libpcap's bindings alone (no scapy socket layer): instruction for
+    instruction what scapy's compile_filter gives for the same expression and link type."""
+    from scapy.arch.common import compile_filter
+
+    for expr in (bpf_expression("127.9.9.0/24", True), bpf_expression("10.1.2.0/24", False)):
+        bp = compile_filter(expr, linktype=1)
+        scapy_code = b"".join(struct.pack("=HBBI", bp.bf_insns[i].code, bp.bf_insns[i].jt, bp.bf_insns[i].jf,
+                                          bp.bf_insns[i].k & 0xFFFFFFFF) for i in range(bp.bf_len))
+        assert bpf_program(expr, hatype) == scapy_code and len(scapy_code) >= 8 * 8
+    with pytest.raises(FilterError, match="cannot compile"):
+        bpf_program("ip and tcp and net 127.9.9.0/99", hatype)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # unavailable
 
@@ -415,8 +434,8 @@ def test_context_manager_and_by_endpoint(tmp_path: Path, block: str) -> None:
     assert got["svc"]["flows"] == 2 and got["op"]["packets_to"] > 0
     assert cap.stop() is cap.flows  # idempotent
     assert cap.health().startswith("complete: ") and " 0 kernel drops" in cap.health()
-    assert cap.note == f"scapy L2ListenSocket on lo, kernel BPF 'inbound and ip and tcp and net {block}.0/24', " \
-                       "fixed IPv4/TCP headers read from the raw frames"
+    assert cap.note == f"AF_PACKET socket on lo, kernel BPF 'inbound and ip and tcp and net {block}.0/24' " \
+                       "(compiled by libpcap), fixed IPv4/TCP headers read from the raw frames"
 
 
 @live

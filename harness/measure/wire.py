@@ -24,9 +24,10 @@ Counting rules:
   * Retransmitted segments are on the wire, so they are counted: payload_bytes matches TCP's own
     tcpi_bytes_sent, which can exceed what the application wrote (spurious tail-loss probes on a busy host).
 
-How: scapy's `L2ListenSocket` (an AF_PACKET socket) with `filter=` a tcpdump expression, which scapy compiles
-with libpcap into a classic BPF program in the kernel, so only the run's packets reach user space. Two readers:
-  * ``raw`` (the default): the first 256 bytes of each frame of scapy's socket (the kernel reports the full
+How: an AF_PACKET socket (as scapy's `L2ListenSocket` opens it) with a tcpdump expression that libpcap,
+through scapy's ctypes bindings, compiles into a classic BPF program in the kernel, so only the run's packets
+reach user space (scapy's socket layer itself is not imported: 0.5 CPU s at every run's start). Two readers:
+  * ``raw`` (the default): the first 256 bytes of each frame of the socket (the kernel reports the full
     length) and the fixed IPv4/TCP header fields unpacked with struct: about 3.4 us of CPU a packet.
   * ``layers``: each frame dissected by scapy (Ether / IP / TCP), the fields read from the layers: about
     170-210 us a packet, at most ~5,500 packets/s without drops, below the peaks of the Fig 8 spec and of a
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import ctypes
 import io
 import ipaddress
 import json
@@ -69,6 +71,9 @@ SOL_PACKET = 263
 PACKET_AUXDATA = 8
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20; an optimisation only, the packet type is checked anyway
+PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC = 1, 1
+SO_ATTACH_FILTER = 26
+ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 EXIT_UNAVAILABLE = 3
@@ -76,13 +81,19 @@ READERS = ("raw", "layers")
 
 CSV_COLUMNS = ("src", "sport", "dst", "dport", "packets", "ip_bytes", "payload_bytes", "syn", "fin", "rst")
 DEFAULT_BUFFER = 64 << 20  # socket receive buffer (the kernel doubles it): what absorbs a burst
+# Sparse traffic (the last drain found fewer than SPARSE packets) is read in batches BATCH_WAIT apart rather than
+# a wake-up per packet: a run's 300-3,000 packets/s then cost ~1% of a core instead of 10-17% (the wake-up,
+# select and the failing read of an emptied socket, ~40 us, were most of it); dense traffic is read at once.
+SPARSE, BATCH_WAIT = 256, 0.02
 
 _LINK_HEADER = {ARPHRD_ETHER: 14, ARPHRD_LOOPBACK: 14, ARPHRD_NONE: 0}
+_DLT = {ARPHRD_ETHER: 1, ARPHRD_LOOPBACK: 1, ARPHRD_NONE: 12}  # libpcap's link type (DLT_EN10MB, DLT_RAW) of each
+_SOCK_FILTER = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
 _IP = struct.Struct("!BxHxxHxB2xII")  # version/IHL, total length, flags/fragment offset, protocol, src, dst
 _TCP = struct.Struct("!HH8xBB")  # sport, dport, (seq, ack), data offset, flags
 _AUX_LEN = struct.Struct("=4xI")  # struct tpacket_auxdata: tp_status, tp_len (the frame's length before the filter)
 _SNAP = 256  # bytes copied per packet: link (14) + IP (<= 60) + TCP (<= 60) headers fit with room to spare
-_ANC = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16)  # PACKET_AUXDATA + SO_TIMESTAMPNS (scapy turns both on)
+_ANC = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16)  # PACKET_AUXDATA + SO_TIMESTAMPNS (both turned on)
 _SO_TIMESTAMPNS = 35
 _ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -276,45 +287,99 @@ def _hatype(iface: str) -> int:
         raise CaptureUnavailable(f"cannot capture on interface {iface!r}: no link type ({e})") from e
 
 
+class FilterError(RuntimeError):
+    """libpcap could not compile (or is missing for) the capture's filter: the capture counts without it."""
+
+
+def bpf_program(expr: str, hatype: int) -> bytes:
+    """The classic BPF program libpcap compiles `expr` into for link type `hatype`, as the instructions the
+    kernel takes (struct sock_filter: code, jt, jf, k).
+
+    Through scapy's ctypes bindings of libpcap alone (scapy.libs.winpcapy): about 0.05 CPU s to import, where
+    scapy's socket layer (scapy.arch.linux, and the packet layers it loads) cost 0.5 CPU s in every run's
+    capture start; the program is the one scapy's `compile_filter` makes (tests/test_wire.py checks)."""
+    try:
+        from scapy.libs import winpcapy as pcap
+    except (ImportError, OSError) as e:
+        raise FilterError(f"libpcap is not available: {e}") from e
+    handle = pcap.pcap_open_dead(_DLT[hatype], 65535)
+    program = pcap.bpf_program()
+    try:
+        if pcap.pcap_compile(handle, ctypes.byref(program), expr.encode(), 1, 0xFFFFFFFF) == -1:
+            raise FilterError(f"libpcap cannot compile {expr!r}: {bytes(pcap.pcap_geterr(handle) or b'').decode()}")
+        insns = program.bf_insns
+        code = b"".join(_SOCK_FILTER.pack(insns[i].code, insns[i].jt, insns[i].jf, insns[i].k & 0xFFFFFFFF)
+                        for i in range(program.bf_len))
+        pcap.pcap_freecode(ctypes.byref(program))
+        return code
+    finally:
+        pcap.pcap_close(handle)
+
+
+def _attach(sock: socket.socket, code: bytes) -> None:
+    """SO_ATTACH_FILTER: the kernel copies the program (struct sock_fprog: its length, a pointer to it)."""
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HL", len(code) // _SOCK_FILTER.size, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def _listen(iface: str, code: bytes | None, promisc: bool) -> socket.socket:
+    """An AF_PACKET socket on `iface` that receives every frame passing it, through `code` if given; bound
+    only once the filter is on (with a zero buffer until then, and drained), so no unfiltered frame waits in it.
+    What scapy's L2ListenSocket does, without importing scapy's packet layers."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)
+        if code is not None:
+            _attach(sock, code)
+        if promisc:
+            mreq = struct.pack("IHH8s", socket.if_nametoindex(iface), PACKET_MR_PROMISC, 0, b"")
+            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        sock.bind((iface, ETH_P_ALL))
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock.recv(1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _open(iface: str, net: ipaddress.IPv4Network, *, buffer: int = DEFAULT_BUFFER, outgoing: bool | None = None,
-          kernel_filter: bool = True) -> tuple[Any, dict[str, Any]]:
-    """scapy's L2ListenSocket on `iface` with the run's BPF filter, non-blocking; raises CaptureUnavailable.
+          kernel_filter: bool = True) -> tuple[socket.socket, dict[str, Any]]:
+    """An AF_PACKET socket on `iface` with the run's BPF filter, non-blocking; raises CaptureUnavailable.
 
     `outgoing`: count PACKET_OUTGOING copies too (default: not on loopback, where each packet passes twice).
     kernel_filter=False leaves out the BPF filter and PACKET_IGNORE_OUTGOING (both only save work: every
-    packet is checked in user space anyway); where scapy cannot compile the filter (no libpcap) the capture
-    goes on without it and the sidecar says so.
+    packet is checked in user space anyway); where libpcap cannot compile the filter the capture goes on
+    without it and the sidecar says so.
     """
     _check_iface(iface)
     hatype = _hatype(iface)
     if hatype not in _LINK_HEADER:
         raise CaptureUnavailable(f"cannot capture on interface {iface!r}: link type {hatype} not supported")
     skip_outgoing = hatype == ARPHRD_LOOPBACK if outgoing is None else not outgoing
-    import scapy
-    import scapy.layers.inet  # registers Ether for the link types, so scapy's socket knows its LL
-    from scapy.arch.linux import L2ListenSocket
-    from scapy.config import conf
-    from scapy.error import Scapy_Exception
-
-    conf.bufsize = min(buffer, 1 << 30)  # scapy's SO_RCVBUF (capped by rmem_max; forced below)
     expr = bpf_expression(net, skip_outgoing)
     info: dict[str, Any] = {"iface": iface, "net": str(net), "hatype": hatype, "link_header": _LINK_HEADER[hatype],
-                            "skip_outgoing": skip_outgoing, "scapy": scapy.VERSION, "bpf_filter": False}
+                            "skip_outgoing": skip_outgoing, "scapy": _scapy_version(), "bpf_filter": False}
     promisc = hatype != ARPHRD_LOOPBACK  # a bridge: also the frames switched between two of its ports
-    try:
+    code = None
+    if kernel_filter:
         try:
-            sock = L2ListenSocket(iface=iface, filter=expr if kernel_filter else None, promisc=promisc)
-            info["bpf_filter"] = expr if kernel_filter else False
-        except Scapy_Exception as e:  # the filter could not be compiled: count in user space only
-            sock = L2ListenSocket(iface=iface, promisc=promisc)
+            code = bpf_program(expr, hatype)
+            info["bpf_filter"] = expr
+        except FilterError as e:  # count in user space only
             info["bpf_filter"] = f"not attached: {e}"
+    try:
+        raw = _listen(iface, code, promisc)
     except PermissionError as e:
         raise CaptureUnavailable(f"cannot open an AF_PACKET raw socket: {e.strerror} (needs root or CAP_NET_RAW)"
                                  ) from e
     except (OSError, ValueError) as e:
         raise CaptureUnavailable(f"cannot capture on interface {iface!r}: {getattr(e, 'strerror', None) or e}"
                                  ) from e
-    raw = sock.ins
     try:
         raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer)
     except OSError:
@@ -326,10 +391,16 @@ def _open(iface: str, net: ipaddress.IPv4Network, *, buffer: int = DEFAULT_BUFFE
         with contextlib.suppress(OSError):
             raw.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             info["ignore_outgoing"] = True
-    with contextlib.suppress(OSError):  # scapy does this too; the frame's original length comes with it
+    with contextlib.suppress(OSError):  # the frame's original length comes with it
         raw.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-    raw.setblocking(False)
-    return sock, info
+    return raw, info
+
+
+def _scapy_version() -> str:
+    """scapy's version (its libpcap bindings compile the filter; its layers are the `layers` reader)."""
+    import scapy
+
+    return str(scapy.VERSION)
 
 
 def probe(iface: str = "lo") -> tuple[bool, str]:
@@ -371,9 +442,8 @@ class _Capture:
             raise ValueError(f"reader must be one of {', '.join(READERS)}, not {reader!r}")
         self.net = ipaddress.IPv4Network(net, strict=False)
         self._mask, self._addr = int(self.net.netmask), int(self.net.network_address)
-        self.scapy_sock, self.info = _open(iface, self.net, **options)
+        self.sock, self.info = _open(iface, self.net, **options)
         self.info["reader"] = reader
-        self.sock: socket.socket = self.scapy_sock.ins
         self.link: int = self.info["link_header"]
         self.skip_outgoing: bool = self.info["skip_outgoing"]
         self.flows: dict[tuple[int, int, int, int], list[int]] = {}
@@ -490,7 +560,9 @@ class _Capture:
         print("ready", flush=True)
         next_write = time.monotonic() + interval
         while self.stop_reason is None:
+            seen = self.seen
             more = self._drain()
+            batch = self.seen - seen
             if os.getppid() != parent:  # orphaned: the harness is gone, and with it whoever would stop us
                 self.stop_reason = self.stop_reason or "parent died"
             now = time.monotonic()
@@ -498,12 +570,14 @@ class _Capture:
                 self.write(out, stats)
                 next_write = max(next_write + interval, now + interval / 2)
             if not more and self.stop_reason is None:
-                select.select([self.sock, wake_r], [], [], min(max(next_write - now, 0.0), 0.5))
+                readable = select.select([self.sock, wake_r], [], [], min(max(next_write - now, 0.0), 0.5))[0]
+                if self.sock in readable and batch < SPARSE:  # let a batch gather: a wake-up costs ~40 us
+                    select.select([wake_r], [], [], BATCH_WAIT)
                 with contextlib.suppress(BlockingIOError):
                     wake_r.recv(4096)
         self.drain_all()
         self.write(out, stats, final=True)
-        self.scapy_sock.close()
+        self.sock.close()
         return 0
 
 
@@ -582,7 +656,7 @@ class WireCapture:
         bpf = f"kernel BPF '{bpf_expression(self.net, self.iface == 'lo')}'" if self.kernel_filter else "no BPF"
         how = ("fixed IPv4/TCP headers read from the raw frames" if self.reader == "raw"
                else "scapy's Ether/IP/TCP dissection")
-        return f"scapy L2ListenSocket on {where}, {bpf}, {how}"
+        return f"AF_PACKET socket on {where}, {bpf} (compiled by libpcap), {how}"
 
     @property
     def pid(self) -> int | None:
