@@ -611,6 +611,34 @@ def test_proxyd_serves_links_and_takes_control(proxyd) -> None:  # type: ignore[
     assert not psutil.pid_exists(proc.pid)
 
 
+def _raw(ctl: ProxyControl, request: bytes) -> tuple[int, dict[str, object]]:
+    """Send one raw request to the control API; the status and JSON body of its answer."""
+    with socket.create_connection((ctl.host, ctl.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+@pytest.mark.slow
+def test_proxyd_control_api_answers_every_request_in_json(proxyd) -> None:  # type: ignore[no-untyped-def]
+    """Routes it does not serve, methods a route does not take and requests that are not HTTP each get their
+    status with a JSON body; the links are untouched and the API still answers afterwards."""
+    _, ctl, _ = proxyd
+    assert _raw(ctl, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 404
+    assert _raw(ctl, b"GET /links/nfvo-%3Evnfm.op/undo HTTP/1.1\r\n\r\n")[0] == 404
+    assert _raw(ctl, b"DELETE /links/nfvo-%3Evnfm.op HTTP/1.1\r\n\r\n")[0] == 405
+    assert _raw(ctl, b"POST /links HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")[0] == 405
+    assert _raw(ctl, b"GET /links/nfvo-%3Evnfm.op/reset HTTP/1.1\r\n\r\n")[0] == 405
+    status, body = _raw(ctl, b"nonsense\r\n\r\n")
+    assert status == 400 and "error" in body
+    status, body = _raw(ctl, b"GET /links/nfvo-%3Evnfm.op HTTP/1.1\r\n\r\n")
+    assert status == 200 and body["delay_fwd"] == 0.01 and body["plane"] == "op"
+    assert ctl.health()
+
+
 def test_proxyd_rejects_a_bad_spec_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps([{"name": "x", "listen": "8.8.8.8:53", "target": "127.0.0.1:1"}]))
     proc = subprocess.run(
