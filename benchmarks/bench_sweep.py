@@ -1,7 +1,7 @@
 """Benchmark: how long the paper's figures take to reproduce, what CPU that uses, and whether running trials
 side by side moves the figures.
 
-    python benchmarks/bench_sweep.py [--load builtin|locust] [--jobs J] [--keep]      # fig6-ci.yaml
+    python benchmarks/bench_sweep.py [--spec SPEC] [--load builtin|locust] [--jobs J] [--keep]  # fig6-ci.yaml
     python benchmarks/bench_sweep.py --full [--repeat 5] [--jobs J]   # fig6 + fig7 + fig8 at 5 repeats
     python benchmarks/bench_sweep.py --compare [--repeat 5] [--jobs J]  # one point alone vs in a busy sweep
 
@@ -9,7 +9,10 @@ Every sweep runs as a user runs it (`harness sweep` in its own process) into a f
 `--full` runs the three full specs as three sweeps at once, each admitting up to J concurrent trials by
 measured CPU headroom (harness/experiment/sweep.py, Headroom: one admission at a time on the machine), and
 prints the wall time, the CPU used (our process trees, and the whole host's, other users' included), the host's
-load average, false suspicions, and the model's errors after fitting (`harness fit`). `--compare` runs one Fig 7
+load average, false suspicions, and the model's errors after fitting (`harness fit`). Every mode prints each
+sweep's wall seconds and CPU seconds per trial (mean, sd, range: `trial_seconds` in trials.csv and each trial's
+`trial_cpu.json`, the trial process and everything it started; the fork servers' one start-up per sweep and per
+deployment is in the totals, not in a trial's figure). `--compare` runs one Fig 7
 point R times alone (one trial at a time) and R times among five other Fig 7 points at J at a time, and prints
 both means with their 95% intervals: the figures must not move beyond them.
 """
@@ -17,6 +20,7 @@ both means with their 95% intervals: the figures must not move beyond them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -100,15 +104,32 @@ def fit_errors(out: Path) -> list[str]:
             f"  after max {100 * r['after_max']:6.1f}%" for r in errors.to_dict("records")]
 
 
+def spread(values: list[float], unit: str) -> str:
+    """mean, sd and range of a list of figures."""
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} {unit} (sd {sd:.2f}, {min(values):.2f}-{max(values):.2f})"
+
+
+def trial_cpu(out: Path, trial: str) -> float | None:
+    """CPU seconds of one trial's process tree (trial_cpu.json), if it wrote one."""
+    try:
+        return float(json.loads((out / "trials" / trial / "trial_cpu.json").read_text())["cpu_seconds"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def trial_summary(out: Path) -> str:
     rows = read_rows(out / "trials.csv")
     seconds = [float(r["trial_seconds"]) for r in rows]
+    cpu = [c for c in (trial_cpu(out, r["trial"]) for r in rows) if c is not None]
     false = sum(int(float(r["false_suspicions"])) for r in rows if r["false_suspicions"] not in ("", "nan"))
     loads = [float(r["host_load"]) for r in rows]
     verdicts = {v: sum(r["verdict"] == v for r in rows) for v in {r["verdict"] for r in rows}}
-    return (f"{len(rows)} trials, trial mean {statistics.fmean(seconds):.1f} s, false suspicions {false}, "
-            f"lost {sum(int(r['lost']) for r in rows)}, verdicts {verdicts}, host load at trial end median "
-            f"{statistics.median(loads):.2f} max {max(loads):.2f}") if rows else "no trials"
+    return (f"{len(rows)} trials, wall per trial {spread(seconds, 's')}, CPU per trial {spread(cpu, 'CPU s')}, "
+            f"false suspicions {false}, lost {sum(int(r['lost']) for r in rows)}, verdicts {verdicts}, host load "
+            f"at trial end median {statistics.median(loads):.2f} max {max(loads):.2f}") if rows else "no trials"
 
 
 def full(args: argparse.Namespace, work: Path) -> None:
@@ -154,27 +175,33 @@ def compare(args: argparse.Namespace, work: Path) -> None:
               f"{'each mean within the other interval' if within else 'OUTSIDE'}")
 
 
-def ci(args: argparse.Namespace, work: Path) -> None:
-    spec = ROOT / "experiments" / "fig6-ci.yaml"
+def one(args: argparse.Namespace, work: Path) -> None:
+    spec = Path(args.spec).resolve()
     meter = Meter()
-    wait_all({spec.name: start_sweep(spec, work / "sweep", args.load, args.jobs, None)})
+    wait_all({spec.name: start_sweep(spec, work / "sweep", args.load, args.jobs, args.repeat_one)})
     m = meter.stop()
     print(f"sweep {spec.name}, load {args.load}, jobs {args.jobs}: {trial_summary(work / 'sweep')}")
     say_cpu(m)
+    rows = read_rows(work / "sweep" / "trials.csv")
+    if rows:
+        print(f"whole sweep: {m['ours'] / len(rows):.2f} CPU s and {m['wall'] / len(rows):.1f} s of wall time a trial")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="fig6 + fig7 + fig8 (the full specs)")
     parser.add_argument("--compare", action="store_true", help="one Fig 7 point alone and in a concurrent sweep")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--spec", default=str(ROOT / "experiments" / "fig6-ci.yaml"),
+                        help="the spec the default mode sweeps (default experiments/fig6-ci.yaml)")
+    parser.add_argument("--repeat", type=int, default=5, help="repeats a point (--full, --compare)")
+    parser.add_argument("--repeat-one", type=int, help="repeats a point in the default mode (default: the spec's)")
     parser.add_argument("--load", default="builtin", choices=("locust", "builtin"))
     parser.add_argument("--jobs", type=int, default=8, help="most trials at once per sweep (by CPU headroom)")
     parser.add_argument("--keep", action="store_true", help="keep the sweep folders (printed) for fit/report")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
-        (full if args.full else compare if args.compare else ci)(args, work)
+        (full if args.full else compare if args.compare else one)(args, work)
     finally:
         if args.keep:
             print(f"sweep folders: {work}")
