@@ -256,8 +256,9 @@ class SwarmRuntime:
             time.sleep(0.005)
         raise UserError(f"swarm: no address for {svc_id}'s task after 30 s (is node {node.hostname} down?)")
 
-    async def up(self, services: list[ServiceSpec], timeout: float = 60.0) -> None:
-        """Hand every task its spec, start the agents, wait until each /health says ready, find the tasks."""
+    async def up(self, services: list[ServiceSpec], timeout: float = 180.0) -> None:
+        """Hand every task its spec, wait until each /health says ready, find the tasks and the agents. The wait
+        is long: a node prepares its tasks' containers one after another (a vfs node copies the image for each)."""
         t0 = time.monotonic()
         for spec in services:
             self.host_of(spec.id)
