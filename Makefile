@@ -7,8 +7,10 @@ setup:
 run: setup
 	.venv/bin/harness run --design centralised --fault slm-crash
 
+# two workers, one test file each at a time (a file's deployments and sweeps are shared by its tests): the
+# trials mostly wait, so the suite takes about half the wall time of one worker (README: Tests and benchmarks)
 test: setup
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadfile
 
 test-fast: setup
 	.venv/bin/python -m pytest -m "not slow and not docker"
