@@ -146,6 +146,26 @@ def test_the_summary_row_is_a_function_of_the_record():
     assert [k for k in row if not (row[k] == again[k] or (_nan(row[k]) and _nan(again[k])))] == []
 
 
+def test_the_clock_offsets_uncertainty_is_a_column_and_the_table_says_what_it_bounds():
+    """Several hosts' clocks (a swarm run): the largest offset uncertainty of any node at the start or the end
+    is summary.csv's clock_uncertainty, and the run's table gives it with the detection delay it bounds (twice
+    it, in paper seconds); with one host's clock there is neither."""
+    from harness.cli.progress import summary_table
+
+    one_host = summary.derive(record(history_with_a_crash())).summary
+    assert _nan(one_host["clock_uncertainty"]) and "clock offsets" not in summary_table(one_host)
+    rec = record(history_with_a_crash())
+    rec.clock_offsets = {"start": [{"node": "a", "offset": 0.001, "uncertainty": 0.0002},
+                                   {"node": "b", "offset": -0.003, "uncertainty": 0.0005}],
+                         "end": [{"node": "a", "offset": 0.001, "uncertainty": 0.0003}]}
+    row = summary.derive(rec).summary
+    assert row["clock_uncertainty"] == 0.0005
+    lines = {line.strip("│┃ ").split()[0]: line for line in summary_table(row).splitlines() if "ms" in line
+             or "detection delay" in line}
+    assert "+-0.50 ms" in lines["clock"]
+    assert f"+-{2 * 0.0005 / row['time_scale']:.4f}" in lines["bounds"] and "detection delay" in lines["bounds"]
+
+
 def test_holes_in_the_history_make_the_verdict_unknown_and_a_lost_workflow_fail():
     events = history_with_a_crash()
     assert summary.derive(record(events, collector_bad_lines=2)).summary["verdict"] == "unknown"

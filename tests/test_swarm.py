@@ -222,6 +222,8 @@ def test_harness_run_on_a_swarm(runs, design, fault):
     for phase in ("start", "end"):
         (clock,) = swarm["clock_offsets"][phase]
         assert abs(clock["offset"]) <= clock["uncertainty"] + 0.002, clock  # one host: one monotonic clock
+    bound = max(c["uncertainty"] for phase in ("start", "end") for c in swarm["clock_offsets"][phase])
+    assert float(row["clock_uncertainty"]) == pytest.approx(bound)  # the summary states it
     with (out / "containers.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert {r["service"] for r in rows} == services

@@ -81,6 +81,10 @@ def summary_table(row: dict) -> str:
     busy = row.get("host_busy", math.nan)
     table.add_row("host CPU busy", "-" if busy is None or math.isnan(busy) else f"{busy:.0%}", "",
                   "SATURATED" if row.get("saturated") is True else "", *blank)
+    clock = _number(row.get("clock_uncertainty"))
+    if clock is not None:  # events from several hosts' clocks (swarm): what the offsets' uncertainty bounds
+        table.add_row("clock offsets", f"+-{clock * 1e3:.2f} ms", "", "wall", *blank)
+        table.add_row("  bounds", f"+-{2 * clock / row['time_scale']:.4f}", "", "detection delay", *blank)
     console = Console(width=100, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text()

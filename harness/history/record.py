@@ -75,6 +75,9 @@ class Record:
     counters: Counters
     reference: dict[str, float]
     flows: list[Flow] | None  # None: no capture ran
+    # per phase (start, end), each node's clock offset from the harness with its uncertainty (config.yaml's
+    # swarm section: harness.runtime.clocks); {} where every event came from one host's clock
+    clock_offsets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def deployment_to_dict(d: Deployment) -> dict[str, Any]:
@@ -123,4 +126,5 @@ def load(folder: str | Path) -> Record:
         reference=json.loads((folder / REFERENCE).read_text(encoding="utf-8")),
         # a capture that failed at its end left a partial wire.csv that no figure used
         flows=read_flows(folder / "wire.csv") if counters.capture.get("flows_used") else None,
+        clock_offsets=(config.get("swarm") or {}).get("clock_offsets") or {},
     )

@@ -31,7 +31,7 @@ SUMMARY_COLUMNS = [
     "B_rel_model", "B_tot_measured", "B_tot_model", "t_c_model_bus", "t_r_model_bus", "B_op_model_bus",
     "B_rel_model_bus", "B_tot_model_bus", "broker_suspicions", "broker_recovery",
     "Q_r_measured", "Q_r_model", "instances_extra",
-    "Q_r_compute", "host_busy", "host_busy_p90", "host_full", "saturated",
+    "Q_r_compute", "host_busy", "host_busy_p90", "host_full", "saturated", "clock_uncertainty",
     "wire_source", "wire_vs_service_op", "wire_vs_service_state", "header_bytes_per_message", "harness_cpu_share",
 ]
 AFFECTED_COLUMNS = ["req", "latency", "lost_time", "completions", "takeovers"]
@@ -118,7 +118,7 @@ def derive(record: Record) -> Tables:
         # in monolith-equivalents of compute (docs/model.md): (design's compute / the monolith's) - 1
         "Q_r_compute": metrics.compute_per_workflow(cpu, deployment.roles, events, z, verdict.completed)
         / metrics.monolith_compute(ref, z) - 1,
-        **host_columns(counters.host_cpu),
+        **host_columns(counters.host_cpu), "clock_uncertainty": clock_uncertainty(record.clock_offsets),
         "wire_source": source, "wire_vs_service_op": agree.get("op", math.nan),
         "wire_vs_service_state": agree.get("state", math.nan),
         "header_bytes_per_message": overhead if overhead is not None else math.nan,
@@ -133,6 +133,15 @@ def host_columns(host: dict[str, Any]) -> dict[str, Any]:
     flag = metrics.saturated(host)
     return {"host_busy": host.get("busy", math.nan), "host_busy_p90": host.get("busy_p90", math.nan),
             "host_full": host.get("full", math.nan), "saturated": "" if flag is None else flag}
+
+
+def clock_uncertainty(offsets: dict[str, list[dict[str, Any]]]) -> float:
+    """The largest uncertainty (wall s) of any node's clock offset, at the start or the end: every event from
+    another host is on the harness's clock within it, so an interval between events of two hosts (the
+    detection delay: a kill here, the suspicion there) within twice it. t_c and t_r are not bounded by it:
+    the BSS stamps submission and completion on one clock. NaN where no offsets were measured (one host)."""
+    found = [float(o["uncertainty"]) for phase in offsets.values() for o in phase or [] if "uncertainty" in o]
+    return max(found) if found else math.nan
 
 
 def _paper_seconds(wall: float, time_scale: float) -> float:
