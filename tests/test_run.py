@@ -208,10 +208,21 @@ def test_ctrl_c_leaves_no_process_and_keeps_partial_results(tmp_path):
         if len(rows) >= 3:
             break
         time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)  # the stack dump a stuck run gives (harness.cli.stackdump) ...
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # ... and where it hangs, if its teardown does
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"no exit 60 s after Ctrl-C; its stacks then:\n{err[-12000:]}")
     assert proc.returncode == 130, err[-2000:]
     assert "partial results kept" in err
+    dump = err[err.index("harness: stack dump"):]
+    assert "--- thread MainThread" in dump and "--- task " in dump and "experiment" in dump, dump[:3000]
     recorded = yaml.safe_load((out / "config.yaml").read_text())
     assert not leftovers.processes(recorded["run"]), "Ctrl-C must take every service, proxy and load process down"
     with (out / "requests.csv").open() as fh:

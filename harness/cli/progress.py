@@ -23,6 +23,9 @@ def default_out(z: Experiment) -> Path:
 
 
 def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) -> None:
+    from harness.cli import stackdump
+
+    stackdump.install()  # kill -USR1: where a run that seems stuck is
     console = Console(stderr=True)
     target = Path(out) if out else default_out(z)
     console.print(f"harness run: {z.design} ({z.mechanism}), fault {z.fault} at {z.fault_at}, "
