@@ -84,6 +84,17 @@ def test_the_shortest_round_trip_gives_the_offset():
     assert clocks.on_harness_clock(305.0, start, end) == pytest.approx(299.8)  # after the end: the end's
 
 
+def test_an_agents_fault_is_timed_on_the_harnesss_clock():
+    """The node called its Engine at its t = 105.03; its clock runs 5 s ahead: 100.03 on the harness's clock,
+    between the harness's asking (100.0) and the reply (100.1)."""
+    start = [{"node": "host1", "offset": 5.0, "uncertainty": 0.0002, "at": 90.0}]
+    done = clocks.agent_action("kill", "m1a", "host1", 100.0, 100.1, {"t": 105.03, "took": 0.004, "status": 204},
+                               start)
+    assert done["engine_at"] == pytest.approx(100.03) and done["asked"] <= done["engine_at"] <= done["answered"]
+    assert (done["engine_took"], done["status"], done["service"]) == (0.004, 204, "m1a")
+    assert clocks.agent_action("kill", "m1a", "host2", 100.0, 100.1, {"t": 105.03}, start)["engine_at"] is None
+
+
 def test_swarm_is_a_runtime_choice_and_refuses_the_bus():
     assert "swarm" in config.RUNTIMES
     assert config.load(runtime="swarm").runtime == "swarm"
@@ -321,5 +332,8 @@ def test_multi_node_swarm_in_docker_in_docker(runs):
             a, b = swarm["placement"][f"m{i}a"], swarm["placement"][f"m{i}b"]
             assert a["ran_on"] == a["planned"] and b["ran_on"] == b["planned"] and a["ran_on"] != b["ran_on"]
         assert len(swarm["clock_offsets"]["start"]) == 2
+        for done in swarm["agent_actions"]:  # faults on the other node: the node's moment within the harness's call
+            slack = max(c["uncertainty"] for c in swarm["clock_offsets"]["start"])
+            assert done["asked"] - slack <= done["engine_at"] <= done["answered"] + slack, done
         with (out / "containers.csv").open() as fh:
             assert {r["measured"] for r in csv.DictReader(fh)} == {"here", "agent"}

@@ -14,6 +14,7 @@ import http.client
 import json
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,18 @@ def on_harness_clock(t: float, start: Offset | dict[str, float], end: Offset | d
         return t - float(s["offset"])
     share = min(1.0, max(0.0, (t - s_at) / (e_at - s_at)))
     return t - (float(s["offset"]) + share * (float(e["offset"]) - float(s["offset"])))
+
+
+def agent_action(action: str, service: str, node: str, asked: float, answered: float, reply: dict[str, Any],
+                 start: list[dict[str, Any]]) -> dict[str, Any]:
+    """One fault an agent made on its node, timed on the harness's clock: `asked` and `answered` (the harness's
+    call), and `engine_at` (the node's moment of calling its Engine, `reply["t"]`, minus the node's offset;
+    None where the node's clock was not measured or the agent did not say) with `engine_took` (the Engine's
+    time for it, on the node)."""
+    offsets = {str(o["node"]): o for o in start}
+    t_node = reply.get("t")
+    engine_at = on_harness_clock(float(t_node), offsets[node], None) if t_node is not None and node in offsets \
+        else None
+    return {"action": action, "service": service, "node": node, "asked": round(asked, 6),
+            "answered": round(answered, 6), "engine_at": None if engine_at is None else round(engine_at, 6),
+            "engine_took": reply.get("took"), "status": reply.get("status")}
