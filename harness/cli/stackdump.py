@@ -29,9 +29,25 @@ def dump(file: object = None) -> str:
     except RuntimeError:  # no loop runs in this thread
         tasks = set()
     for task in sorted(tasks, key=lambda t: t.get_name()):
-        parts.append(f"--- task {task.get_name()}: {task.get_coro()!r}")
-        parts.extend("".join(traceback.format_stack(f)).rstrip() for f in task.get_stack())
+        parts.append(f"--- task {task.get_name()} (cancelling {task.cancelling()}): {task.get_coro()!r}")
+        parts.extend(_awaiting(task.get_coro()))
     return "\n".join(parts) + "\n"
+
+
+def _awaiting(coro: object) -> list[str]:
+    """The chain of awaits a suspended coroutine is in, outermost first, down to the future it waits on (a
+    task's own stack shows only its outermost frame)."""
+    lines = []
+    for _ in range(64):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            if coro is not None:
+                lines.append(f"    awaiting {coro!r}")
+            break
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await",
+                                                                                                   None)
+    return lines
 
 
 def _on_signal(_signum: int, _frame: FrameType | None) -> None:
