@@ -126,15 +126,17 @@ async def timer_noise(samples: int = 10) -> float:
 
 
 def test_delay_accuracy_on_a_quiet_machine() -> None:
-    """50 ms must come out as 50 ms +- 3 ms, judged only on an attempt the machine's load did not blur."""
+    """50 ms must come out as 50 ms +- 3 ms, judged only on an attempt the machine's load did not blur: the
+    timer was punctual before and after, and the round trips agree among themselves (a constant error of the
+    proxy keeps them together and still fails; another test worker's burst spreads them: 51-60 ms seen)."""
 
     async def main() -> None:
         async with Target() as target, LinkProxy((LO, 0), target.addr, delay_fwd=0.03, delay_rev=0.02) as proxy:
             noise = 0.0
-            for _ in range(3):
+            for _ in range(6):
                 before = await timer_noise()
                 rtts = await round_trips(proxy, 10)
-                noise = max(before, await timer_noise())
+                noise = max(before, await timer_noise(), (max(rtts) - min(rtts)) / 4)
                 if noise > 0.001:
                     continue
                 error = statistics.median(rtts) - 0.05

@@ -218,7 +218,7 @@ def test_ctrl_c_leaves_no_process_and_keeps_partial_results(tmp_path):
         time.sleep(1)
         proc.kill()
         _, err = proc.communicate()
-        pytest.fail(f"no exit 60 s after Ctrl-C; its stacks then:\n{err[-12000:]}")
+        pytest.fail(f"no exit 60 s after Ctrl-C; its stacks (before the Ctrl-C, and 60 s after it):\n{err[-60000:]}")
     assert proc.returncode == 130, err[-2000:]
     assert "partial results kept" in err
     dump = err[err.index("harness: stack dump"):]
