@@ -54,6 +54,7 @@ from harness.errors import UserError
 from harness.runtime import compose, engine, wait_ready
 from harness.runtime import image as images
 from harness.runtime.cgroups import CgroupFiles, host_veth, runs_here, veth_bytes
+from harness.runtime.freezing import Freezing
 from harness.runtime.local import SESSION_ENV, LocalRuntime
 from protocol.spec import ServiceSpec
 
@@ -151,7 +152,7 @@ class Container:
                 "mem_peak_bytes": self.last.get("mem", ""), "veth_rx_bytes": rx, "veth_tx_bytes": tx}
 
 
-class DockerRuntime:
+class DockerRuntime(Freezing):
     name = "docker"
 
     def __init__(self, run: str, workdir: Path, *, block: str | None = None, cpus: float | None = None,
@@ -179,7 +180,7 @@ class DockerRuntime:
         self.frozen: set[str] = set()
         self.network_created = False
         self.stats_interval = stats_interval
-        self._stats: asyncio.Task | None = None
+        self._stats: asyncio.Task[None] | None = None
         self.timings: dict[str, float] = {}
 
     # --- addresses and host-side processes ------------------------------------------------------------
@@ -345,30 +346,13 @@ class DockerRuntime:
         with engine.engine_call("pause" if frozen else "unpause"):
             (engine.client().api.pause if frozen else engine.client().api.unpause)(c.id)
 
-    def pause(self, name: str) -> None:
-        """The grey failure: the cgroup freezer (what `docker pause` does) on the whole container."""
-        self._freeze(name, True)
-        self.frozen.add(name)
-
-    def resume(self, name: str) -> None:
-        if name in self.frozen:
-            self._freeze(name, False)
-            self.frozen.discard(name)
-
     # --- teardown -----------------------------------------------------------------------------------------
     async def down(self, grace: float = 2.0) -> None:
         """Thaw, save stats, SIGTERM and wait for the exits (`grace`), save logs, remove containers and network."""
         t0 = time.monotonic()
         for c in self.containers.values():  # first: the services keep sending until they are stopped
             c.sample()
-        if self._stats:
-            self._stats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stats
-            self._stats = None
-        for name in list(self.frozen):
-            with contextlib.suppress(Exception):
-                self.resume(name)
+        await self._stop_sampling_and_thaw()
         await asyncio.to_thread(self._teardown, grace)
         await self.host.down(grace)
         self.timings["down"] = time.monotonic() - t0

@@ -66,6 +66,7 @@ from harness.runtime import clocks, engine, swarm_agent, wait_ready
 from harness.runtime import image as images
 from harness.runtime.cgroups import CgroupFiles, runs_here
 from harness.runtime.docker import BRIDGE_NETS_ENV, HARNESS_SIDE, free_block, labels
+from harness.runtime.freezing import Freezing
 from harness.runtime.local import LocalRuntime
 from harness.runtime.netns import NetnsSwitch
 from harness.runtime.swarm_nodes import Node, Placement, nodes, require_manager, task_address, task_of
@@ -127,7 +128,7 @@ class Task:
                 "eth_rx_bytes": rx, "eth_tx_bytes": tx}
 
 
-class SwarmRuntime:
+class SwarmRuntime(Freezing):
     name = "swarm"
 
     def __init__(self, run: str, workdir: Path, *, block: str | None = None, cpus: float | None = None,
@@ -161,7 +162,7 @@ class SwarmRuntime:
         self.local_node = ""  # the swarm node id of the Engine the harness talks to: its host is the harness's
         self.switch = NetnsSwitch()
         self._spec_site: web.AppRunner | None = None
-        self._stats: asyncio.Task | None = None
+        self._stats: asyncio.Task[None] | None = None
 
     # --- addresses and host-side processes ------------------------------------------------------------
     def host_of(self, svc_id: str) -> str:
@@ -468,29 +469,13 @@ class SwarmRuntime:
         else:
             self._agent(t, "pause" if frozen else "unpause")
 
-    def pause(self, name: str) -> None:
-        self._freeze(name, True)
-        self.frozen.add(name)
-
-    def resume(self, name: str) -> None:
-        if name in self.frozen:
-            self._freeze(name, False)
-            self.frozen.discard(name)
-
     # --- teardown -----------------------------------------------------------------------------------------
     async def down(self, grace: float = 2.0) -> None:
         """Clocks again, last counters, SIGTERM and the exits, logs; then services, agent, gateway, network."""
         t0 = time.monotonic()
         for t in self.tasks.values():
             t.sample()
-        if self._stats:
-            self._stats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stats
-            self._stats = None
-        for name in list(self.frozen):
-            with contextlib.suppress(Exception):
-                self.resume(name)
+        await self._stop_sampling_and_thaw()
         if self.agents and self.placement:
             await asyncio.to_thread(self._remote_stats)
             self.clocks["end"] = await asyncio.to_thread(self.measure_clocks)
