@@ -201,7 +201,10 @@ def test_ctrl_c_leaves_no_process_and_keeps_partial_results(tmp_path):
     out = tmp_path / "interrupted"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", LOAD,
                              "--design", "centralised", "--fault", "slm-crash", "--set", "n=4", "--requests", "40",
-                             "--users", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--users", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # started with SIGINT ignored, as a shell starts a background job (a suite run with
+                            # `&`): the harness takes SIGINT back (harness/signals.py), or it would run to its end
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until some workflows completed
         rows = (out / "requests.csv").read_text().splitlines() if (out / "requests.csv").exists() else []

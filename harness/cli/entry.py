@@ -1,5 +1,5 @@
 """Running a click group the way every manobench command line does: a user error is one line on stderr and
-exit code 2, never a traceback; Ctrl-C is exit code 130."""
+exit code 2, never a traceback; Ctrl-C (SIGINT, even one a background job's shell ignored) is exit code 130."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import sys
 import click
 
 from harness.errors import UserError
+from harness.signals import take_sigint
 
 
 def run_cli(group: click.Group, argv: list[str] | None = None) -> None:
+    take_sigint()
     try:
         group.main(args=argv, prog_name="harness", standalone_mode=False)
     except UserError as err:
