@@ -221,7 +221,8 @@ def test_harness_run_on_a_swarm(runs, design, fault):
         warnings.warn(f"swarm {design}: host saturated (host_full {row['host_full']}), t_c {t_c} vs {model}",
                       stacklevel=1)
     else:
-        assert abs(t_c - model) / model < 0.15, (t_c, model, row["host_busy"])
+        limit = 0.10 if float(row["host_busy"]) < 0.6 else 0.15  # the acceptance's 10%, on a host not half busy
+        assert abs(t_c - model) / model < limit, (t_c, model, row["host_busy"])
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     swarm = cfg["swarm"]
     services = {s for line in (out / "events.jsonl").read_text().splitlines() if '"deploy"' in line
@@ -280,9 +281,10 @@ def test_a_sigkilled_harness_leaves_nothing_running_after_the_grace(tmp_path, sw
     killed = time.monotonic()
     assert _running(run), "nothing ran when the harness was killed"
     # docker's containers get the default grace of targets; + the watchdog's ticks, the exit and the Engine
-    # seeing it: 1-3 s on a quiet host, 9.2 s seen beside another test worker's runs (an orphan that never
-    # ended would still be running long after)
-    limit = (5.0 if runtime == "docker" else GRACE) + 15
+    # seeing it: 1-3 s on a quiet host, 9.2 s seen beside another test worker's runs at a load above the cores
+    # (an orphan that never ended would still be running long after)
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    limit = (5.0 if runtime == "docker" else GRACE) + (15 if busy else 6)
     while _running(run) and time.monotonic() - killed < limit:
         time.sleep(0.25)
     assert not _running(run), (_running(run), time.monotonic() - killed)
