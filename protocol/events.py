@@ -96,22 +96,40 @@ FAULT_END = ("resume", "heal", "restore", "restart")  # ... and when it is undon
 class EventSink:
     """Emits events for one service; falls back to stdout when no collector was given."""
 
+    CONNECT_TIMEOUT = 2.0  # s; a live collector answers in milliseconds, even on a busy host
+    SLOW = 0.1  # s; a failed dial that took longer than this met no host (not a refusal): back off
+    BACKOFF = (1.0, 8.0)  # s; first and largest pause between slow dials (doubling)
+
     def __init__(self, collector: str | None, svc: str, run: str) -> None:
         self.svc, self.run = svc, run
         self.collector = collector
         self.sock: socket.socket | None = None
         self.lost = 0  # events that could not be sent
         self.reported = 0  # of those, how many an `events_lost` event has owned up to
+        self.retry_at = 0.0  # no dial before this (monotonic s), after a slow failure
+        self.backoff = 0.0
         if collector:
             self._connect()
 
     def _connect(self) -> None:
+        """Dial the collector. A refusal fails at once and is retried with the next event; a dial that meets
+        no host (the harness's whole namespace gone: its gateway on a swarm) blocks the service's loop for up
+        to CONNECT_TIMEOUT, so after one the sink waits (BACKOFF, doubling) before it dials again, and events
+        meanwhile count as lost. Without it every heartbeat's event blocked 2 x 5 s, and an orphaned SLM
+        outlived its grace by tens of seconds (its watchdog hardly ran)."""
         assert self.collector
+        now = time.monotonic()
+        if now < self.retry_at:
+            return
         try:
-            self.sock = socket.create_connection(address(self.collector), timeout=5)
+            self.sock = socket.create_connection(address(self.collector), timeout=self.CONNECT_TIMEOUT)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.backoff = 0.0
         except OSError:
             self.sock = None
+            if time.monotonic() - now > self.SLOW:
+                self.backoff = min(self.BACKOFF[1], self.backoff * 2 or self.BACKOFF[0])
+                self.retry_at = time.monotonic() + self.backoff
 
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Send one event (returned, so its `t` can be used by the caller) before going on."""

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,28 @@ def test_a_port_nobody_listens_on_is_refused_at_once():
     sink = EventSink(f"127.0.0.1:{port}", "x", "run1")
     sink.emit("started", role="worker")
     assert sink.lost == 1
+
+
+def test_a_collector_that_meets_no_host_is_dialled_again_only_after_a_pause():
+    """A dial that hangs (here: a listener whose accept queue is full, so the kernel drops the SYN, as for a
+    vanished host) blocks the service for one CONNECT_TIMEOUT, not for every event: the next events within the
+    back-off count as lost at once, and the pause doubles. (Each event would block 2 x 2 s without it.)"""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        filler = socket.create_connection(("127.0.0.1", port), timeout=1)  # fills the accept queue
+        try:
+            t0 = time.monotonic()
+            sink = EventSink(f"127.0.0.1:{port}", "slm-a", "run1")
+            for seq in range(5):
+                sink.emit("hb_sent", seq=seq, peers=1, bytes=100)
+            took = time.monotonic() - t0
+        finally:
+            filler.close()
+    assert sink.lost == 5 and sink.sock is None
+    assert EventSink.CONNECT_TIMEOUT * 0.9 <= took < 2 * EventSink.CONNECT_TIMEOUT, took  # one dial, not ten
+    assert sink.backoff == EventSink.BACKOFF[0] and sink.retry_at > time.monotonic()
 
 
 def test_the_target_contract_doc_carries_the_code_s_tables():
