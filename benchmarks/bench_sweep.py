@@ -132,6 +132,16 @@ def trial_summary(out: Path) -> str:
             f"at trial end median {statistics.median(loads):.2f} max {max(loads):.2f}") if rows else "no trials"
 
 
+def admission(out: Path) -> str:
+    """Where the sweep's wall time went (DIR/admission.json: seconds waiting on each admission state)."""
+    try:
+        info = json.loads((out / "admission.json").read_text())
+    except (OSError, ValueError):
+        return "no admission.json"
+    states = ", ".join(f"{k} {v:.0f} s" for k, v in sorted(info["seconds"].items(), key=lambda kv: -kv[1]))
+    return f"wall {info['wall']:.0f} s, {info['mean_running']:.2f} trials running on average; time by state: {states}"
+
+
 def full(args: argparse.Namespace, work: Path) -> None:
     specs = [ROOT / "experiments" / name for name in FULL]
     planned = {s.name: len(plan(read_spec(s), args.repeat).trials) for s in specs}
@@ -144,6 +154,7 @@ def full(args: argparse.Namespace, work: Path) -> None:
     say_cpu(m)
     for s in specs:
         print(f"{s.name}: {trial_summary(work / s.stem)}")
+        print(f"  admission: {admission(work / s.stem)}")
         print("\n".join(fit_errors(work / s.stem)))
 
 
@@ -181,6 +192,7 @@ def one(args: argparse.Namespace, work: Path) -> None:
     wait_all({spec.name: start_sweep(spec, work / "sweep", args.load, args.jobs, args.repeat_one)})
     m = meter.stop()
     print(f"sweep {spec.name}, load {args.load}, jobs {args.jobs}: {trial_summary(work / 'sweep')}")
+    print(f"  admission: {admission(work / 'sweep')}")
     say_cpu(m)
     rows = read_rows(work / "sweep" / "trials.csv")
     if rows:

@@ -214,22 +214,57 @@ def test_jobs_run_trials_side_by_side_and_measure_the_monolith_once(tmp_path):
     assert len(measured) == 1  # the others waited for it instead of measuring it again
 
 
-def test_concurrent_trials_are_admitted_by_measured_cpu_headroom_one_at_a_time_on_the_machine():
-    import asyncio
+def test_concurrent_trials_are_admitted_by_reserved_cpu_machine_wide(tmp_path, monkeypatch):
+    """Each admitted trial reserves its need on the machine-wide board at once (no gap needed for its start-up
+    to show); a heavy trial that does not fit keeps its room reserved, so lighter ones leave it room; the
+    first trial on the machine is always admitted; a dead sweep's entry does not count."""
+    monkeypatch.setattr(sweep, "LOCK", tmp_path / "lock")
+    monkeypatch.setattr(sweep, "ADMIT_GAP", 0.0)
+    plan_ = sweep.plan({"base": {**TINY, "fault": "slm-crash"},
+                        "points": [{"design": "centralised"}, {"design": "distributed", "n": 20}]})
+    light, heavy = plan_.points
+    board = tmp_path / "board"
+    a, b = sweep.Headroom(cap=0.6, board=board), sweep.Headroom(cap=0.6, board=board)
+    b.mine = board / "b.json"  # two sweeps in one process here: each its own entry
+    for h in (a, b):
+        h.cores, h.busy, h.sampled = 2, 0.0, True  # an idle 2-core host: room for 1.2 cores
+    a.peaks[light.id] = b.peaks[light.id] = 0.45
+    assert not a.heavy(light) and a.heavy(heavy)  # the prior of 40 modules heartbeating: above HEAVY
+    assert a.admit(light)
+    a.admitted("l1", light, os.getpid())
+    assert b.admit(light)  # 0.45 + 0.45 <= 1.2
+    b.admitted("l2", light, os.getpid())
+    assert not a.admit(light) and a.why == "cpu"  # 1.35 > 1.2: the other sweep's reservation counts at once
+    a.peaks[heavy.id] = 1.0
+    b.done("l2")
+    assert not a.admit(heavy) and a.why == "cpu" and a.waiting == 1.0  # 0.45 + 1.0 > 1.2: it waits
+    assert not b.admit(light)  # 0.45 reserved + 0.45 + the 1.0 that a keeps for its heavy trial > 1.2
+    a.done("l1")
+    assert a.admit(heavy) and a.waiting == 0.0
+    a.admitted("h1", heavy, os.getpid())
+    assert not b.admit(light)
+    a.release()  # a's sweep ended: its entry leaves the board
+    assert b.admit(light)
+    dead = board / "999999999.json"
+    dead.write_text('{"pid": 999999999, "running": 1, "reserved": 5.0, "waiting": 0}')
+    assert b.admit(light) and not dead.exists()
+    b.release()
 
-    async def decide() -> list[bool]:
-        me = [(os.getpid(), time.monotonic() - 10)]  # a "running trial": this process, its CPU measured
-        tight, roomy, other = sweep.Headroom(cap=0.0), sweep.Headroom(cap=100.0), sweep.Headroom(cap=100.0)
-        for h in (tight, roomy, other):
-            h.sample()
-        got = [tight.admit([]), tight.admit(me), roomy.admit(me)]
-        roomy.admitted()
-        got += [roomy.admit(me), other.admit(me)]  # within the gap; and another sweep while the lock is held
-        roomy.release()
-        got.append(other.admit(me))  # released: the other sweep may admit
-        other.release()
-        return got
 
-    assert asyncio.run(decide()) == [True, False, True, False, False, True]
-    h = sweep.Headroom(cap=1.0)
-    assert h.need([]) == 0.0 and h.need([(os.getpid(), time.monotonic() - 5)]) > 0
+def test_a_running_trials_cpu_rate_is_measured_from_ready_on(monkeypatch):
+    monkeypatch.setattr(sweep, "WINDOW", 0.0)
+    plan_ = sweep.plan({"base": TINY, "points": [{"design": "centralised"}]})
+    h = sweep.Headroom(cap=1.0, board=Path("/nonexistent/board"))
+    h.watched["t"] = sweep.Watched(os.getpid(), plan_.points[0].id, 0.1)
+    h.sample()
+    assert plan_.points[0].id not in h.peaks  # not ready: the start-up burst is not its need
+    h.ready("t")
+    h.sample()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    h.sample()
+    assert h.peaks[plan_.points[0].id] > 0.3 and h.need(plan_.points[0]) == h.peaks[plan_.points[0].id]
+    assert h.watched["t"].reserved == 0.0  # a light trial measured: its use is in the host's, nothing held
+    h.watched["t"].need = 2 * sweep.HEAVY  # a heavy one holds what its busiest moments may add
+    assert h.watched["t"].reserved == pytest.approx(2 * sweep.HEAVY - h.watched["t"].rate)

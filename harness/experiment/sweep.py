@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -441,22 +440,71 @@ def trial_timeout(z: Experiment) -> float:
     return 120 + 5 * expected_seconds(z)
 
 
-CPU_CAP_ENV = "MANOBENCH_SWEEP_CPU"  # the share of the host's cores concurrent trials may fill (default 0.7)
-CPU_CAP = 0.7
-ADMIT_GAP = 2.0  # wall seconds between admissions: a trial's start-up shows in the host's CPU use first
-LOCK = Path("/tmp/manobench-sweep-admission.lock")  # one admission at a time on the machine, every sweep's
+CPU_CAP_ENV = "MANOBENCH_SWEEP_CPU"  # the share of the host's cores concurrent trials may fill (default CPU_CAP)
+CPU_CAP = 0.85
+ADMIT_GAP = 0.5  # wall seconds between one sweep's admissions (what a trial needs is reserved from the start)
+LOCK = Path("/tmp/manobench-sweep-admission.lock")  # one admission decision at a time on the machine
+BOARD = Path("/tmp/manobench-sweep-admission.d")  # each sweep's running trials, what they reserve, what waits
 STARTUP_NICE = 10  # a concurrent trial starts at this nice value, and is reniced to 0 once its deployment is up
+HEAVY = 0.9  # cores: a trial expected to need more keeps room for itself while it waits (Headroom)
+WINDOW = 3.0  # wall seconds over which a running trial's CPU rate is measured
+# what a trial of a point not yet measured is expected to need at its busiest (cores): a base plus its
+# heartbeats (sent and received) a wall second as the model counts them (harness.model.compute.activity),
+# fitted to the trials of fig6/7/8.yaml on this 2-core host (docs/analysis.md, "Speed"), times PRIOR_PEAK
+PRIOR_BASE, PRIOR_PER_HEARTBEAT, PRIOR_PEAK = 0.15, 0.0013, 1.4
+
+
+def prior_need(z: Experiment) -> float:
+    """Cores a trial of z is expected to need at its busiest, before any trial of its point was measured."""
+    from harness import model
+    from harness.model import compute
+
+    rate = 0.0
+    if z.design != "monolith":
+        m = model.evaluate(z)
+        t_r = m.t_r if math.isfinite(m.t_r) else m.t_c
+        act = compute.activity(z, m.t_c, t_r)
+        rate = act.heartbeats / act.window if act.window > 0 else 0.0
+    return PRIOR_PEAK * (PRIOR_BASE + PRIOR_PER_HEARTBEAT * rate)
+
+
+@dataclass
+class Watched:
+    """A running trial as the admission sees it: its process, its point, what it reserves, its CPU so far."""
+
+    pid: int
+    point: str
+    need: float  # cores it is expected to need at its busiest
+    ready: bool = False  # its deployment is up: its CPU rate is measured from then on (not the start-up burst)
+    mark: tuple[float, float] | None = None  # (monotonic time, tree CPU seconds) at the start of the window
+    rate: float | None = None  # cores over its latest window (None: none measured yet)
+
+    @property
+    def reserved(self) -> float:
+        """Cores held for it beyond what the host's CPU use already shows of it: all of its need until its CPU
+        was first measured (its start-up has not shown in the host's use yet); then, for a heavy trial, what
+        its busiest moments may add to its latest rate; a light one's use is in the host's use."""
+        if self.rate is None:
+            return self.need
+        return max(0.0, self.need - self.rate) if self.need >= HEAVY else 0.0
 
 
 class Headroom:
-    """Admits concurrent trials by measured CPU headroom: the host's CPU use (every process on it, other
-    users' included), smoothed over a few seconds, plus what one more trial is measured to need, must stay
-    within `cap` of the cores. What a trial needs is measured, never assumed: the CPU of each running
-    trial's process tree over its life so far (psutil), and of each finished one (trial_cpu.json); the
-    largest mean of the two. Admissions are ADMIT_GAP apart and, across sweeps on the machine, one at a time
-    (an flock on LOCK held for the gap), so each decision sees the previous trial's start-up."""
+    """Admits concurrent trials by measured CPU headroom, machine-wide.
 
-    def __init__(self, cap: float | None = None) -> None:
+    What a trial needs (cores) is what it used at its busiest: the highest CPU rate (over WINDOW s, its process
+    tree, from its deployment's `ready` on) measured so far on any trial of its point, or, before one was
+    measured, `prior_need` from the model. A trial is admitted while the host's CPU use (every process on it,
+    other users' included, smoothed over a few seconds), plus what the running trials hold reserved beyond it
+    (every sweep's, from BOARD: `Watched.reserved`: a trial's whole need until its CPU shows in the host's use,
+    and a heavy one's busiest moments beyond its latest rate), plus what it needs, stays within `cap` of the
+    cores. A heavy trial (need >= HEAVY cores) that does not fit keeps its need reserved while it waits, so the
+    lighter trials admitted meanwhile leave it room, and it starts once the host has drained to it (alone, if
+    it needs the whole cap) instead of sharing a saturated host; the first trial on the machine is always
+    admitted. One decision at a time on the machine (an flock on LOCK), each sweep's admissions ADMIT_GAP
+    apart."""
+
+    def __init__(self, cap: float | None = None, board: Path | None = None) -> None:
         import psutil
 
         self.psutil = psutil
@@ -465,81 +513,202 @@ class Headroom:
         self.cores = psutil.cpu_count() or 1
         self.busy = 0.0  # cores, smoothed
         psutil.cpu_percent(interval=None)
-        self.finished: list[float] = []  # cores per finished trial
+        self.peaks: dict[str, float] = {}  # point -> highest CPU rate measured on its trials (cores)
+        self.priors: dict[str, float] = {}
+        self.watched: dict[str, Watched] = {}  # trial id -> the running trial
+        self.waiting = 0.0  # the need of this sweep's heavy trial that waits for room (0: none)
+        self.pending = 0.0  # the need of the trial admitted and not yet started
         self.last_admit = -math.inf
         self.sampled = False
-        self.fd: int | None = None  # the admission lock, while held
+        self.why = ""  # what held the latest refused admission back: gap, cpu, lock
+        self.board = board or BOARD
+        self.mine = self.board / f"{os.getpid()}.json"
+        self.published = ""
 
     def sample(self) -> float:
-        """The host's CPU use in cores since the previous sample, smoothed (time constant ~3 s)."""
+        """The host's CPU use in cores since the previous sample, smoothed (time constant ~1.5 s at 0.5 s a
+        sample); and each ready trial's CPU rate over its latest window."""
         now = self.psutil.cpu_percent(interval=None) / 100 * self.cores
         self.busy = 0.7 * self.busy + 0.3 * now if self.sampled else now
         self.sampled = True
+        t = time.monotonic()
+        for w in self.watched.values():
+            if not w.ready or (w.mark and t - w.mark[0] < WINDOW):
+                continue
+            cpu = self.tree_cpu(w.pid)
+            if w.mark and cpu is not None:
+                rate = max(0.0, cpu - w.mark[1]) / (t - w.mark[0])
+                self.peaks[w.point] = max(self.peaks.get(w.point, 0.0), rate)
+                w.need, w.rate = max(w.need, rate), rate
+            w.mark = (t, cpu) if cpu is not None else None
+        if self.watched:
+            self.publish()  # what its trials hold reserved changes as their CPU is measured
         return self.busy
 
-    def tree_cores(self, pid: int, started: float) -> float:
-        """Mean cores the trial process and its descendants used since it started (live or reaped)."""
+    def tree_cpu(self, pid: int) -> float | None:
+        """CPU seconds of the trial process and its descendants (live, and those they reaped)."""
         try:
             proc = self.psutil.Process(pid)
-            total = sum(sum(p.cpu_times()[:4]) for p in [proc, *proc.children(recursive=True)])
+            return sum(sum(p.cpu_times()[:4]) for p in [proc, *proc.children(recursive=True)])
         except self.psutil.Error:
-            return math.nan
-        return total / max(1.0, time.monotonic() - started)
+            return None
 
-    def need(self, running: list[tuple[int, float]]) -> float:
-        """Cores one more trial is measured to need: from the running trials' trees and the finished ones."""
-        live = [c for c in (self.tree_cores(pid, t0) for pid, t0 in running) if math.isfinite(c)]
-        means = [statistics.fmean(v) for v in (live, self.finished) if v]
-        return max(means) if means else 0.0
+    def need(self, point: Point) -> float:
+        """Cores a trial of this point is expected to need at its busiest: measured if any was, else the prior.
+        Container runtimes' services are the Engine's children, not the trial's: their prior is used."""
+        if point.id in self.peaks and point.z.runtime == "local":
+            return self.peaks[point.id]
+        if point.id not in self.priors:
+            self.priors[point.id] = prior_need(point.z)
+        return self.priors[point.id]
 
-    def admit(self, running: list[tuple[int, float]]) -> bool:
-        """Whether one more trial fits now (the first always does); takes the machine-wide admission lock."""
-        if not running:
+    def heavy(self, point: Point) -> bool:
+        return self.need(point) >= HEAVY
+
+    def _board(self) -> tuple[float, float, int]:
+        """Other sweeps' (reserved cores, largest waiting need, running trials), from BOARD; a dead sweep's
+        entry is removed."""
+        reserved, waiting, count = 0.0, 0.0, 0
+        with contextlib.suppress(OSError):
+            for path in self.board.glob("*.json"):
+                if path == self.mine:
+                    continue
+                try:
+                    entry = json.loads(path.read_text())
+                    alive = self.psutil.pid_exists(int(entry["pid"]))
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if not alive:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                    continue
+                reserved += float(entry.get("reserved", 0.0))
+                waiting = max(waiting, float(entry.get("waiting", 0.0)))
+                count += int(entry.get("running", 0))
+        return reserved, waiting, count
+
+    def publish(self) -> None:
+        """This sweep's running trials' reservations and its waiting heavy trial, for the other sweeps."""
+        held = [w.reserved for w in self.watched.values()] + ([self.pending] if self.pending else [])
+        text = json.dumps({"pid": os.getpid(), "running": len(held), "reserved": round(sum(held), 3),
+                           "waiting": round(self.waiting, 3)})
+        if text == self.published:
+            return
+        with contextlib.suppress(OSError):
+            self.board.mkdir(parents=True, exist_ok=True)
+            tmp = self.mine.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.mine)
+            self.published = text
+
+    def admit(self, point: Point) -> bool:
+        """Whether one more trial of `point` fits now (module docstring); `why` says what held it back."""
+        self.why = ""
+        if self.watched and time.monotonic() - self.last_admit < ADMIT_GAP:
+            self.why = "gap"
+            return False
+        fd = self._lock()
+        if fd is None:
+            self.why = "lock"
+            return False
+        try:
+            others, waiting, count = self._board()
+            need = self.need(point)
+            heavy = need >= HEAVY
+            if not heavy:
+                waiting = max(waiting, self.waiting)  # room kept for a heavy trial that waits
+            reserved = others + sum(w.reserved for w in self.watched.values()) + self.pending
+            fits = self.busy + reserved + need + waiting <= self.cap * self.cores
+            if not fits and (self.watched or count):
+                self.why = "cpu"
+                if heavy:
+                    self.waiting = max(self.waiting, need)
+                    self.publish()
+                return False
+            if heavy:
+                self.waiting = 0.0
+            self.pending = need  # reserved before the lock drops: the next decision, any sweep's, sees it
+            self.publish()
             return True
-        if time.monotonic() - self.last_admit < ADMIT_GAP:
-            return False
-        if self.busy + self.need(running) > self.cap * self.cores:
-            return False
-        return self._lock()
+        finally:
+            os.close(fd)  # drops the flock; the caller publishes the admitted trial before the next decision
 
-    def _lock(self) -> bool:
-        """flock LOCK without waiting, and keep it for ADMIT_GAP: another sweep admits after that."""
+    def _lock(self) -> int | None:
+        """flock LOCK (None: it could not be had). Another sweep holds it only for the milliseconds of one
+        decision, so this waits for it."""
         import fcntl
 
         try:
             fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError:
-            return True
+            return os.open(os.devnull, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
             os.close(fd)
-            return False
-        self.release()
-        self.fd = fd
-        asyncio.get_running_loop().call_later(ADMIT_GAP, self.release)
-        return True
+            return None
+        return fd
+
+    def admitted(self, trial_id: str, point: Point, pid: int) -> None:
+        self.last_admit = time.monotonic()
+        self.watched[trial_id] = Watched(pid, point.id, self.pending or self.need(point))
+        self.pending = 0.0
+        self.publish()
+
+    def ready(self, trial_id: str) -> None:
+        """The trial's deployment is up: measure its CPU rate from now on."""
+        if trial_id in self.watched:
+            self.watched[trial_id].ready = True
+
+    def done(self, trial_id: str) -> None:
+        self.watched.pop(trial_id, None)
+        self.publish()
 
     def release(self) -> None:
-        """Let other sweeps admit (closing the fd drops the flock); also when the sweep ends."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def admitted(self) -> None:
-        self.last_admit = time.monotonic()
-
-    def done(self, trial_dir: Path) -> None:
-        """A finished trial's mean cores, from the CPU its process tree used (trial_cpu.json)."""
-        with contextlib.suppress(OSError, ValueError, KeyError, ZeroDivisionError):
-            info = json.loads((trial_dir / "trial_cpu.json").read_text())
-            self.finished.append(info["cpu_seconds"] / info["wall_seconds"])
+        """The sweep ends: its entry leaves the board."""
+        with contextlib.suppress(OSError):
+            self.mine.unlink()
 
 
 def monolith_cache_file(z: Experiment, cache: Path) -> Path:
     from harness.experiment.run import monolith_key
 
     return cache / f"monolith-{monolith_key(z)}.json"
+
+
+class Profile:
+    """Where a sweep's wall time went: seconds in each admission state (while trials waited to start: `gap`,
+    `cpu`, `lock`, `monolith`, `jobs`; `drained` once none waited), the mean number of trials running, and
+    every admission (seconds since the start, trial, trials running, the host's smoothed busy cores and the
+    need it was admitted with). Written to DIR/admission.json when the sweep ends (benchmarks/bench_sweep.py
+    prints it)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.monotonic()
+        self.state = "jobs"
+        self.seconds: dict[str, float] = {}
+        self.trial_seconds = 0.0  # integral of the trials running over wall time
+        self.admissions: list[list[Any]] = []
+        self.trace: list[list[Any]] = []  # every 2 s: seconds, trials running, the host's busy cores (smoothed)
+
+    def tick(self, running: int, busy: float | None = None) -> None:
+        now = time.monotonic()
+        if busy is not None and (not self.trace or now - self.start - self.trace[-1][0] >= 2):
+            self.trace.append([round(now - self.start, 1), running, round(busy, 2)])
+        self.seconds[self.state] = self.seconds.get(self.state, 0.0) + now - self.last
+        self.trial_seconds += running * (now - self.last)
+        self.last = now
+
+    def admitted(self, trial: str, running: int, headroom: Headroom | None) -> None:
+        busy = round(headroom.busy, 3) if headroom else None
+        self.admissions.append([round(time.monotonic() - self.start, 2), trial, running, busy])
+
+    def write(self, path: Path, headroom: Headroom | None) -> None:
+        wall = max(1e-9, self.last - self.start)
+        peaks = {k: round(v, 3) for k, v in headroom.peaks.items()} if headroom else {}
+        path.write_text(json.dumps({"wall": round(wall, 2), "seconds": {k: round(v, 2) for k, v in
+                                    self.seconds.items()}, "mean_running": round(self.trial_seconds / wall, 3),
+                                    "peaks": peaks, "admissions": self.admissions, "trace": self.trace}, indent=0))
 
 
 class Runner:
@@ -559,36 +728,64 @@ class Runner:
         self.procs: dict[str, asyncio.subprocess.Process | Forked] = {}
         self.forkserver: ForkServer | None = None  # forks the trial processes (harness.runtime.forkserver)
         self.computing: set[Path] = set()  # monolith references a running trial is measuring
+        self.references: dict[str, Path] = {}  # point -> its monolith reference file
         self.interrupts = 0
         self.stopped: dict[str, int] = {}  # trial -> signals sent because it ran past its time-out
         self.headroom = Headroom() if jobs > 1 else None
         self.starting: dict[str, int] = {}  # trial -> bytes of its events.jsonl read while it starts, niced
+        self.profile = Profile()
 
     def todo(self) -> list[Trial]:
         return [t for t in self.plan.trials if t.id not in self.done_ids]
 
-    def _pick(self, queue: list[Trial]) -> Trial | None:
-        """The next trial that does not wait for a monolith reference another running trial is measuring
-        (two trials measuring the same one at once would race on its cache file)."""
+    def _candidates(self, queue: list[Trial]) -> list[Trial]:
+        """The trials that may start now, in order: those that do not wait for a monolith reference another
+        running trial is measuring (two trials measuring the same one at once would race on its cache file)."""
+        free = []
         for trial in queue:
-            ref = monolith_cache_file(trial.point.z, self.cache)
-            if ref.exists() or ref not in self.computing:
+            ref = self._reference(trial)
+            if ref not in self.computing or ref.exists():
+                free.append(trial)
+        return free or (queue[:1] if not self.running else [])
+
+    def _reference(self, trial: Trial) -> Path:
+        """The monolith reference file of a trial's point (worked out once per point: about 1 ms each, and the
+        whole queue is looked through twice a second)."""
+        if trial.point.id not in self.references:
+            self.references[trial.point.id] = monolith_cache_file(trial.point.z, self.cache)
+        return self.references[trial.point.id]
+
+    def _pick(self, queue: list[Trial]) -> Trial | None:
+        """The next trial to start, or None (`profile.state` says why). Without a headroom (one job), the
+        first candidate; with one, the first that the headroom admits, where a heavy trial that does not fit
+        yet lets the lighter ones behind it be tried (it keeps its room reserved: Headroom)."""
+        candidates = self._candidates(queue)
+        if not candidates:
+            self.profile.state = "monolith"
+            return None
+        for trial in candidates:
+            if self.headroom is None or self.headroom.admit(trial.point):
                 queue.remove(trial)
                 return trial
-        return queue.pop(0) if queue and not self.running else None
+            self.profile.state = self.headroom.why
+            if self.headroom.why != "cpu" or not self.headroom.heavy(trial.point):
+                return None
+        return None
 
     async def _start(self, trial: Trial) -> asyncio.subprocess.Process | Forked:
         tdir = self.out / "trials" / trial.id
         if tdir.exists():
             await asyncio.to_thread(clear_trial_dir, tdir)
         tdir.mkdir(parents=True)
-        ref = monolith_cache_file(trial.point.z, self.cache)
+        ref = self._reference(trial)
         if not ref.exists():
             self.computing.add(ref)
         (tdir / "trial.json").write_text(json.dumps(
             {"z": trial.point.z.resolved(), "load": self.load, "cache": str(self.cache.resolve()),
              "point": trial.point.id, "repeat": trial.repeat, "overrides": trial.point.overrides}, indent=1))
         nice = STARTUP_NICE if self.headroom and self.running else 0
+        if self.headroom:
+            self.starting[trial.id] = 0  # until its `ready`: then reniced to 0, and its CPU rate measured
         proc: asyncio.subprocess.Process | Forked
         if self.forkserver is not None:
             proc = await self.forkserver.spawn(trial.id, {}, tdir / "trial.log", nice=nice,
@@ -603,16 +800,15 @@ class Runner:
             finally:
                 log.close()
         self.procs[trial.id] = proc
-        if nice:
-            self.starting[trial.id] = 0
         return proc
 
     def _renice_started(self) -> None:
         """A concurrent trial starts niced, so that its services' start-up (a burst of interpreters importing:
         about 0.45 CPU s each) takes CPU from the running trials' measured load only where the host has it to
         spare; once its deployment is up (the `ready` event in its history) its whole process tree goes back
-        to nice 0, before it settles, warms up and is measured. Lowering a nice value needs root
-        (CAP_SYS_NICE); without it the trial stays niced, which every concurrent trial then is alike."""
+        to nice 0, before it settles, warms up and is measured, and the headroom measures its CPU rate from
+        then on. Lowering a nice value needs root (CAP_SYS_NICE); without it the trial stays niced, which every
+        concurrent trial then is alike."""
         import psutil
 
         for trial_id, offset in list(self.starting.items()):
@@ -627,16 +823,14 @@ class Runner:
             if b'"kind": "ready"' not in chunk and b'"kind":"ready"' not in chunk:
                 continue
             del self.starting[trial_id]
+            if self.headroom:
+                self.headroom.ready(trial_id)
             proc = self.procs.get(trial_id)
             with contextlib.suppress(psutil.Error, OSError):
                 root = psutil.Process(proc.pid) if proc else None
                 for p in [root, *root.children(recursive=True)] if root else []:
                     with contextlib.suppress(psutil.Error, OSError):
                         p.nice(0)
-
-    def _running_pids(self) -> list[tuple[int, float]]:
-        """(pid, start) of every running trial process, for the CPU it is measured to use."""
-        return [(self.procs[trial.id].pid, t0) for trial, t0 in self.running.values() if trial.id in self.procs]
 
     def _progress(self, base: int) -> float:
         """Finished trials plus the fraction of workflows the running ones have completed."""
@@ -704,16 +898,18 @@ class Runner:
                 if self.headroom:
                     self.headroom.sample()
                     self._renice_started()
+                self.profile.tick(len(self.running), self.headroom.busy if self.headroom else None)
+                self.profile.state = "drained" if not queue else "jobs"
                 while len(self.running) < self.jobs and queue and not self.outcome.interrupted:
-                    if self.headroom and not self.headroom.admit(self._running_pids()):
-                        break
                     trial = self._pick(queue)
                     if trial is None:
                         break
                     proc = await self._start(trial)
                     self.running[asyncio.create_task(proc.wait())] = (trial, time.monotonic())
                     if self.headroom:
-                        self.headroom.admitted()
+                        self.headroom.admitted(trial.id, trial.point, proc.pid)
+                    self.profile.admitted(trial.id, len(self.running), self.headroom)
+                    self.profile.state = "drained" if not queue else "jobs"
                     if self.outcome.interrupted:  # Ctrl-C came while it was starting
                         with contextlib.suppress(ProcessLookupError):
                             proc.send_signal(signal.SIGINT)
@@ -725,11 +921,11 @@ class Runner:
                     trial, t0 = self.running.pop(task)
                     self.procs.pop(trial.id, None)
                     self.starting.pop(trial.id, None)
-                    self.computing.discard(monolith_cache_file(trial.point.z, self.cache))
+                    self.computing.discard(self._reference(trial))
                     code = task.result()
                     seconds = time.monotonic() - t0
-                    if self.headroom and code == 0:
-                        self.headroom.done(self.out / "trials" / trial.id)
+                    if self.headroom:
+                        self.headroom.done(trial.id)
                     row = self._record(trial, seconds) if code == 0 else None
                     if row is not None:
                         finished += 1
@@ -754,6 +950,9 @@ class Runner:
                 await self.forkserver.close()
             self.outcome.finished = len({t.id for t in self.plan.trials} & self.done_ids)
             self.outcome.seconds = time.monotonic() - started
+            self.profile.tick(len(self.running))
+            with contextlib.suppress(OSError):
+                self.profile.write(self.out / "admission.json", self.headroom)
         return self.outcome
 
 
