@@ -268,3 +268,13 @@ def test_a_running_trials_cpu_rate_is_measured_from_ready_on(monkeypatch):
     assert h.watched["t"].reserved == 0.0  # a light trial measured: its use is in the host's, nothing held
     h.watched["t"].need = 2 * sweep.HEAVY  # a heavy one holds what its busiest moments may add
     assert h.watched["t"].reserved == pytest.approx(2 * sweep.HEAVY - h.watched["t"].rate)
+
+
+def test_side_by_side_each_repeat_starts_with_its_longest_trials(tmp_path):
+    plan_ = sweep.plan({"base": TINY, "grid": {"n": [2, 6, 4]}, "repeat": 2})
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    one, many = sweep.Runner(tmp_path / "a", plan_, "builtin", 1), sweep.Runner(tmp_path / "b", plan_, "builtin", 4)
+    assert [t.id for t in one.todo()] == [t.id for t in plan_.trials]  # one at a time: the plan's order
+    order = [(t.repeat, t.point.overrides["n"]) for t in many.todo()]
+    assert order == [(1, 6), (1, 4), (1, 2), (2, 6), (2, 4), (2, 2)]  # still repeat-major
