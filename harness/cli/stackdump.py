@@ -17,7 +17,7 @@ SIGNAL = signal.SIGUSR1
 HEADER = "harness: stack dump (SIGUSR1)"
 
 
-def dump(file: object = None) -> str:
+def dump() -> str:
     """Every thread's stack, then every task of the running event loop (if any) with where it waits."""
     names = {t.ident: t.name for t in threading.enumerate()}
     parts = [HEADER]

@@ -400,8 +400,9 @@ class SwarmRuntime(Freezing):
         asked = time.monotonic()
         with opener.open(urllib.request.Request(url, method="POST"), timeout=5) as resp:
             reply = json.loads(resp.read() or b"{}")
-        self.agent_actions.append(clocks.agent_action(action, task.service, task.node.hostname, asked, time.monotonic(),
-                                               reply, self.clocks["start"]))
+        done = clocks.agent_action(action, task.service, task.node.hostname, asked, time.monotonic(), reply,
+                                   self.clocks["start"])
+        self.agent_actions.append(done)
 
     def _shift_history(self) -> None:
         """Put the events of services on other nodes on the harness's clock: `t` minus the node's offset
