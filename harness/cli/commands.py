@@ -127,17 +127,24 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 @click.option("--seed", type=int, default=None)
 @click.option("--load", type=click.Choice(LOADS), default="locust", show_default=True,
               help="Load generator: Locust in its own process, or the harness's own asyncio BSS.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: results/<time>-<design>-<fault>.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="A new (or empty) folder. Default: results/<time>-<design>-<fault>.")
+@click.option("--force", is_flag=True, help="Replace the run folder --out names (only a run folder) whole.")
 def run_cmd(design, mechanism, fault, fault_at, runtime, transport, config_file, sets, requests, users, rate, seed,
-            load, out) -> None:
+            load, out, force) -> None:
     """Run one experiment: bring a design up, load it, inject the fault, measure, check, report."""
     from harness.cli.progress import report_run
+    from harness.experiment import outdir
     from harness.experiment import run as runner
 
     z = config.load(config_file, sets, design=design, mechanism=mechanism, fault=fault, fault_at=fault_at,
                     runtime=runtime, transport=transport, requests=requests, users=users, rate=rate, seed=seed)
     if z.rate is not None and load == "builtin":
         raise UserError("rate: an open loop (--rate) needs the Locust load (--load locust)")
+    if out:
+        outdir.check_out(Path(out), force=force)
+    elif force:
+        raise UserError("--force replaces the folder --out names: give --out too")
     report_run(runner, z, out, load)
 
 

@@ -15,6 +15,8 @@ import csv
 import hashlib
 import json
 import math
+import shutil
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,13 +26,13 @@ from typing import Any, TextIO
 import yaml
 
 from harness import checker, history, model
-from harness.errors import UserError
-from harness.experiment import provenance
+from harness.errors import ManobenchError, UserError
+from harness.experiment import outdir, provenance
 from harness.experiment.testbed import Testbed, new_run_id
 from harness.experiment.warmup import prelude
 from harness.faults import FaultContext, make
 from harness.faults.broker import BrokerControl
-from harness.history import Event, record
+from harness.history import Event, manifest, record
 from harness.links.client import ProxyControlError
 from harness.links.wiring import select_backend
 from harness.measure import metrics, summary
@@ -38,6 +40,7 @@ from harness.measure.cpu import CpuSampler
 from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture
 from harness.plan.config import Experiment, build
 from harness.runtime import leftovers
+from harness.state import state_dir, write_atomic, write_json_atomic
 
 
 @dataclass
@@ -79,7 +82,7 @@ class RequestLog:
 
 def write_config(out: Path, z: Experiment, run: str, extra: dict[str, Any]) -> None:
     record = {"run": run, "z": z.resolved(), **extra}
-    (out / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+    write_atomic(out / "config.yaml", yaml.safe_dump(record, sort_keys=False))
 
 
 # --- the monolith reference ------------------------------------------------------------------------------
@@ -88,18 +91,37 @@ MONOLITH_METHOD = 2  # bumped when how the reference is measured changes (2: aft
 
 
 def monolith_key(z: Experiment) -> str:
-    """What t_m and the monolith's CPU depend on: the tasks, the emulation, the load and the time scale."""
-    fields = {k: z.resolved()[k] for k in ("n", "t_i", "time_scale", "work", "users", "warmup")}
-    fields["method"] = MONOLITH_METHOD
+    """What t_m and the monolith's CPU depend on: the tasks, the emulation, the load and the time scale, and
+    where it was measured (the runtime and the host: a cache shared by machines or runtimes must not mix)."""
+    fields: dict[str, Any] = {k: z.resolved()[k] for k in ("n", "t_i", "time_scale", "work", "users", "warmup")}
+    fields.update(method=MONOLITH_METHOD, runtime=z.runtime, host=socket.gethostname())
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def default_cache() -> Path:
+    """The monolith reference cache under the harness's own state root (0700, ours), not beside --out."""
+    return state_dir("cache", "monolith")
+
+
+def _cached_reference(path: Path) -> dict[str, float] | None:
+    """A cached reference, or None when there is none or it is not one (torn, planted, wrong shape): then it
+    is measured again and the file replaced."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        ref = {"t_m": float(data["t_m"]), "cpu_per_workflow": float(data["cpu_per_workflow"])}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return ref if all(math.isfinite(v) and v >= 0 for v in ref.values()) else None
+
+
 async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[str, float]:
-    """Measured t_m (paper s) and CPU seconds per workflow of the monolith for the same tasks, cached per z."""
+    """Measured t_m (paper s) and CPU seconds per workflow of the monolith for the same tasks, cached per z
+    (written whole or not at all, and checked when read: a torn file is measured again, never trusted)."""
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"monolith-{monolith_key(z)}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    cached = _cached_reference(path)
+    if cached is not None:
+        return cached
     zm = build({**z.resolved(), "design": "monolith", "mechanism": "state-sharing", "fault": "none",
                 "worker_replicas": None, "requests": min(z.requests, 2 * z.users)})
     async with Testbed(zm, workdir) as tb:
@@ -113,7 +135,7 @@ async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[
     lat = checker.latencies(history.measured(tb.collector.events))
     ref = {"t_m": sum(lat.values()) / len(lat) / zm.time_scale if lat else math.nan,
            "cpu_per_workflow": metrics.cpu_per_workflow(cpu, {"monolith": "monolith"}, len(lat))}
-    path.write_text(json.dumps(ref))
+    write_json_atomic(path, ref, indent=None)
     return ref
 
 
@@ -165,11 +187,26 @@ async def drive_load(tb: Testbed, load: str, arm: Callable[[], Awaitable[None]],
 async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: Path | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
                      say: Callable[[str], None] = print) -> RunResult:
-    """Run z once into `out`; see the module docstring for what is written."""
+    """Run z once into `out` (a new folder: outdir.claim); see the module docstring for what is written. A run
+    that fails before its load started removes the folder it made (the error says why), so a failed start
+    leaves no partial folder; one that fails later keeps what it recorded."""
     if z.fault_at == "every":
         raise UserError("fault_at: every explores every crash point, one run each: put it in a sweep spec "
                         "(harness sweep; docs/analysis.md, Exploration), or give task:K@F for one of them")
-    out.mkdir(parents=True, exist_ok=True)
+    out = out.absolute()  # every child process gets absolute paths, whatever the working directory
+    made = outdir.claim(out)
+    started: list[bool] = []
+    try:
+        return await _experiment(z, out, load=load, cache=cache, on_progress=on_progress, say=say, started=started)
+    except (UserError, ManobenchError):
+        if made and not started:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None,
+                      on_progress: Callable[[int, int], None] | None, say: Callable[[str], None],
+                      started: list[bool]) -> RunResult:
     run = new_run_id()
     found = leftovers.processes(orphans=True, session=leftovers.this_session())
     if found:
@@ -196,6 +233,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     cpu: dict[str, tuple[float, float]] = {}
     host_cpu: dict[str, Any] = {}  # the host's headroom over the measured load (the saturation guard)
     load_stats: dict[str, Any] = {}
+    refused: dict[str, int] = {}
     harness_cpu = time.process_time()
     wall = time.monotonic()
     try:
@@ -218,6 +256,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
 
             async def arm() -> None:  # after the warm-up: the fault aims at the measured load only
                 nonlocal injector, armed
+                started.append(True)
                 sampler.mark()  # CPU is counted for the measured load only
                 if fault:
                     armed = True
@@ -242,24 +281,38 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
                     counters = {}
                 cpu = await sampler.stop()
                 host_cpu = sampler.host()
+                refused = _refused(tb)
     finally:
         requests_csv.close()
         flows = stop_capture(capture)
         harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
     assert tb.deployment is not None
-    mono = await monolith_reference(z, cache or out.parent / ".cache", out / "monolith")
+    mono = await monolith_reference(z, cache or default_cache(), out / "monolith")
     capture_stats = capture.stats() if capture is not None else {}
     if capture is not None and capture.health().startswith("INCOMPLETE"):
         say(f"wire capture {capture.health()}: the verdict is unknown")  # counted in summary.csv's history_holes
     record.save_reference(out, mono)
     record.save_counters(out, record.Counters(
         cpu=cpu, proxy=counters, harness_cpu_share=harness_share, collector_bad_lines=tb.collector.bad_lines,
-        capture={**capture_stats, "flows_used": flows is not None}, host_cpu=host_cpu))
+        capture={**capture_stats, "flows_used": flows is not None}, host_cpu=host_cpu, refused=refused))
+    write_json_atomic(out / "load.json", load_stats)
+    # sealed as it closes: what the run expected and the digest of every record file (harness.history.manifest)
+    manifest.seal(out, {"requests": z.requests, "history_lines": _lines(out / "events.jsonl")})
     # the run's own figures come from its folder, exactly as `harness analyse` recomputes them later
     tables = summary.derive(record.load(out))
     summary.write(tables, out)
-    (out / "load.json").write_text(json.dumps(load_stats, indent=1))
     return RunResult(out, tables.summary, tables.verdict, history.measured(tb.collector.events))
+
+
+def _refused(tb: Testbed) -> dict[str, int]:
+    """Requests the run's instruments refused for want of its secret (docs/security.md), by instrument."""
+    counts = getattr(tb, "refused", None)
+    return dict(counts()) if callable(counts) else {}
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
 
 
 def start_capture(tb: Testbed, out: Path) -> tuple[WireCapture | None, str]:

@@ -13,25 +13,31 @@ them back, in a fresh process, on any machine, with no service running:
 - reference.json: the monolith reference (t_m, CPU per workflow) the run was compared with (the cache in
   results/.cache is only a cache)
 - wire.csv: the packet capture's flows, when it ran (`harness.measure.wire`)
+- manifest.json: the seal written as the run closes: the requests it expected and the digest of every file
+  above (`harness.history.manifest`), so a doctored or half-written folder is recognised as such
+
+Every file is read through one guarded reader (`harness.history.guarded`): whatever is wrong with it is one
+line naming the file (exit 2), and the history's lines that are not events are counted as holes
+(`harness.history.reading`), never skipped in silence.
 
 `load(folder)` gives a `Record`; `harness.measure.summary.derive(record)` turns it into every table, purely.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness import history
+from harness.checker import Evidence
 from harness.errors import UserError
-from harness.history import Event
+from harness.history import Event, manifest
+from harness.history.guarded import guard, read_json, read_yaml
+from harness.history.reading import read_history
 from harness.measure.wire import Flow, read_flows
 from harness.plan.config import Experiment, build
 from harness.plan.deploy import Deployment, Link
+from harness.state import write_json_atomic
 from protocol.spec import ServiceSpec
 
 DEPLOYMENT = "deployment.json"
@@ -53,6 +59,9 @@ class Counters:
     # the host's CPU over the measured load (harness.measure.cpu.host_summary: cpus, busy, busy_p90, full,
     # seconds); {} in folders written before it was recorded
     host_cpu: dict[str, Any] = field(default_factory=dict)
+    # requests to an instrument (collector, BSS, proxyd's control, /hb-now, the swarm agent) without the run's
+    # secret, refused and counted by instrument (docs/security.md); {} in folders written before it was counted
+    refused: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cpu": {k: list(v) for k, v in self.cpu.items()}}
@@ -78,6 +87,10 @@ class Record:
     # per phase (start, end), each node's clock offset from the harness with its uncertainty (config.yaml's
     # swarm section: harness.runtime.clocks); {} where every event came from one host's clock
     clock_offsets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # the history's lines that are not events, by kind (harness.history.reading.HOLE_KINDS)
+    history_holes: dict[str, int] = field(default_factory=dict)
+    # what the folder says about itself: the requests the run expected, whether it is the folder it sealed
+    evidence: Evidence = field(default_factory=Evidence)
 
 
 def deployment_to_dict(d: Deployment) -> dict[str, Any]:
@@ -92,9 +105,7 @@ def deployment_from_dict(z: Experiment, data: dict[str, Any]) -> Deployment:
 
 def _dump(path: Path, data: Any) -> None:
     """JSON with exact floats (repr round-trips), written whole or not at all."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True), encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, data)
 
 
 def save_deployment(out: Path, deployment: Deployment) -> None:
@@ -110,21 +121,40 @@ def save_reference(out: Path, reference: dict[str, float]) -> None:
 
 
 def load(folder: str | Path) -> Record:
-    """The record of a finished run, or a one-line UserError naming what is missing."""
+    """The record of a finished run, or a one-line UserError naming what is missing or unreadable."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"analyse: {folder} is not a run folder (no such directory)")
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
         raise UserError(f"analyse: {folder} is not a finished run folder (missing {', '.join(missing)})")
-    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    z = build(config["z"])
-    counters = Counters.from_dict(json.loads((folder / COUNTERS).read_text(encoding="utf-8")))
+    config_path = folder / "config.yaml"
+    config = read_yaml(config_path)
+    with guard(config_path, "z"):
+        z = build(config["z"])
+        run, backend = str(config["run"]), str(config.get("link_backend", ""))
+        swarm = config.get("swarm") or {}
+        offsets = (swarm.get("clock_offsets") if isinstance(swarm, dict) else None) or {}
+        if not isinstance(offsets, dict):
+            raise TypeError("swarm.clock_offsets is not a mapping")
+    with guard(folder / COUNTERS):
+        counters = Counters.from_dict(read_json(folder / COUNTERS))
+    with guard(folder / DEPLOYMENT):
+        deployment = deployment_from_dict(z, read_json(folder / DEPLOYMENT))
+    reference = read_json(folder / REFERENCE)
+    with guard(folder / REFERENCE):
+        for key in ("t_m", "cpu_per_workflow"):
+            reference[key] = float(reference[key])
+    history = read_history(folder / "events.jsonl")
+    expected, integrity = manifest.check(folder)
+    requests = (expected or {}).get("requests", z.requests)
+    flows = None
+    if counters.capture.get("flows_used"):  # a capture that failed at its end left a partial wire.csv
+        with guard(folder / "wire.csv"):
+            flows = read_flows(folder / "wire.csv")
     return Record(
-        z=z, run=str(config["run"]), link_backend=str(config.get("link_backend", "")),
-        events=history.read(folder / "events.jsonl"),
-        deployment=deployment_from_dict(z, json.loads((folder / DEPLOYMENT).read_text(encoding="utf-8"))),
-        counters=counters,
-        reference=json.loads((folder / REFERENCE).read_text(encoding="utf-8")),
-        # a capture that failed at its end left a partial wire.csv that no figure used
-        flows=read_flows(folder / "wire.csv") if counters.capture.get("flows_used") else None,
-        clock_offsets=(config.get("swarm") or {}).get("clock_offsets") or {},
+        z=z, run=run, link_backend=backend, events=history.events, deployment=deployment, counters=counters,
+        reference=reference, flows=flows, clock_offsets=offsets, history_holes=history.holes,
+        evidence=Evidence(expected_requests=requests if isinstance(requests, int) else z.requests,
+                          sealed=expected is not None, integrity=tuple(integrity)),
     )

@@ -9,6 +9,7 @@ metric or a new model reading reaches old runs by re-analysing them.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,12 @@ from harness.measure import metrics
 from harness.measure.wire import Flow, by_endpoint
 from harness.model import bus
 from harness.plan.deploy import Deployment
+from harness.state import write_atomic
 
 SUMMARY_COLUMNS = [
     "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
     "s_o", "time_scale", "requests", "completed", "lost", "duplicated", "reexecuted_tasks", "takeovers",
-    "verdict", "history_holes",
+    "verdict", "verdict_reason", "history_holes", "refused",
     "detection_delay", "false_suspicions", "t_m_measured", "t_c_measured", "t_c_model", "t_l_model",
     "t_r_measured", "t_r_model",
     "R_a_measured", "R_a_model", "R_r_measured", "R_r_model", "B_op_measured", "B_op_model", "B_rel_measured",
@@ -62,11 +64,14 @@ def wire_by_link(deployment: Deployment, flows: list[Flow]) -> dict[str, dict[st
 
 def holes(record: Record) -> dict[str, int]:
     """What the history is known to lack: events a service could not send (it says so once it can again),
-    lines the collector could not read, packets the capture's kernel socket dropped (when its flows count)."""
+    lines the collector could not read, lines of events.jsonl that are not events (torn, unreadable, of an
+    unknown kind, malformed: harness.history.reading), packets the capture's kernel socket dropped (when its
+    flows count)."""
     capture = record.counters.capture
     return {
         "events_lost": sum(int(e.get("lost", 0)) for e in record.events if e["kind"] == "events_lost"),
-        "collector_bad_lines": record.counters.collector_bad_lines,
+        "collector_bad_lines": int(record.counters.collector_bad_lines),
+        **record.history_holes,
         "capture_drops": int(capture.get("kernel_drops", 0) or 0) if capture.get("flows_used") else 0,
     }
 
@@ -76,7 +81,7 @@ def derive(record: Record) -> Tables:
     z, deployment, counters = record.z, record.deployment, record.counters
     events = history.measured(record.events)
     gaps = holes(record)
-    verdict = checker.verdict(events, holes=gaps)
+    verdict = checker.verdict(events, holes=gaps, evidence=record.evidence)
     measured = metrics.times(events, z)
     t_c = measured["t_c"]
     bw = metrics.bandwidth(events, deployment, t_c)
@@ -101,7 +106,8 @@ def derive(record: Record) -> Tables:
         "s_p": z.s_p, "s_o": z.s_o, "time_scale": z.time_scale, "requests": verdict.requests,
         "completed": verdict.completed, "lost": len(verdict.lost), "duplicated": len(verdict.duplicated),
         "reexecuted_tasks": verdict.reexecuted_tasks, "takeovers": verdict.takeovers,
-        "verdict": verdict.status, "history_holes": sum(gaps.values()),
+        "verdict": verdict.status, "verdict_reason": verdict.reason, "history_holes": sum(gaps.values()),
+        "refused": sum(int(v) for v in counters.refused.values()),
         "detection_delay": delays[0] / z.time_scale if delays else math.nan,
         "false_suspicions": len(checker.false_suspicions(events, grace=2 * (z.t_h or 0) * z.time_scale + 0.5,
                                                          since=history.load_start(events))),
@@ -150,11 +156,13 @@ def _paper_seconds(wall: float, time_scale: float) -> float:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """A CSV table written whole or not at all (a reader never sees half a summary)."""
     columns = columns or (list(rows[0]) if rows else [])
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def write(tables: Tables, out: Path) -> None:

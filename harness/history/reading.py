@@ -1,0 +1,107 @@
+"""Reading a recorded history back, counting every line that is not an event instead of skipping it.
+
+A line of events.jsonl is an event when it is one JSON object with a finite number `t`, strings `svc` and
+`kind`, a `kind` the protocol knows (protocol.events.KINDS), and the fields that kind must carry, of the
+types the checker reads. Anything else is a hole in the evidence, counted by what it is:
+
+- `torn_lines`: the last line has no newline (a writer killed mid-line) or a line cut short;
+- `unreadable_lines`: not JSON, not UTF-8, not an object, or missing/mistyped `t`, `svc`, `kind`;
+- `unknown_kinds`: an object whose `kind` the protocol does not define;
+- `malformed_events`: a known kind without a field it must carry (e.g. a `completed` without `req`).
+
+The verdict (harness.checker) treats any of them as a hole: what could not be read might have shown a loss
+or a duplicate, so a history with one is never a `pass`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.history.guarded import MAX_BYTES, RecordFileError, guard
+from protocol.events import KINDS
+
+Event = dict[str, Any]
+
+# fields the checker and the metrics index directly, by kind, with the type each must have
+_STR, _INT, _NUM = (str,), (int,), (int, float)
+REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "submitted": {"req": _STR},
+    "completed": {"req": _STR},
+    "task_call": {"req": _STR, "task": _INT},
+    "task_reply": {"req": _STR, "task": _INT},
+    "task_start": {"req": _STR, "task": _INT},
+    "task_end": {"req": _STR, "task": _INT},
+    "peer_dead": {"peer": _STR},
+    "takeover": {"req": _STR},
+    "events_lost": {"lost": _INT},
+    "fault": {"target": _STR},
+}
+HOLE_KINDS = ("torn_lines", "unreadable_lines", "unknown_kinds", "malformed_events")
+
+
+@dataclass
+class HistoryFile:
+    """The events of one events.jsonl, and what in it was not an event (see the module docstring)."""
+
+    events: list[Event] = field(default_factory=list)
+    lines: int = 0
+    holes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(HOLE_KINDS, 0))
+
+
+def classify(obj: Any) -> str | None:
+    """None for an event, else the hole it is (a key of HOLE_KINDS)."""
+    if not isinstance(obj, dict):
+        return "unreadable_lines"
+    t, svc, kind = obj.get("t"), obj.get("svc"), obj.get("kind")
+    if (not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t)
+            or not isinstance(svc, str) or not isinstance(kind, str)):
+        return "unreadable_lines"
+    if kind not in KINDS:
+        return "unknown_kinds"
+    for name, types in REQUIRED_FIELDS.get(kind, {}).items():
+        value = obj.get(name)
+        if not isinstance(value, types) or isinstance(value, bool):
+            return "malformed_events"
+    return None
+
+
+def parse_line(raw: bytes) -> tuple[Event | None, str | None]:
+    """One line (without its newline): the event, or the hole it is."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        return None, "unreadable_lines"
+    hole = classify(obj)
+    return (obj, None) if hole is None else (None, hole)
+
+
+def read_history(path: Path | str) -> HistoryFile:
+    """events.jsonl read back with every non-event counted (a missing or unreadable file: RecordFileError)."""
+    path = Path(path)
+    with guard(path):
+        if not path.is_file():
+            raise RecordFileError(f"{path}: missing")
+        if path.stat().st_size > MAX_BYTES:
+            raise RecordFileError(f"{path}: larger than {MAX_BYTES >> 20} MiB: not a record file")
+        data = path.read_bytes()
+    out = HistoryFile()
+    lines = data.split(b"\n")
+    last = lines.pop()  # b"" when the file ends with a newline, as every whole history does
+    for raw in lines:
+        out.lines += 1
+        if not raw.strip():
+            out.holes["unreadable_lines"] += 1
+            continue
+        event, hole = parse_line(raw)
+        if event is None:
+            out.holes[hole or "unreadable_lines"] += 1
+        else:
+            out.events.append(event)
+    if last:
+        out.lines += 1
+        out.holes["torn_lines"] += 1  # a writer killed mid-line: whatever the fragment says, it is not whole
+    return out
