@@ -75,6 +75,10 @@ def read_text(path: Path | str) -> str:
         return path.read_text(encoding="utf-8")
 
 
+_JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+
+
 def _finite(value: float) -> float:
     if math.isinf(value):
         raise ValueError("an infinite number")
@@ -87,7 +91,8 @@ def read_json(path: Path | str, kind: type = dict) -> Any:
     with guard(path):
         data = json.loads(text, parse_float=lambda s: _finite(float(s)))
     if not isinstance(data, kind):
-        raise RecordFileError(f"{path}: expected a JSON {kind.__name__}, found {type(data).__name__}")
+        raise RecordFileError(f"{path}: expected a JSON {_JSON_NAMES.get(kind, kind.__name__)}, found "
+                              f"{_JSON_NAMES.get(type(data), type(data).__name__)}")
     return data
 
 

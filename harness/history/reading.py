@@ -26,20 +26,25 @@ from protocol.events import KINDS
 
 Event = dict[str, Any]
 
-# fields the checker and the metrics index directly, by kind, with the type each must have
+# the type each field must have wherever a kind requires it (protocol.events.KINDS: the fields without `?`);
+# a field not named here may hold anything
 _STR, _INT, _NUM = (str,), (int,), (int, float)
-REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
-    "submitted": {"req": _STR},
-    "completed": {"req": _STR},
-    "task_call": {"req": _STR, "task": _INT},
-    "task_reply": {"req": _STR, "task": _INT},
-    "task_start": {"req": _STR, "task": _INT},
-    "task_end": {"req": _STR, "task": _INT},
-    "peer_dead": {"peer": _STR},
-    "takeover": {"req": _STR},
-    "events_lost": {"lost": _INT},
-    "fault": {"target": _STR},
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("req", "peer", "owner", "worker", "name", "dead", "by", "plane", "path", "error",
+                     "fault", "action", "target", "design", "run", "backend", "address", "role"), _STR),
+    **dict.fromkeys(("task", "seq", "attempt", "lost", "from_task", "n", "peers"), _INT),
+    **dict.fromkeys(("bytes", "bytes_out", "bytes_in", "down_for", "silent_for", "started_in", "waited"), _NUM),
 }
+
+
+def _required(fields: str) -> dict[str, tuple[type, ...]]:
+    names = [f.strip() for f in fields.split(",")]
+    return {name: FIELD_TYPES.get(name, (object,)) for name in names if name and not name.endswith("?")
+            and name != "..."}
+
+
+# every kind's required fields, from the protocol's own list (written once, there)
+REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {kind: _required(k.fields) for kind, k in KINDS.items()}
 HOLE_KINDS = ("torn_lines", "unreadable_lines", "unknown_kinds", "malformed_events")
 
 
@@ -62,9 +67,12 @@ def classify(obj: Any) -> str | None:
         return "unreadable_lines"
     if kind not in KINDS:
         return "unknown_kinds"
-    for name, types in REQUIRED_FIELDS.get(kind, {}).items():
-        value = obj.get(name)
-        if not isinstance(value, types) or isinstance(value, bool):
+    for name, types in REQUIRED_FIELDS[kind].items():
+        if name not in obj:
+            return "malformed_events"
+        value = obj[name]
+        if types != (object,) and (not isinstance(value, types) or isinstance(value, bool)
+                                   or (isinstance(value, float) and not math.isfinite(value))):
             return "malformed_events"
     return None
 
