@@ -7,6 +7,8 @@ across the processes of one host), `wall` (Unix time), `svc` (the instance id, o
 `task` (1-based), byte counts are body bytes. Events are sent synchronously, before the process goes on,
 so the collector sees "task 3 of R ended" before the service can start task 4: that is what lets the
 harness strike at a chosen point of a workflow. A line that does not parse is counted, not recorded.
+Each connection opens with a hello line, `{"hello": svc, "secret": key}` (`protocol.auth`): the collector
+takes events only from a sender that proved its name, and only events of that name.
 
 A process that could not send some events says so with `events_lost` once it can again; the harness's
 verdict is then "unknown", never "pass".
@@ -21,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import auth
 from protocol.spec import address
 
 
@@ -37,7 +40,8 @@ SERVICES = "service"
 KINDS: dict[str, Kind] = {
     # life cycle
     "started": Kind(SERVICES, "role, task?, uuid?", "the instance listens and can take work"),
-    "stopping": Kind(SERVICES, "", "SIGTERM received: the instance shuts down cleanly"),
+    "stopping": Kind(SERVICES, "refused?", "SIGTERM received: the instance shuts down cleanly (`refused`: control "
+                     "requests it answered 403 for want of its key)"),
     "events_lost": Kind(SERVICES, "lost", "this many earlier events could not be sent: the history has a hole"),
     "bad_message": Kind("service, bss", "plane?, path, status?, reason?",
                         "a malformed or oversized message, answered 4xx and never fatal"),
@@ -100,9 +104,12 @@ class EventSink:
     SLOW = 0.1  # s; a failed dial that took longer than this met no host (not a refusal): back off
     BACKOFF = (1.0, 8.0)  # s; first and largest pause between slow dials (doubling)
 
-    def __init__(self, collector: str | None, svc: str, run: str) -> None:
+    def __init__(self, collector: str | None, svc: str, run: str, secret: str | None = None) -> None:
+        """`secret`: this sender's key (`protocol.auth.key`, the spec's `secret`), sent as the first line of every
+        connection: the collector drops a connection without the right one."""
         self.svc, self.run = svc, run
         self.collector = collector
+        self.hello = auth.hello(svc, secret or "")
         self.sock: socket.socket | None = None
         self.lost = 0  # events that could not be sent
         self.reported = 0  # of those, how many an `events_lost` event has owned up to
@@ -122,8 +129,14 @@ class EventSink:
         if now < self.retry_at:
             return
         try:
-            self.sock = socket.create_connection(address(self.collector), timeout=self.CONNECT_TIMEOUT)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection(address(self.collector), timeout=self.CONNECT_TIMEOUT)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(self.hello)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
             self.backoff = 0.0
         except OSError:
             self.sock = None

@@ -40,6 +40,10 @@ class ServiceSpec:
     # transport amqp (protocol.bus): {"connect": {plane: broker host:port}, "queues": "transient"|"durable"};
     # empty on the HTTP transport
     bus: dict[str, Any] = field(default_factory=dict)
+    # this instance's own key (protocol.auth.key of its id under the run's secret): it signs the instance's
+    # events (the collector's hello) and completion notices, and the harness's /hb-now and /release to it must
+    # carry it. None: started by hand, without a harness: nothing is checked. Never on a command line.
+    secret: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, separators=(",", ":"))

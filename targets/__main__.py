@@ -32,7 +32,7 @@ async def serve(spec: ServiceSpec) -> None:
     import importlib
 
     module_name, class_name = ROLES[spec.role]
-    sink = EventSink(spec.collector, spec.id, spec.run)
+    sink = EventSink(spec.collector, spec.id, spec.run, spec.secret)
     bus = None
     if spec.bus:  # transport amqp: connected before the service exists, so its planes can subscribe
         from targets.transport.amqp import open_bus
@@ -48,7 +48,8 @@ async def serve(spec: ServiceSpec) -> None:
     await stop.wait()
     if watchdog is not None:
         watchdog.cancel()
-    sink.emit("stopping")
+    planes = getattr(service, "planes", None)
+    sink.emit("stopping", **({"refused": planes.refusals[0]} if planes is not None else {}))
     await service.stop()
     if bus is not None:
         await bus.close()

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from protocol import auth
 from protocol.bus import on_bus
 from protocol.events import EventSink
 from protocol.messages import padded
@@ -29,6 +30,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class BadMessage(web.HTTPBadRequest):
     """A message that parses but breaks the protocol: answered 400, recorded, never fatal."""
+
+
+class Refused(web.HTTPForbidden):
+    """A control request without this instance's key: answered 403 and counted, never recorded as an event
+    (whoever sent it must not be able to write into the run's history)."""
+
+
+def require(request: web.Request, expected: str | None) -> None:
+    """403 (`Refused`) unless the request carries the `expected` key in `auth.HEADER` (docs/security.md)."""
+    headers = getattr(request, "headers", None) or {}
+    if not auth.matches(expected, headers.get(auth.HEADER)):
+        raise Refused(text="this instance answers only to its run's harness")
+
+
+def signed(secret: str | None) -> dict[str, str]:
+    """The header that proves a message is this instance's own (its key), or none when started by hand."""
+    return {auth.HEADER: secret} if secret else {}
 
 
 async def read_json(request: web.Request, required: dict[str, type]) -> dict[str, Any]:
@@ -47,13 +65,18 @@ async def read_json(request: web.Request, required: dict[str, type]) -> dict[str
     return body
 
 
-def guarded(sink: EventSink, plane: str) -> Callable[..., Any]:
-    """Middleware: 4xx answers are recorded as `bad_message`; a handler bug answers 500 and is recorded."""
+def guarded(sink: EventSink, plane: str, refusals: list[int] | None = None) -> Callable[..., Any]:
+    """Middleware: 4xx answers are recorded as `bad_message`, except a 403 `Refused`, which is only counted
+    (in `refusals[0]`); a handler bug answers 500 and is recorded."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
+        except Refused:
+            if refusals is not None:
+                refusals[0] += 1
+            raise
         except web.HTTPException as exc:
             if 400 <= exc.status < 500:
                 sink.emit("bad_message", plane=plane, path=request.path, status=exc.status, reason=exc.text)
@@ -72,8 +95,9 @@ class Planes:
 
     def __init__(self, sink: EventSink, bind: str, ports: dict[str, int], max_message: int) -> None:
         self.sink, self.bind, self.ports = sink, bind, ports
+        self.refusals = [0]  # requests answered 403 for want of the instance's key (reported when it stops)
         self.apps = {
-            plane: web.Application(client_max_size=max_message, middlewares=[guarded(sink, plane)])
+            plane: web.Application(client_max_size=max_message, middlewares=[guarded(sink, plane, self.refusals)])
             for plane in ports
         }
         self.runners: list[web.AppRunner] = []
@@ -108,17 +132,18 @@ class Client:
             auto_decompress=False,
         )
 
-    async def post(self, addr: str, path: str, body: dict[str, Any], size: int, timeout: float
-                   ) -> tuple[dict[str, Any], int, int]:
+    async def post(self, addr: str, path: str, body: dict[str, Any], size: int, timeout: float,
+                   headers: dict[str, str] | None = None) -> tuple[dict[str, Any], int, int]:
         """POST `body` padded to `size` bytes; returns (reply JSON, bytes sent, bytes received). A `bus:`
-        address goes by the process's transport instead (targets.transport)."""
+        address goes by the process's transport instead (targets.transport). `headers`: extra ones (`signed`:
+        only ever to the BSS, so no peer learns this instance's key)."""
         bus = transport.current() if on_bus(addr) else None
         if bus is not None:
             return await bus.post(addr, path, body, size, timeout)
         data = padded(body, size)
         host, port = address(addr)
         async with self.session.post(
-            f"http://{host}:{port}{path}", data=data, headers={"Content-Type": "application/json"},
+            f"http://{host}:{port}{path}", data=data, headers={"Content-Type": "application/json", **(headers or {})},
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             raw = await resp.read()
@@ -127,11 +152,11 @@ class Client:
             return (json.loads(raw) if raw else {}), len(data), len(raw)
 
     async def deliver(self, addr: str, path: str, body: dict[str, Any], size: int = 0,
-                      backoff: float = 0.05) -> int:
+                      backoff: float = 0.05, headers: dict[str, str] | None = None) -> int:
         """POST until it is acknowledged: for messages that must never be dropped (completion notices)."""
         while True:
             try:
-                _, sent, _ = await self.post(addr, path, body, size, timeout=10)
+                _, sent, _ = await self.post(addr, path, body, size, timeout=10, headers=headers)
                 return sent
             except (TimeoutError, aiohttp.ClientError, OSError):
                 await asyncio.sleep(backoff)

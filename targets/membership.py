@@ -24,6 +24,9 @@ instance dies, and that is what these emulate:
   the harness strikes a phase later (`fault_at task:K@F`, harness/faults/aim.py) then comes F heartbeat
   intervals after the survivors last heard from it, whatever the schedule's own phase.
 - `POST /release`: speak again (after a pause or a link fault struck at that moment; a crash never needs it).
+
+Both silence an instance, so both answer 403 (counted, not recorded) without the instance's own key in the
+`X-Manobench-Secret` header (`protocol.auth`): only the run's harness, which made that key, can call them.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from aiohttp import web
 
 from protocol.events import EventSink
 from protocol.spec import ServiceSpec
-from targets.http import Client, Planes, read_json
+from targets.http import Client, Planes, read_json, require
 from targets.spec import Params
 
 PASSED_KEPT = 4096  # (req, task) points remembered, so a /hb-now for a point already passed is refused
@@ -63,10 +66,10 @@ class Gated(Client):
         super().__init__()
         self.voice = voice
 
-    async def post(self, addr: str, path: str, body: dict[str, Any], size: int, timeout: float
-                   ) -> tuple[dict[str, Any], int, int]:
+    async def post(self, addr: str, path: str, body: dict[str, Any], size: int, timeout: float,
+                   headers: dict[str, str] | None = None) -> tuple[dict[str, Any], int, int]:
         await self.voice.wait()
-        return await super().post(addr, path, body, size, timeout)
+        return await super().post(addr, path, body, size, timeout, headers)
 
 
 @dataclass
@@ -82,8 +85,10 @@ class Membership:
     """Failure detector and ranking for one instance and its peers (other SLMs, or a module's twin)."""
 
     def __init__(self, me: str, sink: EventSink, params: Params, peers: dict[str, str],
-                 on_dead: Callable[[str], None]) -> None:
+                 on_dead: Callable[[str], None], secret: str | None = None) -> None:
+        """`secret`: this instance's key; /hb-now and /release answer 403 without it (they silence it)."""
         self.me, self.sink, self.params = me, sink, params
+        self.secret = secret
         self.uuid = str(uuid.uuid4())
         self.peers = {pid: Peer(pid, addr) for pid, addr in peers.items()}
         self.on_dead = on_dead
@@ -180,6 +185,7 @@ class Membership:
         await self.voice.wait()
 
     async def handle_hb_now(self, request: web.Request) -> web.Response:
+        require(request, self.secret)
         body = await read_json(request, {})
         req, task = body.get("req"), body.get("task")
         silence, mute = body.get("silence", False), body.get("mute", False)
@@ -207,6 +213,7 @@ class Membership:
                                   "unacked": [p for p, ok in zip(peers, acked, strict=True) if not ok]})
 
     async def handle_release(self, request: web.Request) -> web.Response:
+        require(request, self.secret)
         was_silent = not self.voice.is_set()
         self.voice.set()
         self.beating.set()

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from protocol.events import EventSink
 from protocol.spec import ServiceSpec
-from targets.http import Planes, read_json, spend
+from targets.http import Planes, read_json, signed, spend
 from targets.membership import Membership, Replicated
 from targets.spec import Params, task_name
 
@@ -28,7 +28,8 @@ class Module(Replicated):
         self.p = Params(spec.z)
         (self.twin, twin_addrs), = spec.peers.items()
         self.twin_state = twin_addrs["state"]
-        self.members = Membership(spec.id, sink, self.p, {self.twin: twin_addrs["hb"]}, on_dead=self._twin_dead)
+        self.members = Membership(spec.id, sink, self.p, {self.twin: twin_addrs["hb"]}, on_dead=self._twin_dead,
+                                  secret=spec.secret)
         self.planes = Planes(sink, spec.bind, spec.ports, self.p.max_message)
         self.client, self.done_client = self.members.gated_client(), self.members.gated_client()
         self.seen: set[str] = set()
@@ -87,7 +88,8 @@ class Module(Replicated):
         """The whole state to both instances of m_{i+1}; one live receiver is enough to go on."""
         if not self.spec.next:
             assert self.spec.bss
-            await self.client.deliver(self.spec.bss, "/complete", {"req": req, "by": self.spec.id})
+            await self.client.deliver(self.spec.bss, "/complete", {"req": req, "by": self.spec.id},
+                                      headers=signed(self.spec.secret))
             self.sink.emit("request_completed", req=req, task=self.task)
             return
         size = self.p.hop_bytes[self.task]  # hop i carries the state into m_{i+1}

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from protocol.events import EventSink
 from protocol.spec import ServiceSpec
-from targets.http import Client, Planes, read_json, spend
+from targets.http import Client, Planes, read_json, signed, spend
 from targets.spec import Params, task_name
 
 
@@ -59,5 +59,6 @@ class Monolith:
             await spend(self.p.t_i[i - 1], self.p.work)
             self.sink.emit("task_end", req=req, task=i, name=task_name(i))
         assert self.spec.bss
-        await self.client.deliver(self.spec.bss, "/complete", {"req": req, "by": self.spec.id})
+        await self.client.deliver(self.spec.bss, "/complete", {"req": req, "by": self.spec.id},
+                                  headers=signed(self.spec.secret))
         self.sink.emit("request_completed", req=req)

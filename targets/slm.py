@@ -22,7 +22,7 @@ from aiohttp import web
 from protocol.bus import task_call_timeout
 from protocol.events import EventSink
 from protocol.spec import ServiceSpec
-from targets.http import Planes, read_json, spend
+from targets.http import Planes, read_json, signed, spend
 from targets.membership import Membership, Replicated
 from targets.spec import Params, task_name
 
@@ -42,7 +42,7 @@ class Slm(Replicated):
         self.spec, self.sink = spec, sink
         self.p = Params(spec.z)
         self.members = Membership(spec.id, sink, self.p, {pid: a["hb"] for pid, a in spec.peers.items()},
-                                  on_dead=self._peer_dead)
+                                  on_dead=self._peer_dead, secret=spec.secret)
         self.planes = Planes(sink, spec.bind, spec.ports, self.p.max_message)
         self.op, self.state_client = self.members.gated_client(), self.members.gated_client()
         self.log: dict[str, LogEntry] = {}
@@ -141,7 +141,8 @@ class Slm(Replicated):
     async def complete(self, req: str) -> None:
         """Tell the BSS (retrying: a completion is never dropped), then tell the peers 'done'."""
         assert self.spec.bss
-        await self.op.deliver(self.spec.bss, "/complete", {"req": req, "by": self.spec.id}, backoff=RETRY_BACKOFF)
+        await self.op.deliver(self.spec.bss, "/complete", {"req": req, "by": self.spec.id}, backoff=RETRY_BACKOFF,
+                              headers=signed(self.spec.secret))
         self.finished.add(req)
         self.sink.emit("request_completed", req=req)
         for pid, addrs in self.spec.peers.items():

@@ -659,7 +659,7 @@ def test_proxyd_reports_a_port_in_use_in_one_line(tmp_path: Path) -> None:
         proc = subprocess.run(
             [sys.executable, "-m", "harness.links.proxyd", "--spec", str(tmp_path / "links.json"),
              "--control", "127.0.0.1:0"],
-            capture_output=True, text=True, timeout=20, cwd=REPO,
+            capture_output=True, text=True, timeout=20, cwd=REPO, env={**os.environ, "MANOBENCH_SECRET": "k"},
         )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "cannot bind" in proc.stderr

@@ -50,7 +50,7 @@ def locust_bed(z, workdir: Path) -> Testbed:
 def load_for(tb: Testbed, **kw) -> LocustLoad:
     assert tb.deployment is not None
     return LocustLoad(tb.deployment.entry, tb.bss_address, tb.collector.address, tb.workdir,
-                      start_process=tb.runtime.start_process, run=tb.run, **kw)
+                      start_process=tb.runtime.start_process, run=tb.run, secret=tb.secret, **kw)
 
 
 def listening(addr: str) -> bool:

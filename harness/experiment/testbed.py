@@ -24,6 +24,7 @@ from harness.plan.deploy import BROKER, Deployment, Route, direct, plan, uses_br
 from harness.runtime.broker import Broker, make_broker
 from harness.runtime.contract import Runtime
 from harness.runtime.local import LocalRuntime
+from protocol import auth
 
 EXTERNAL_BSS_PORT = 8100
 
@@ -65,13 +66,19 @@ class Testbed:
                             "or link_backend proxy")
         self.links_backend = backend
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.collector = Collector(self.workdir / "events.jsonl")
+        # the run's secret (docs/security.md): in this process, and in helpers' environments; each service gets
+        # only its own key, in its spec. Never on a command line, never in the run folder.
+        self.secret = auth.new_secret()
+        self.collector = Collector(self.workdir / "events.jsonl", secret=self.secret)
         self.runtime = make_runtime(z, self.run, self.workdir)
         self.external_bss = external_bss
-        self.bss = Bss(self.collector, host=self.runtime.host_of("bss"))
+        self.bss = Bss(self.collector, host=self.runtime.host_of("bss"), secret=self.secret)
+        # instrument name -> its count of refused requests, for instruments that live elsewhere (Locust's BSS)
+        self.refusal_sources: dict[str, Callable[[], int]] = {}
         self.wiring: LinkBackend | None = None
         if backend == "proxy":
-            self.wiring = ProxyWiring(self.runtime.host_of("proxies"), z.time_scale, self.workdir)
+            self.wiring = ProxyWiring(self.runtime.host_of("proxies"), z.time_scale, self.workdir,
+                                      secret=auth.key(self.secret, auth.CONTROL))
         elif backend == "netem":
             self.wiring = NetemWiring.for_runtime(self.runtime, z.time_scale, configured_leaf()[1])
         self.route: Route = self.wiring.route if self.wiring else direct
@@ -95,6 +102,8 @@ class Testbed:
             if not self.external_bss:
                 await self.bss.start()
             self.deployment = plan(self.z, self.run, self.runtime.host_of, self.bss_address, collector, self.route)
+            for spec in self.deployment.services:
+                spec.secret = auth.key(self.secret, spec.id)
             self.bss.entry = self.deployment.entry
             self.bss.entry_bytes = self.deployment.entry_bytes
             if self.wiring:
@@ -134,6 +143,22 @@ class Testbed:
         self.collector.emit("harness", "down")
         await self.bss.close()
         await self.collector.close()
+
+    def refused(self) -> dict[str, int]:
+        """Requests each instrument refused for want of the run's secret (docs/security.md): `collector`
+        (connections without the right hello, and forged events), `bss` (completion notices; Locust's BSS
+        once it has written its summary), `proxyd` (its control API; read at teardown), `services` (/hb-now and
+        /release, as each service reported when it stopped) and, on a swarm, `agent`. Any of them non-zero
+        means something on the run's network tried what only the run may do."""
+        counts = {"collector": self.collector.refused, "bss": self.bss.refused}
+        for name, source in self.refusal_sources.items():
+            counts[name] = counts.get(name, 0) + source()
+        if self.wiring is not None:
+            counts.update(getattr(self.wiring, "refused", dict)())
+        counts["services"] = sum(int(e.get("refused", 0)) for e in self.collector.events
+                                 if e["kind"] == "stopping" and isinstance(e.get("refused", 0), int))
+        counts.update(getattr(self.runtime, "refused", dict)())
+        return counts
 
     def kill(self, svc_id: str) -> None:
         """SIGKILL a service, recording the moment in the history first."""

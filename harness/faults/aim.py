@@ -43,6 +43,7 @@ import aiohttp
 from harness import model
 from harness.faults.base import FaultContext
 from harness.history import Event
+from protocol import auth
 
 WAIT = 600.0  # wall seconds: no experiment legitimately waits longer for its moment
 
@@ -145,11 +146,13 @@ def task_wall_time(ctx: FaultContext, k: int) -> float:
 
 async def control(ctx: FaultContext, svc: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
     """POST to a replica's hb-plane control (targets/membership.py) directly, never through a link's proxy:
-    the harness is not part of the modelled system. None when the replica answers 409 (too late)."""
+    the harness is not part of the modelled system. None when the replica answers 409 (too late). Signed with the
+    replica's own key (its spec's `secret`), which nothing else on the run's network holds (docs/security.md)."""
     spec = ctx.deployment.service(svc)
     url = f"http://{spec.bind}:{spec.ports['hb']}{path}"
+    headers = {auth.HEADER: spec.secret} if spec.secret else {}
     async with aiohttp.ClientSession() as session, session.post(
-            url, json=body, timeout=aiohttp.ClientTimeout(total=WAIT)) as resp:
+            url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=WAIT)) as resp:
         if resp.status == 409:
             return None
         if resp.status >= 400:

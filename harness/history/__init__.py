@@ -10,26 +10,42 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+from protocol import auth
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
 
 
 class Collector:
-    """TCP JSON-lines sink owned by the harness, plus the harness's own events."""
+    """TCP JSON-lines sink owned by the harness, plus the harness's own events.
 
-    def __init__(self, path: Path | None = None) -> None:
+    With a run `secret` (the testbed always gives one) every connection must open with a hello line naming its
+    sender and carrying that sender's key (`protocol.auth`); a connection without it is dropped and counted in
+    `refused`, and every event it sends must be its own (`svc` equal to the hello's name), else that line is
+    refused and counted: a service cannot forge another's events, nor the BSS's `completed`. Events of
+    `harness` are never received from outside, only emitted here (`emit`). A line that is valid JSON but not an
+    event object (`t` a finite number, `svc` and `kind` strings) is a bad line: counted, never stored, so no
+    subscriber and no reader of events.jsonl ever meets it. Checks are a few dict lookups: the collector is on
+    every service's hot path (events are sent synchronously)."""
+
+    HELLO_TIMEOUT = 10.0  # s; a sender says who it is at once, a connection that does not is dropped
+
+    def __init__(self, path: Path | None = None, secret: str | None = None) -> None:
         self.events: list[Event] = []
         self.path = path
         self._file: TextIO | None = path.open("a", encoding="utf-8") if path else None
         self._subscribers: list[Callable[[Event], None]] = []
         self._server: asyncio.base_events.Server | None = None
         self.address: str | None = None
+        self.secret = secret
         self.bad_lines = 0
+        self.refused = 0  # connections without the right hello, and events not their sender's own
 
     async def start(self, host: str = "127.0.0.1") -> str:
         self._server = await asyncio.start_server(self._serve, host, 0, limit=1 << 22)
@@ -37,19 +53,45 @@ class Collector:
         self.address = f"{host}:{port}"
         return self.address
 
+    def _greet(self, hello: Event) -> str | None:
+        """The sender a hello line proves (its name), or None: refused."""
+        svc = hello.get("hello")
+        if not isinstance(svc, str) or svc == auth.HARNESS:
+            return None
+        if self.secret is not None and not auth.matches(auth.key(self.secret, svc), hello.get("secret")):
+            return None
+        return svc
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sender: str | None = None  # the name this connection's hello proved
         try:
-            while line := await reader.readline():
+            line = await asyncio.wait_for(reader.readline(), self.HELLO_TIMEOUT)
+            while line:
                 if not line.endswith(b"\n"):
                     break  # a service killed mid-write: its last partial line is not an event
                 try:
                     event = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):
+                    event = None
+                if isinstance(event, dict) and "hello" in event and "kind" not in event:
+                    sender = self._greet(event) if sender is None else None
+                    if sender is None:
+                        self.refused += 1
+                        return
+                elif self.secret is not None and sender is None:
+                    self.refused += 1  # no hello first: whatever this is, it is not from the run
+                    return
+                elif not _is_event(event):
                     self.bad_lines += 1
-                    continue
-                self.record(event)
-        except (ConnectionError, asyncio.IncompleteReadError):
+                elif event["svc"] == auth.HARNESS or (self.secret is not None and event["svc"] != sender):
+                    self.refused += 1  # a forged event: counted, never stored
+                else:
+                    self.record(event)
+                line = await reader.readline()
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except (ValueError, asyncio.LimitOverrunError):  # a line beyond the limit: not a sender of events
+            self.bad_lines += 1
         finally:
             writer.close()
 
@@ -96,6 +138,15 @@ class Collector:
         if self._file:
             self._file.close()
             self._file = None
+
+
+def _is_event(event: object) -> bool:
+    """Whether a parsed line has what every event has: a finite number `t`, strings `svc` and `kind`."""
+    if not isinstance(event, dict):
+        return False
+    t = event.get("t")
+    return (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+            and isinstance(event.get("svc"), str) and isinstance(event.get("kind"), str))
 
 
 def read(path: Path) -> list[Event]:

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from harness.errors import ManobenchError
+from protocol import auth
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -36,7 +37,9 @@ class ProxyControlError(ManobenchError):
 class ProxyControl:
     """Talks to one proxyd. Every call is a short blocking HTTP request on loopback."""
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 5.0, secret: str | None = None) -> None:
+        """`secret`: the control key proxyd was started with (sent with every call: docs/security.md)."""
+        self.secret = secret
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -47,6 +50,8 @@ class ProxyControl:
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        if self.secret:
+            req.add_header(auth.HEADER, self.secret)
         try:
             with _OPENER.open(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")
@@ -67,6 +72,11 @@ class ProxyControl:
         except ProxyControlError:
             return False
         return isinstance(answer, dict) and answer.get("ok") is True
+
+    def refused(self) -> int:
+        """Control requests proxyd refused for want of the key (from /health, which asks for none)."""
+        answer = self._call("GET", "/health")
+        return int(answer.get("refused", 0)) if isinstance(answer, dict) else 0
 
     def wait_healthy(self, timeout: float = 10.0, *, proc: subprocess.Popen[bytes] | None = None) -> None:
         """Poll /health; with ``proc``, give up at once if that process has already exited."""
@@ -121,14 +131,16 @@ def launch_proxyd(
     env: dict[str, str] | None = None,
     timeout: float = 10.0,
     python: str = sys.executable,
+    secret: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], ProxyControl, dict[str, object]]:
     """Start proxyd, wait until it is up, and return (process, control client, ready info).
 
     The ready file carries the real ports, so ``control`` and listen ports may be 0 and parallel runs never
     race for a port. proxyd's stdout and stderr go to ``log_file`` (default: the ready file's name plus
     ``.log``), a file rather than a pipe nobody drains. On failure the process is killed and the error quotes
-    the log.
+    the log. ``secret``: the control key (default: a fresh one), handed over in proxyd's environment.
     """
+    secret = secret or auth.new_secret()
     ready = Path(ready_file)
     ready.unlink(missing_ok=True)
     log = Path(log_file) if log_file is not None else ready.with_name(ready.name + ".log")
@@ -138,6 +150,7 @@ def launch_proxyd(
     child_env = dict(os.environ if env is None else env)
     root = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (root, child_env.get("PYTHONPATH", "")) if p)
+    child_env[auth.SECRET_ENV] = secret
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=child_env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     deadline = time.monotonic() + timeout
@@ -150,6 +163,6 @@ def launch_proxyd(
         time.sleep(0.01)
     info = json.loads(ready.read_text())
     host, _, port = str(info["control"]).rpartition(":")
-    ctl = ProxyControl(host.strip("[]"), int(port))
+    ctl = ProxyControl(host.strip("[]"), int(port), secret=secret)
     ctl.wait_healthy(timeout=max(0.5, deadline - time.monotonic()), proc=proc)
     return proc, ctl, info

@@ -4,7 +4,13 @@ One process for all links keeps a deployment's process count (and its CPU noise)
 of links. It must never outlive the harness that started it: it exits on SIGTERM/SIGINT and when its parent
 dies (PR_SET_PDEATHSIG where Linux offers it, plus a once-a-second parent check everywhere).
 
-    python -m harness.links.proxyd --spec links.json --control 127.0.0.1:7700 [--ready-file F] [--parent PID]
+    MANOBENCH_SECRET=KEY python -m harness.links.proxyd --spec links.json --control 127.0.0.1:7700 \
+        [--ready-file F] [--parent PID]
+
+Every control request but `GET /health` must carry KEY (the harness's control key, protocol.auth) in the
+`X-Manobench-Secret` header, else it is answered 403 and counted (`refused` in /health): proxyd listens on
+an address every service can reach, and a cut or a delay must come from the run's harness only. The key
+comes in the environment, never on the command line (argv is world-readable in /proc).
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ from pathlib import Path
 
 from harness.links.proxy import LinkProxy, check_delay
 from harness.links.spec import LinkSpec, format_hostport, load_specs, parse_hostport
+from protocol import auth
 
 _PR_SET_PDEATHSIG = 1
 _SETTABLE = ("delay_fwd", "delay_rev", "jitter", "cut")
 
 
 Answer = tuple[int, object]  # HTTP status, JSON body
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            503: "Service Unavailable"}
 
 
 class Daemon:
@@ -38,7 +46,9 @@ class Daemon:
     `Connection: close`), served on plain asyncio streams: aiohttp's server cost 0.4 CPU s to import at every
     run's start, for five routes."""
 
-    def __init__(self, specs: list[LinkSpec], control: tuple[str, int]) -> None:
+    def __init__(self, specs: list[LinkSpec], control: tuple[str, int], secret: str) -> None:
+        self.secret = secret
+        self.refused = 0  # control requests without the key
         self.specs = {s.name: s for s in specs}
         self.proxies = {
             s.name: LinkProxy(
@@ -81,7 +91,11 @@ class Daemon:
             headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields if f)}
             body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length") or 0)), 10)
             path = [urllib.parse.unquote(part) for part in urllib.parse.urlsplit(target).path.split("/")[1:]]
-            status, answer = self.route(method, path, body)
+            if path != ["health"] and not auth.matches(self.secret, headers.get(auth.HEADER.lower())):
+                self.refused += 1
+                status, answer = 403, {"error": "proxyd answers only to its run's harness"}  # type: Answer
+            else:
+                status, answer = self.route(method, path, body)
         except (ValueError, OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             status, answer = 400, {"error": "malformed request"}
         data = json.dumps(answer).encode()
@@ -115,7 +129,7 @@ class Daemon:
     def health(self) -> Answer:
         if not self.ready:
             return 503, {"ok": False}
-        return 200, {"ok": True, "links": len(self.proxies), "pid": os.getpid()}
+        return 200, {"ok": True, "links": len(self.proxies), "pid": os.getpid(), "refused": self.refused}
 
     def post_link(self, name: str, body: bytes) -> Answer:
         try:
@@ -189,9 +203,9 @@ def _write_ready(path: Path, daemon: Daemon) -> None:
     tmp.replace(path)
 
 
-async def serve(specs: list[LinkSpec], control: tuple[str, int], parent: int,
+async def serve(specs: list[LinkSpec], control: tuple[str, int], parent: int, secret: str,
                 ready_file: Path | None = None) -> None:
-    daemon = Daemon(specs, control)
+    daemon = Daemon(specs, control, secret)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop.set)
@@ -221,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"proxyd: error: {exc}", file=sys.stderr)
         return 2
+    secret = os.environ.pop(auth.SECRET_ENV, "")
+    if not secret:
+        print(f"proxyd: error: {auth.SECRET_ENV} (the control key) is not set in the environment", file=sys.stderr)
+        return 2
     try:
-        asyncio.run(serve(specs, control, parent, args.ready_file))
+        asyncio.run(serve(specs, control, parent, secret, args.ready_file))
     except OSError as exc:  # a listener that cannot bind: the launcher's problem, said in one line
         print(f"proxyd: error: cannot bind: {exc}", file=sys.stderr)
         return 2

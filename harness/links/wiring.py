@@ -10,12 +10,13 @@ give the bytes per link.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.links.client import ProxyControl, launch_proxyd
+from harness.links.client import ProxyControl, ProxyControlError, launch_proxyd
 from harness.links.netem import choose_backend, probe_netem
 from harness.links.netem_wiring import LEAF_ENV, configured_leaf, probe_classifier
 from harness.plan.deploy import Link
@@ -69,8 +70,11 @@ class ProxyWiring:
 
     name = "proxy"
 
-    def __init__(self, host: str, time_scale: float, workdir: Path) -> None:
+    def __init__(self, host: str, time_scale: float, workdir: Path, secret: str | None = None) -> None:
+        """`secret`: proxyd's control key (protocol.auth; default a fresh one): docs/security.md."""
         self.host, self.scale, self.workdir = host, time_scale, workdir
+        self.secret = secret
+        self.refused_at_stop = 0
         self.links: list[Link] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.ctl: ProxyControl | None = None
@@ -99,10 +103,18 @@ class ProxyWiring:
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
         self.proc, self.ctl, _ = launch_proxyd(spec_file, f"{self.host}:0", ready_file=logs / "proxyd.ready",
-                                               log_file=logs / "proxyd.log", env=env)
+                                               log_file=logs / "proxyd.log", env=env, secret=self.secret)
+
+    def refused(self) -> dict[str, int]:
+        """Control requests proxyd refused (read live while it runs, kept from its last reading at stop)."""
+        if self.ctl is not None and self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProxyControlError):
+                self.refused_at_stop = self.ctl.refused()
+        return {"proxyd": self.refused_at_stop}
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            self.refused()
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=5)

@@ -2,7 +2,7 @@
 
 It submits each request (a fresh UUID) to every entry point of the design and records `submitted` and
 `completed` events in the history. A workflow completed twice is recorded twice: the checker reports it as
-a duplicate, it is never merged here.
+a duplicate, it is never merged here. A completion notice counts only with its sender's key (docs/security.md).
 """
 
 from __future__ import annotations
@@ -16,12 +16,18 @@ import aiohttp
 from aiohttp import web
 
 from harness.history import Collector
+from protocol import auth
 from protocol.messages import padded
 
 
 class Bss:
-    def __init__(self, collector: Collector, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, collector: Collector, host: str = "127.0.0.1", port: int = 0, secret: str | None = None
+                 ) -> None:
+        """`secret`: the run's secret; a /complete must then carry its sender's key (`protocol.auth`), else it
+        is answered 403 and counted in `refused`, never recorded."""
         self.collector, self.host, self.port = collector, host, port
+        self.secret = secret
+        self.refused = 0
         self.entry: list[str] = []
         self.entry_bytes = 0  # the distributed chain's hop 0 carries P_{0,1} kB of state
         self.waiting: dict[str, asyncio.Future[float]] = {}
@@ -51,8 +57,14 @@ class Bss:
             body = await request.json()
             req, by = str(body["req"]), str(body.get("by", "?"))
         except (ValueError, KeyError, TypeError):
+            req, by = "", None
+        if self.secret is not None and (by is None or not auth.matches(auth.key(self.secret, by),
+                                                                      request.headers.get(auth.HEADER))):
+            self.refused += 1  # not from a service of this run: counted, never in the history
+            raise web.HTTPForbidden(text="completion notices are taken from the run's services only")
+        if by is None:
             self.collector.emit("bss", "bad_message", path="/complete")
-            raise web.HTTPBadRequest(text="expected {req, by}") from None
+            raise web.HTTPBadRequest(text="expected {req, by}")
         self.completions[req] = self.completions.get(req, 0) + 1
         self.collector.emit("bss", "completed", req=req, by=by, n=self.completions[req],
                             **({"warmup": True} if req in self.warm else {}))

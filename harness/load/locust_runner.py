@@ -37,6 +37,7 @@ import aiohttp
 
 from harness.errors import ManobenchError
 from harness.runtime.local import LocalRuntime
+from protocol import auth
 
 if TYPE_CHECKING:
     from harness.experiment.testbed import Testbed
@@ -106,7 +107,9 @@ class LocustLoad:
                  requests: int, timeout: float = 30.0, mode: Literal["closed", "open"] = "closed",
                  users: int = 1, rate: float | None = None, arrivals: Literal["constant", "poisson"] = "constant",
                  seed: int | None = None, linger: float = 0.2, entry_bytes: int = 0, gate: bool = False,
-                 start_process: StartProcess | None = None, name: str = "locust", run: str | None = None) -> None:
+                 start_process: StartProcess | None = None, name: str = "locust", run: str | None = None,
+                 secret: str | None = None) -> None:
+        """`secret`: the run's secret (protocol.auth), handed to Locust's BSS in its environment only."""
         if requests < 1:
             raise ValueError("requests must be >= 1")
         if mode not in ("closed", "open"):
@@ -122,6 +125,7 @@ class LocustLoad:
         self.rate, self.arrivals, self.seed, self.linger = rate, arrivals, seed, linger
         self.entry_bytes = entry_bytes
         self.gate = gate
+        self.secret = secret
         self.name = name
         self.run_id = run or os.urandom(6).hex()
         self.start_process = start_process or standalone_starter(self.out_dir, self.run_id)
@@ -148,9 +152,11 @@ class LocustLoad:
         kw: dict[str, Any] = {
             "requests": z.requests, "timeout": timeout, "mode": "open" if rate else "closed", "users": z.users,
             "rate": rate, "seed": z.seed, "entry_bytes": tb.deployment.entry_bytes,
-            "start_process": tb.runtime.start_process, "run": tb.run, **overrides,
+            "start_process": tb.runtime.start_process, "run": tb.run, "secret": tb.secret, **overrides,
         }
-        return cls(tb.deployment.entry, tb.bss_address, tb.collector.address, out_dir, **kw)
+        load = cls(tb.deployment.entry, tb.bss_address, tb.collector.address, out_dir, **kw)
+        tb.refusal_sources["bss"] = load.refused
+        return load
 
     # -- what is started --------------------------------------------------------------------------------
 
@@ -159,7 +165,7 @@ class LocustLoad:
             "entry": self.entry, "bss": self.bss, "collector": self.collector, "requests": self.requests,
             "timeout": self.timeout, "mode": self.mode, "rate": self.rate, "users": self.users,
             "arrivals": self.arrivals, "seed": self.seed, "linger": self.linger, "entry_bytes": self.entry_bytes,
-            "gate": self.gate, "parent": os.getpid(),
+            "gate": self.gate, "parent": os.getpid(), "secret": self.secret,
             "summary": str(self.summary_path),
         }
 
@@ -217,9 +223,20 @@ class LocustLoad:
                 await asyncio.sleep(0.05)
         raise TimeoutError(f"Locust's BSS not listening on {self.bss} after {timeout:g} s")
 
+    def refused(self) -> int:
+        """Requests Locust's BSS answered 403 (its summary's count; 0 before it wrote one)."""
+        try:
+            summary = json.loads(self.summary_path.read_text())
+        except (OSError, ValueError):
+            return 0
+        refused = summary.get("refused", 0) if isinstance(summary, dict) else 0
+        return refused if isinstance(refused, int) else 0
+
     async def _post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        headers = {auth.HEADER: auth.key(self.secret, auth.CONTROL)} if self.secret else {}
         async with aiohttp.ClientSession() as session, session.post(
-                f"http://{self.bss}{path}", json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                f"http://{self.bss}{path}", json=body, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             resp.raise_for_status()
             return await resp.json()
 

@@ -30,6 +30,10 @@ Configuration: the JSON object in MANOBENCH_LOAD, set by harness/load/locust_run
   seed       open loop, poisson: the random seed             linger     seconds to keep listening after the
   parent     pid of the launcher: the load stops if it dies             last workflow (late duplicates)
   summary    path of a JSON file for this side's own exact counts (optional)
+  secret     the run's secret (protocol.auth; null: nothing is checked): the events go with the BSS's key, a
+             `/complete` counts only with its sender's key, `/go` and `/warmup` only with the harness's
+             control key; anything else is answered 403 and counted (`refused` in the summary). It comes in
+             this environment variable, never on the command line.
   gate       true: no user submits before the harness says `POST /go`; before that it may ask for warm-up
              workflows, `POST /warmup {"n", "users", "timeout"}`, answered when they are all done. Those are
              recorded with `warmup: true` on their `submitted` and `completed` events (the checker leaves
@@ -59,6 +63,7 @@ from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from locust import User, constant, events, task
 
+from protocol import auth
 from protocol.events import EventSink
 from protocol.messages import padded  # the request body exactly as harness/load/bss.py sends it
 
@@ -86,9 +91,9 @@ class Sink(EventSink):
     """The services' EventSink (same JSON lines, sent before the caller goes on), made safe across greenlets:
     under a lock, so concurrent users never interleave lines."""
 
-    def __init__(self, collector: str | None, svc: str = "bss") -> None:
+    def __init__(self, collector: str | None, svc: str = "bss", secret: str | None = None) -> None:
         self.lock = Semaphore()
-        super().__init__(collector, svc, run="")
+        super().__init__(collector, svc, run="", secret=secret)
 
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
         with self.lock:
@@ -117,7 +122,9 @@ class Bss:
             raise ValueError("open mode needs a positive rate")
         self.linger = float(cfg.get("linger", 0.2))
         self.entry_bytes = int(cfg.get("entry_bytes") or 0)
-        self.sink = Sink(cfg.get("collector"))
+        self.secret: str | None = cfg.get("secret")
+        self.refused = 0  # requests answered 403 for want of the right key
+        self.sink = Sink(cfg.get("collector"), secret=auth.key(self.secret, auth.BSS) if self.secret else None)
         self.waiting: dict[str, AsyncResult] = {}
         self.completions: dict[str, int] = {}
         self.issued = 0
@@ -143,6 +150,8 @@ class Bss:
         method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
         if path == "/health" and method == "GET":
             return self._reply(start_response, "200 OK", {"ok": True, "waiting": len(self.waiting)})
+        if path in ("/go", "/warmup") and not self._signed(environ, auth.CONTROL):
+            return self._reply(start_response, "403 Forbidden", {"error": "the harness's control key is needed"})
         if path == "/go" and method == "POST":
             self.go.set()
             return self._reply(start_response, "200 OK", {"ok": True})
@@ -160,7 +169,11 @@ class Bss:
         try:
             body = json.loads(environ["wsgi.input"].read())
             req, by = str(body["req"]), str(body.get("by", "?"))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            req, by = "", None
+        if not self._signed(environ, by):
+            return self._reply(start_response, "403 Forbidden", {"error": "not from a service of this run"})
+        if by is None:
             self.sink.emit("bad_message", path="/complete")
             return self._reply(start_response, "400 Bad Request", {"error": "expected {req, by}"})
         self.completions[req] = n = self.completions.get(req, 0) + 1
@@ -169,6 +182,16 @@ class Bss:
         if waiter is not None and not waiter.ready():
             waiter.set(event["t"])
         return self._reply(start_response, "200 OK", {"ok": True})
+
+    def _signed(self, environ: dict[str, Any], name: str | None) -> bool:
+        """Whether the request carries `name`'s key (always, without a secret); counts a refusal."""
+        if self.secret is None:
+            return True
+        given = environ.get("HTTP_" + auth.HEADER.upper().replace("-", "_"))
+        if name is not None and auth.matches(auth.key(self.secret, name), given):
+            return True
+        self.refused += 1
+        return False
 
     @staticmethod
     def _reply(start_response: Any, status: str, body: dict[str, Any]) -> list[bytes]:
@@ -351,7 +374,7 @@ class Bss:
             "first_submit": self.first_submit, "last_submit": self.last_submit,
             "offered_rate": (self.issued - 1) / span if span > 0 else None,
             "completions": sum(self.completions.values()), "duplicates": sum(n - 1 for n in self.completions.values()),
-            "events_lost": self.sink.lost, "finished": self.finished,
+            "events_lost": self.sink.lost, "finished": self.finished, "refused": self.refused,
         }
 
 
