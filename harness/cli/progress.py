@@ -19,12 +19,19 @@ from harness.plan.config import Experiment
 
 
 def default_out(z: Experiment) -> Path:
+    """results/<time>-<design>-<fault>: a new folder per run, sorted by when it started."""
     return Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{z.design}-{z.fault}"
 
 
 def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) -> None:
-    from harness.cli import stackdump
+    """Run z into `out` with a progress bar, then print measured beside modelled and the verdict.
 
+    Whether the run fits this machine (harness.plan.capacity: services, links, heartbeats, message sizes, its
+    modelled duration) is settled first, so a refusal is one line before the header, a folder or a process."""
+    from harness.cli import stackdump
+    from harness.plan import capacity
+
+    capacity.check_run(z)
     stackdump.install()  # kill -USR1: where a run that seems stuck is
     console = Console(stderr=True)
     target = Path(out) if out else default_out(z)

@@ -11,14 +11,25 @@ chosen for Fig. 7.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError
+from harness.plan.bounds import BOUNDS, NUMBER, check_text_numbers
 
 Design = Literal["monolith", "centralised", "distributed"]
 Mechanism = Literal["state-sharing", "restart"]
@@ -44,6 +55,14 @@ PerTask = float | list[float]
 
 PER_TASK_KEYS = ("t_i", "l_a", "l_b", "l", "P_a", "P_b", "P")
 _EPS = 1e-9
+_INT_KEYS = frozenset(k for k, b in BOUNDS.items() if b.integer)
+_TASK = re.compile(r"task:(?P<k>[0-9]+)(?:@(?P<f>.*))?", re.ASCII | re.DOTALL)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+_SCALAR_BOUNDED = tuple(k for k in BOUNDS if k not in PER_TASK_KEYS and k != "container_memory" and " " not in k)
+"""Bounded fields of one number: each checked on its own by Experiment._in_bounds (the per-task keys, given as
+one value or a list, and container_memory, a size in text, by Experiment._check_rules)."""
 
 
 class Experiment(BaseModel):
@@ -55,28 +74,28 @@ class Experiment(BaseModel):
     mechanism: Mechanism = Field("state-sharing", description="restart = no state sharing (Kubernetes/Akka)")
     model_reading: Reading = Field("corrected", description="how ambiguous equations are read (docs/model.md)")
 
-    n: StrictInt = Field(6, ge=1, description="number of tasks / microservices in the workflow")
+    n: StrictInt = Field(6, description="number of tasks / microservices in the workflow")
     t_i: PerTask = Field(5.0, description="task duration of m_i [s]")
-    t_m: float | None = Field(None, gt=0, description="total task time; gives t_i = t_m / n (Figs 7, 8)")
-    t_o: float = Field(0.15, ge=0, description="orchestrator processing between tasks [s]")
+    t_m: float | None = Field(None, description="total task time; gives t_i = t_m / n (Figs 7, 8)")
+    t_o: float = Field(0.15, description="orchestrator processing between tasks [s]")
     l_a: PerTask = Field(0.05, description="latency orchestrator -> m_i [s]")
     l_b: PerTask = Field(0.05, description="latency m_i -> orchestrator [s]")
     l: PerTask = Field(0.05, description="distributed: latency of hop i into m_{i+1} (hop 0 = source -> m_1) [s]")
-    l_hb: float = Field(0.05, ge=0, description="latency of a heartbeat message [s]")
-    h_r: float = Field(2.0, gt=0, description="heartbeat rate [1/s]")
-    t_h: float | None = Field(None, gt=0, description="heartbeat time-out [s]; default 3 / h_r")
-    t_h_mult: float | None = Field(None, gt=0, description="heartbeat time-out as a multiple of 1 / h_r")
-    s_p: StrictInt = Field(1, ge=1, description="state sharing period [tasks]")
-    s_o: StrictInt = Field(1, ge=1, description="state sharing offset: tasks before the first share")
-    h_s: float = Field(0.1, ge=0, description="heartbeat message size [kB]")
-    h_m: float = Field(0.0, ge=0, description="heartbeat bandwidth of the non-orchestrator services [kB/s]")
-    s_z: float = Field(200.0, ge=0, description="size of the shared state [kB]")
+    l_hb: float = Field(0.05, description="latency of a heartbeat message [s]")
+    h_r: float = Field(2.0, description="heartbeat rate [1/s]")
+    t_h: float | None = Field(None, description="heartbeat time-out [s]; default 3 / h_r")
+    t_h_mult: float | None = Field(None, description="heartbeat time-out as a multiple of 1 / h_r")
+    s_p: StrictInt = Field(1, description="state sharing period [tasks]")
+    s_o: StrictInt = Field(1, description="state sharing offset: tasks before the first share")
+    h_s: float = Field(0.1, description="heartbeat message size [kB]")
+    h_m: float = Field(0.0, description="heartbeat bandwidth of the non-orchestrator services [kB/s]")
+    s_z: float = Field(200.0, description="size of the shared state [kB]")
     P_a: PerTask = Field(50.0, description="message orchestrator -> m_i [kB]")
     P_b: PerTask = Field(50.0, description="message m_i -> orchestrator [kB]")
     P: PerTask = Field(200.0, description="distributed: state sent on hop i into m_{i+1} [kB]")
-    p_c: float = Field(0.1, ge=0, description="distributed: 'done' message to the twin [kB]")
-    k: StrictInt = Field(2, ge=2, description="number of orchestrator (SLM) instances")
-    time_scale: float = Field(0.2, gt=0, description="multiplies every duration when running")
+    p_c: float = Field(0.1, description="distributed: 'done' message to the twin [kB]")
+    k: StrictInt = Field(2, description="number of orchestrator (SLM) instances")
+    time_scale: float = Field(0.2, description="multiplies every duration when running")
 
     # --- how an experiment is run (harness run); durations in paper seconds like everything else -----------
     runtime: Runtime = Field("local", description="local processes, Docker containers, or services on a Docker "
@@ -86,29 +105,60 @@ class Experiment(BaseModel):
                                  "(docs/transport.md)")
     queues: Queues = Field("transient", description="amqp: transient (SONATA's: automatic acks) or durable "
                            "(persistent messages, publisher confirms, ack after the work)")
-    t_bus: float = Field(0.02, ge=0, description="bus-aware model: the broker's forwarding time per message [s]")
-    amqp_frame: float = Field(0.0, ge=0, description="bus-aware model: AMQP framing per message and leg [kB]")
+    t_bus: float = Field(0.02, description="bus-aware model: the broker's forwarding time per message [s]")
+    amqp_frame: float = Field(0.0, description="bus-aware model: AMQP framing per message and leg [kB]")
     fault: FaultName = Field("none", description="the fault to inject (faults/)")
     fault_at: str = Field("worst", description="worst | task:K | task:K@F | time:T | every (T in paper seconds "
                           "after load starts; F heartbeat intervals after the end of task K; every: a sweep "
                           "explores every crash point)")
-    fault_for: float | None = Field(None, gt=0, description="pause/partition/delay duration [s]; default 2 t_h")
-    spike: float = Field(1.0, ge=0, description="link-delay: latency added to the links hit [s]")
-    requests: StrictInt = Field(20, ge=1, description="workflows the BSS submits")
-    users: StrictInt = Field(4, ge=1, description="closed loop: concurrent BSS users")
-    rate: float | None = Field(None, gt=0, description="open loop: requests per wall second (overrides users)")
-    warmup: StrictInt | None = Field(None, ge=0, description="workflows run before the measured load and left out "
+    fault_for: float | None = Field(None, description="pause/partition/delay duration [s]; default 2 t_h")
+    spike: float = Field(1.0, description="link-delay: latency added to the links hit [s]")
+    requests: StrictInt = Field(20, description="workflows the BSS submits")
+    users: StrictInt = Field(4, description="closed loop: concurrent BSS users")
+    rate: float | None = Field(None, description="open loop: requests per wall second (overrides users)")
+    warmup: StrictInt | None = Field(None, description="workflows run before the measured load and left out "
                                      "of every figure (cold connections and code paths); default one per user")
-    seed: int | None = Field(None, description="seed for request UUIDs and jitter")
+    seed: StrictInt | None = Field(None, description="seed for request UUIDs and jitter")
     work: Work = Field("sleep", description="emulated t_i and t_o: sleep, or burn CPU so CPU figures mean something")
-    worker_replicas: int | None = Field(None, ge=1, le=2, description="copies of each m_i; default 2 for worker-crash")
-    container_cpus: float | None = Field(None, gt=0, description="docker: CPU limit per container (cores)")
+    worker_replicas: StrictInt | None = Field(None, description="copies of each m_i; default 2 for worker-crash")
+    container_cpus: float | None = Field(None, description="docker: CPU limit per container (cores)")
     container_memory: str | None = Field(None, pattern=r"^[0-9]+[bkmg]?$", description="docker: memory, e.g. 256m")
 
-    alpha: float | None = Field(None, ge=0, description="cost weight of R_a (Eq 10)")
-    beta: float | None = Field(None, ge=0, description="cost weight of R_r (Eq 10)")
-    gamma: float | None = Field(None, ge=0, description="cost weight of B_tot [per kB/s] (Eq 10)")
-    delta: float | None = Field(None, ge=0, description="cost weight of Q_r (Eq 10)")
+    alpha: float | None = Field(None, description="cost weight of R_a (Eq 10)")
+    beta: float | None = Field(None, description="cost weight of R_r (Eq 10)")
+    gamma: float | None = Field(None, description="cost weight of B_tot [per kB/s] (Eq 10)")
+    delta: float | None = Field(None, description="cost weight of Q_r (Eq 10)")
+
+    @field_validator(*_SCALAR_BOUNDED)
+    @classmethod
+    def _in_bounds(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """Every number inside its bound, from the one table of them (harness.plan.bounds, docs/parameters.md)."""
+        if value is None:
+            return value
+        bound = BOUNDS[str(info.field_name)]
+        if bound.admits(value):
+            return value
+        if not (value > bound.low if bound.open_low else value >= bound.low):
+            raise ValueError(f"Input should be greater than {'' if bound.open_low else 'or equal to '}{_g(bound.low)}")
+        raise ValueError(f"Input should be less than or equal to {_g(bound.high)}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_text(cls, data: Any) -> Any:
+        """Before pydantic converts anything: numbers written as text take ASCII digits only, and a number
+        is never true/false (YAML reads `on`, `yes` and `true` as booleans, which pydantic would take as 1)."""
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            check_text_numbers(str(key), value)
+            if key not in BOUNDS or key == "container_memory":
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, bool):
+                    raise ValueError(f"{key}: a number, not {str(item).lower()} (got {value!r})")
+                if isinstance(item, str) and key not in _INT_KEYS and not NUMBER.fullmatch(item.strip()):
+                    raise ValueError(f"{key}: Input should be a valid number, in ASCII digits (got {value!r})")
+        return data
 
     @model_validator(mode="after")
     def _check_rules(self) -> Experiment:
@@ -123,9 +173,19 @@ class Experiment(BaseModel):
             values = value if isinstance(value, list) else [value]
             if isinstance(value, list) and len(value) != self.n:
                 raise ValueError(f"{key}: a list needs exactly n={self.n} values (got {len(value)})")
-            if any(not math.isfinite(v) or v < 0 for v in values):
-                raise ValueError(f"{key}: every value must be a finite number >= 0 (got {value!r})")
+            bound = BOUNDS[key]
+            bad = next((v for v in values if not math.isfinite(v) or not bound.admits(v)), None)
+            if bad is None:
+                continue
+            if key == "t_i" and self.t_m is not None:
+                raise ValueError(f"t_m: gives t_i = t_m / n = {bad:g} s per task, outside {bound.text()} s")
+            raise ValueError(f"{key}: every value must be a finite number >= 0 and <= {bound.high:g} {bound.unit} "
+                             f"(got {value!r})")
         self._check_fault()
+        if self.container_memory is not None:
+            size = int(self.container_memory.rstrip("bkmg")) * _MEMORY_UNITS[self.container_memory.lstrip("0123456789")]
+            if not BOUNDS["container_memory"].admits(size):
+                raise ValueError(f"container_memory: Docker takes 6m .. 1024g (got {self.container_memory!r})")
         if self.runtime == "swarm" and self.transport == "amqp":
             raise ValueError("transport: amqp is not wired for the swarm runtime (docs/swarm.md): use transport http")
         if self.s_o > self.n:
@@ -136,6 +196,10 @@ class Experiment(BaseModel):
             self.t_h = self.t_h_mult / self.h_r
         elif self.t_h is None:
             self.t_h = 3.0 / self.h_r
+        if not BOUNDS["t_h"].admits(self.t_h):
+            given = f"t_h_mult / h_r = {self.t_h_mult:g} / {self.h_r:g}" if self.t_h_mult is not None else (
+                f"3 / h_r = 3 / {self.h_r:g}" if "t_h" not in self.model_fields_set else f"{self.t_h:g}")
+            raise ValueError(f"t_h: the heartbeat time-out must lie in {BOUNDS['t_h'].text()} s (got {given} s)")
         if self.t_h < 3.0 / self.h_r * (1 - _EPS):
             if self.t_h_mult is not None:
                 raise ValueError(f"t_h_mult: must be at least 3 heartbeat intervals (got {self.t_h_mult:g})")
@@ -146,21 +210,18 @@ class Experiment(BaseModel):
         return self
 
     def _check_fault(self) -> None:
+        """fault_at's form, and its numbers in ASCII digits and inside their bounds (docs/parameters.md)."""
         kind, _, arg = self.fault_at.partition(":")
         if self.fault_at not in ("worst", "every") and kind not in ("task", "time"):
             raise ValueError(f"fault_at: use worst, task:K, task:K@F, time:T or every (got {self.fault_at!r})")
-        arg, at, phase = arg.partition("@")
-        if kind == "task" and not (arg.isdigit() and 1 <= int(arg) <= self.n):
+        task = _TASK.fullmatch(self.fault_at)
+        if kind == "task" and not (task and 1 <= int(task["k"]) <= self.n):
             raise ValueError(f"fault_at: task:K needs 1 <= K <= n={self.n} (got {self.fault_at!r})")
-        if kind == "task" and at and not _fraction(phase):
+        if task and task["f"] is not None and not _fraction(task["f"]):
             raise ValueError(f"fault_at: task:K@F needs a phase 0 <= F < 1 heartbeat interval (got {self.fault_at!r})")
-        if kind == "time":
-            try:
-                valid = float(arg) >= 0
-            except ValueError:
-                valid = False
-            if not valid:
-                raise ValueError(f"fault_at: time:T needs a number of seconds >= 0 (got {self.fault_at!r})")
+        if kind == "time" and not (NUMBER.fullmatch(arg) and BOUNDS["fault_at time:T"].admits(float(arg))):
+            raise ValueError(f"fault_at: time:T needs a number of seconds in {BOUNDS['fault_at time:T'].text()}, "
+                             f"in ASCII digits (got {self.fault_at!r})")
         if self.fault != "none" and self.design == "monolith":
             raise ValueError(f"fault: the monolith has no reliability mechanism to test; {self.fault} needs the "
                              "centralised or distributed design")
@@ -216,12 +277,14 @@ class Experiment(BaseModel):
         return data
 
 
+def _g(x: float) -> str:
+    """A bound as pydantic prints one: 1, 0.001, 1e+06."""
+    return f"{int(x)}" if x == int(x) and abs(x) < 1e15 else f"{x:g}"
+
+
 def _fraction(text: str) -> bool:
-    """Whether text is a number in [0, 1)."""
-    try:
-        return 0 <= float(text) < 1
-    except ValueError:
-        return False
+    """Whether text is a number in [0, 1), written in ASCII digits."""
+    return bool(NUMBER.fullmatch(text)) and 0 <= float(text) < 1
 
 
 def _one_line(err: ValidationError) -> str:
@@ -244,6 +307,59 @@ def build(data: dict[str, Any]) -> Experiment:
         raise ConfigError(f"config error: {_one_line(err)}") from None
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that names one key twice: YAML itself would keep the last value without a word."""
+
+    def __init__(self, key: object, mark: yaml.Mark | None) -> None:
+        self.key = key
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        super().__init__(problem=f"duplicate key {key!r}{where}")
+
+    def __str__(self) -> str:
+        return str(self.problem)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a key given twice (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # `<<: *merge` keys may be overridden on purpose: only explicit ones count
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: construct_mapping below says so
+                continue
+            if duplicate:
+                raise DuplicateKeyError(key, key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """yaml.safe_load, refusing duplicate keys (DuplicateKeyError, a yaml.YAMLError naming key and line)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
+
+
+def _toml_duplicate(text: str, err: tomllib.TOMLDecodeError) -> str | None:
+    """The key tomllib refused to see twice ("Cannot overwrite a value", "Cannot declare ... twice"), as
+    'key' (line N), or None when the error is another one. tomllib names the line, not the key."""
+    msg = str(err)
+    if not ("Cannot overwrite" in msg or "twice" in msg):
+        return None
+    lines = text.splitlines()
+    at = re.search(r"line (\d+)", msg, re.ASCII)
+    if at:
+        number = int(at[1])
+    else:  # "at end of document": the last line that says something
+        number = max((i + 1 for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")),
+                     default=0)
+    line = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+    key = line.strip("[]").strip() if line.startswith("[") else line.partition("=")[0].strip()
+    return f"{key.strip(chr(34) + chr(39))!r} (line {number})"
+
+
 def read_file(path: str | Path) -> dict[str, Any]:
     """The key/value mapping of a YAML or TOML experiment file."""
     path = Path(path)
@@ -259,10 +375,17 @@ def read_file(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = safe_load_unique(text)
         else:
             raise ConfigError(f"config error: {path}: use a .yaml, .yml or .toml file")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+    except DuplicateKeyError as err:
+        raise ConfigError(f"config error: {path}: {err}: a key may be given once") from None
+    except tomllib.TOMLDecodeError as err:
+        duplicate = _toml_duplicate(text, err)
+        if duplicate:
+            raise ConfigError(f"config error: {path}: duplicate key {duplicate}: a key may be given once") from None
+        raise ConfigError(f"config error: {path} does not parse: {err}") from None
+    except yaml.YAMLError as err:
         detail = str(err).replace("\n", " ")
         raise ConfigError(f"config error: {path} does not parse: {detail}") from None
     if data is None:
@@ -277,7 +400,7 @@ def parse_value(text: str) -> Any:
     if "," in text and not text.strip().startswith("["):
         return [parse_value(part) for part in text.split(",")]
     try:
-        return yaml.safe_load(text)
+        return safe_load_unique(text)
     except yaml.YAMLError:
         return text
 
