@@ -52,6 +52,14 @@ def _of_run(run: str) -> list[psutil.Process]:
     return leftovers.processes(run)
 
 
+def _data_left(run: str) -> list[Path]:
+    """The broker data directories (or their records) of `run` still under the state root."""
+    from harness.runtime.broker import data_root, records
+
+    return [data for data, record in records() if record["run"] == run] + [
+        d for d in data_root().iterdir() if d.is_dir() and d.name.startswith(f"{run}-")]
+
+
 def test_a_sigkilled_harness_leaves_a_broker_that_clean_removes(tmp_path: Path) -> None:
     """Start a broker from a harness-like process, SIGKILL that process: the node and its epmd outlive it,
     labelled; `harness clean` ends both and removes the data directory."""
@@ -83,18 +91,64 @@ def test_a_sigkilled_harness_leaves_a_broker_that_clean_removes(tmp_path: Path) 
         leftovers.end(_of_run(run))
 
 
-def test_a_broker_that_cannot_start_is_one_line_naming_its_log(tmp_path: Path) -> None:
-    """An address the node cannot bind: it exits, the error names its log, nothing of it is left."""
+def test_a_broker_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
+    """An address the node cannot bind: it exits, the error is one line with the Erlang reason (not "see the
+    log"), and nothing of it is left: no process, no data directory, no record."""
     run = f"nostart{os.getpid()}"
     env = {**os.environ, "MANOBENCH_RUN": run, "MANOBENCH_OWNER": str(os.getpid())}
     broker = LocalBroker(run, tmp_path, "192.0.2.1", env)  # TEST-NET-1: on no interface of this machine
     with pytest.raises(UserError) as err:
         asyncio.run(broker.start(timeout=60))
     message = str(err.value)
-    assert "\n" not in message and "see " in message
-    assert Path(message.split("see ", 1)[1]).exists()
+    assert "\n" not in message and "eaddrnotavail" in message, message
+    assert Path(message.rsplit("(log: ", 1)[1].rstrip(")")).exists()
     assert _of_run(run) == []
-    assert not broker.data.exists()
+    assert not broker.data.exists() and not broker.data.with_name(broker.data.name + ".json").exists()
+
+
+def test_a_broker_whose_port_is_taken_names_the_erlang_reason(tmp_path: Path) -> None:
+    """Its AMQP port already bound by someone else: the UserError carries the first Erlang error line."""
+    import socket
+
+    from harness.runtime.local import LocalRuntime
+
+    run = f"portinuse{os.getpid()}"
+    rt = LocalRuntime(run, tmp_path)
+    host = rt.host_of("broker")
+    with socket.socket() as squatter:
+        squatter.bind((host, 5672))
+        squatter.listen()
+        broker = LocalBroker(run, tmp_path, host, rt.env({}))
+        with pytest.raises(UserError) as err:
+            asyncio.run(broker.start(timeout=60))
+    message = str(err.value)
+    assert "\n" not in message and "eaddrinuse" in message and "Failed to start" in message, message
+    assert _of_run(run) == [] and not broker.data.exists()
+
+
+def test_a_broker_started_from_a_relative_run_folder_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """The default run folder is relative (results/...): the node runs in its data directory, so every path it
+    gets must be absolute, else RabbitMQ resolves it again from there and fails on its cookie file."""
+    from harness.runtime.local import LocalRuntime
+
+    monkeypatch.chdir(tmp_path)
+    run = f"relative{os.getpid()}"
+    out = Path("results") / "run"
+    rt = LocalRuntime(run, out)
+    broker = LocalBroker(run, out, rt.host_of("broker"), rt.env({}))
+
+    async def up_and_down() -> bool:
+        try:
+            await broker.start(timeout=60)
+            return await accepts_amqp(broker.host, broker.port)
+        finally:
+            await broker.down()
+
+    assert asyncio.run(up_and_down())
+    assert (tmp_path / "results" / "run" / "logs" / "broker").is_dir()
+    assert not (tmp_path / "results" / "run" / "broker-data").exists(), "the data lives under the state root"
+    assert _of_run(run) == [] and not broker.data.exists()
 
 
 async def _publish_raw(address: str, key: str, body: bytes) -> None:
@@ -145,7 +199,7 @@ def test_centralised_on_durable_queues_completes_and_refuses_bad_messages(tmp_pa
     assert all(n == 1 for n in done.values()), done
     assert sorted(statuses) == [400, 413]
     assert _of_run(tb.run) == []
-    assert not (tmp_path / "broker-data").exists()
+    assert _data_left(tb.run) == []
 
 
 def test_a_broker_pause_longer_than_t_h_is_reported_as_broker_suspicions(tmp_path: Path) -> None:
@@ -200,7 +254,7 @@ def acceptance(tmp_path_factory: pytest.TempPathFactory):
             done[name] = asyncio.run(experiment(_acceptance_z(name), root / name, load="builtin", cache=root / "cache",
                                                 say=lambda _: None))
             assert _of_run(done[name].summary["run"]) == []  # no broker process outlives its run
-            assert not (root / name / "broker-data").exists()
+            assert _data_left(done[name].summary["run"]) == []  # nor its data directory
         return done[name]
 
     return result

@@ -3,18 +3,24 @@
 Local runtime: Debian's `rabbitmq-server` (3.10) as a process of its own session, bound to the run's own
 loopback address. Everything that could collide with another run, the test suite or a broker the machine
 already runs is the run's own: the node name (`manobench-<run>@localhost`), the data directory
-(RABBITMQ_MNESIA_BASE, also its HOME for the Erlang cookie, `<run folder>/broker-data`), the log directory
-(`<run folder>/logs/broker`), the AMQP port (5672 on the run's broker address), the Erlang distribution
+(RABBITMQ_MNESIA_BASE, also its HOME for the Erlang cookie: under the harness's state root, see below), the
+log directory (`<run folder>/logs/broker`), the AMQP port (5672 on the run's broker address), the Erlang distribution
 port and epmd's port (ERL_EPMD_PORT; free ports picked at start). The server script is run directly, not
 through Debian's `/usr/sbin` wrapper (which `su`s to the rabbitmq user and would need the run folder to be
-its own): the node runs as whoever runs the harness.
+its own): the node runs as whoever runs the harness. Every path it is given is absolute: the node runs
+in its data directory and RabbitMQ's scripts resolve a relative path against that again, so a relative run
+folder (the default `results/...`) once made the node fail on its cookie file.
 
 It is ready when it accepts an AMQP connection (about 4 s on this machine, `benchmarks/bench_transport.py`).
 The node carries MANOBENCH_RUN / MANOBENCH_OWNER like every process of the run, and so does the `epmd
 -daemon` it leaves behind (a daemon of its own session, found by its environment): `down` ends both and
-removes the data directory; after a SIGKILLed harness, `harness clean` and the next run find them by their
-labels and remove the data directory named in their environment (BROKER_DATA_ENV). A broker that cannot
-start is one line naming its log (`BrokerError`, exit 2), with its processes and data already gone.
+removes the data directory. The data directory is made under the harness's own state root
+(`state_dir("brokers")`, 0700) and recorded there when made (`<name>.json` beside `<name>/`); after a
+SIGKILLed harness, `harness clean` and the next run end the labelled processes and then remove the recorded
+directories of the runs they ended (`remove_data`), only under that root and never through a symlink. A
+path read from a process's environment (BROKER_DATA_ENV) only tells which processes are one broker's; it is
+never deleted: any local process can carry any environment. A broker that cannot start is one line with
+the first error of its log (`BrokerError`, exit 2), with its processes and data already gone.
 
 Docker runtime (`DockerBroker`): one more container of the run, `broker`, from the bus image
 (harness.runtime.broker_image: the services' image plus Debian's rabbitmq-server), at its own address on the
@@ -28,10 +34,14 @@ is the SIGKILL of its init (the whole container goes), the restart the Engine's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psutil
 
 from harness.errors import UserError
+from harness.state import state_dir, write_json_atomic
 from protocol.bus import AMQP_PORT
 
 if TYPE_CHECKING:
@@ -51,7 +62,7 @@ CONFIG = "loopback_users = none\ndisk_free_limit.absolute = 1MB\n"  # guest from
 
 
 class BrokerError(UserError):
-    """The broker could not start: one line naming its log."""
+    """The broker could not start: one line with the first error of its log, and where the log is."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -81,9 +92,10 @@ class LocalBroker:
     """One RabbitMQ node of one run, a local process group."""
 
     def __init__(self, run: str, workdir: Path, host: str, env: dict[str, str]) -> None:
+        workdir = Path(workdir).absolute()  # the node runs in its data directory: a relative path would move
         self.run, self.workdir, self.host = run, workdir, host
         self.port = AMQP_PORT
-        self.data = workdir / "broker-data"
+        self.data = data_root() / f"{_token(run)}-{os.getpid()}-{os.urandom(3).hex()}"  # made by start()
         self.logs = workdir / "logs" / "broker"
         self.node = f"manobench-{run}@localhost"
         self.dist_port, self.epmd_port = free_port(), free_port()
@@ -114,7 +126,9 @@ class LocalBroker:
         if not SERVER.exists():
             raise BrokerError(f"transport amqp needs Debian's rabbitmq-server ({SERVER} is missing): "
                               "run scripts/setup.sh")
-        self.data.mkdir(parents=True, exist_ok=True)
+        if not self.data.is_dir():
+            _record(self.data, self.run, self.base_env.get("MANOBENCH_OWNER") or str(os.getpid()))
+            self.data.mkdir(mode=0o700)
         self.logs.mkdir(parents=True, exist_ok=True)
         (self.data / "rabbitmq.conf").write_text(CONFIG, encoding="utf-8")
         (self.data / "enabled_plugins").write_text("[].\n", encoding="utf-8")
@@ -128,7 +142,8 @@ class LocalBroker:
             if self.proc.returncode is not None or time.monotonic() - t0 > timeout:
                 why = "exited" if self.proc.returncode is not None else f"not ready after {timeout:g} s"
                 await self.down()
-                raise BrokerError(f"broker {why}: see {self.log if self.log.exists() else self.logs / 'stdout.log'}")
+                log = self.log if self.log.exists() else self.logs / "stdout.log"
+                raise BrokerError(f"broker {why}: {first_error([self.log, self.logs / 'stdout.log'])} (log: {log})")
             await asyncio.sleep(0.1)
         self.started_in = time.monotonic() - t0
 
@@ -175,7 +190,45 @@ class LocalBroker:
             self.signal(signal.SIGKILL)  # whatever of its group outlived the script
         # epmd (a daemon of its own session) and anything of the node that outlived its script
         await asyncio.to_thread(leftovers.end, _of_broker(leftovers.processes(self.run), self.data), 2.0)
-        shutil.rmtree(self.data, ignore_errors=True)
+        _remove(self.data)
+
+
+ERROR_LINE = re.compile(r"^\S+ \S+ \[error\] <[\d.]+> (?P<what>\S.*)$")  # 2026-... [error] <0.146.0> why
+
+
+def first_error(logs: list[Path], width: int = 240) -> str:
+    """The first Erlang error line of a node's logs (its own log, then its stdout), as one line of at most
+    `width` characters: e.g. "Failed to create cookie file '...': enoent". Why not the whole log: the reason is
+    its first error, and the hundreds of lines after it are the supervisors' reports of the same thing."""
+    for log in logs:
+        try:
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            found = ERROR_LINE.match(line.strip())
+            if found:
+                return _shorten(found["what"], width)
+        for i, line in enumerate(lines):  # no logger yet: the boot's own report ("BOOT FAILED ... error:...")
+            if line.strip() == "BOOT FAILED":
+                rest = [x.strip() for x in lines[i + 1:] if x.strip() and not x.startswith("=")]
+                if rest:
+                    return _shorten(" ".join(rest[:2]), width)
+    for log in reversed(logs):  # nothing recognised: its last words
+        with contextlib.suppress(OSError):
+            last = [x.strip() for x in log.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()]
+            if last:
+                return _shorten(last[-1], width)
+    return "it wrote no log"
+
+
+def _shorten(text: str, width: int) -> str:
+    """Keep both ends of a long line: an Erlang reason often ends with its point (`eaddrinuse`)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    head = width * 2 // 3
+    return f"{text[:head]} ... {text[-(width - head - 5):]}"
 
 
 def _of_broker(procs: list[psutil.Process], data: Path | None = None) -> list[psutil.Process]:
@@ -191,11 +244,71 @@ def broker_data(proc: psutil.Process) -> str:
         return ""
 
 
-def remove_data(dirs: set[str]) -> None:
-    """After leftover processes were ended: remove the data directories of the brokers among them."""
-    for path in dirs:
-        if path:
-            shutil.rmtree(path, ignore_errors=True)
+# --- the data directories, under the harness's own state root ----------------------------------------------
+
+RECORD_SUFFIX = ".json"  # <name>.json beside <name>/: who made the directory, for which run
+
+
+def data_root() -> Path:
+    """Where the local brokers' data directories live: the harness's state root (0700, ours), never /tmp."""
+    return state_dir("brokers")
+
+
+def _token(run: str) -> str:
+    """A run id as a safe file name (run ids are hex; tests name their runs freely)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", run)[:40] or "run"
+
+
+def _record(data: Path, run: str, owner: str) -> None:
+    """Record a data directory before it is made, so a harness killed in between leaves a record (removable),
+    never an unrecorded directory."""
+    write_json_atomic(data.with_name(data.name + RECORD_SUFFIX),
+                      {"run": run, "owner": owner, "session": os.environ.get("MANOBENCH_SESSION", ""),
+                       "made": time.time()})
+
+
+def records() -> list[tuple[Path, dict[str, Any]]]:
+    """(data directory, record) of every well-formed record under the root. A malformed record (not JSON, not
+    an object, no run) is skipped: nothing is removed on its word."""
+    root = data_root()
+    found = []
+    for path in sorted(root.glob(f"*{RECORD_SUFFIX}")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("run"), str):
+            found.append((root / path.name[:-len(RECORD_SUFFIX)], record))
+    return found
+
+
+def remove_data(runs: set[str]) -> list[Path]:
+    """Remove the recorded data directories of these runs (their brokers were ended); returns what went.
+
+    Only a directory recorded under the root, named by its record (never a path from anyone's environment),
+    lying directly in the root once resolved and not itself a symlink; rmtree does not follow links inside."""
+    gone = []
+    for data, record in records():
+        if record["run"] in runs and _remove(data):
+            gone.append(data)
+    return gone
+
+
+def _remove(data: Path) -> bool:
+    """Remove one of our data directories and its record; False (nothing touched) for anything else."""
+    if data.name in ("", ".", "..") or data.parent.resolve() != data_root().resolve():
+        return False  # one name directly in the root: nothing elsewhere, whatever the path was
+    try:
+        info = data.lstat()
+    except FileNotFoundError:
+        info = None
+    if info is not None:
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            return False  # a symlink or anything not ours: never followed, never removed
+        shutil.rmtree(data, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        data.with_name(data.name + RECORD_SUFFIX).unlink()
+    return True
 
 
 IN_CONTAINER = {  # the broker container's environment: Debian's defaults are the container's own

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from harness.runtime.broker import broker_data, remove_data
+from harness.runtime.broker import remove_data
 from harness.runtime.local import OWNER_ENV, RUN_ENV, SESSION_ENV
 
 if TYPE_CHECKING:
@@ -60,8 +60,12 @@ def _owner_alive(owner: str | None) -> bool:
 
 def end(procs: list[psutil.Process], grace: float = 2.0) -> int:
     """SIGTERM (after SIGCONT, in case they are paused), then SIGKILL what is left; returns how many ended.
-    A broker's data directory (named in its processes' environment) goes with them."""
-    brokers = {broker_data(proc) for proc in procs}
+
+    Then the brokers' data directories of the runs they belonged to go, once no labelled process of such a run
+    is left: only directories the harness recorded under its own state root (`broker.remove_data`), never a
+    path read from a process's environment, which any local process can set. A process that merely borrows a
+    live run's label is ended, and that run's data stays while its own processes live."""
+    runs = {run for run in map(_run_of, procs) if run}
     for proc in procs:
         try:
             proc.resume()
@@ -75,8 +79,17 @@ def end(procs: list[psutil.Process], grace: float = 2.0) -> int:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=grace)
-    remove_data(brokers)
+    if runs:
+        remove_data(runs - {_run_of(p) for p in processes()})
     return len(procs)
+
+
+def _run_of(proc: psutil.Process) -> str:
+    """The run label of a process ("" when it is gone or unreadable)."""
+    try:
+        return str(proc.environ().get(RUN_ENV, ""))
+    except (psutil.Error, OSError):
+        return ""
 
 
 # --- containers and networks (the docker runtime) --------------------------------------------------------
