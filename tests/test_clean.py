@@ -182,3 +182,24 @@ def test_a_real_brokers_recorded_data_directory_is_removed_and_a_foreign_one_kep
                 p.kill()
                 p.wait()
         leftovers.end(leftovers.processes(run))
+
+
+def test_stale_records_go_and_live_ones_stay(tmp_path, monkeypatch):
+    """A recorded directory whose harness is dead and whose run has no process left is removed by
+    remove_stale_data; one whose harness lives, or whose run still has a labelled process, stays."""
+    from harness.runtime import broker, leftovers
+
+    monkeypatch.setenv("MANOBENCH_STATE", str(tmp_path / "state"))
+    root = broker.data_root()
+    made = {}
+    for name, owner in (("stale", dead_pid()), ("live", os.getpid()), ("running", dead_pid())):
+        made[name] = root / f"{name}{os.getpid()}"
+        broker._record(made[name], f"{name}{os.getpid()}", str(owner))
+        made[name].mkdir()
+    sleeper = labelled_sleeper(dead_pid(), f"running{os.getpid()}")
+    try:
+        assert leftovers.remove_stale_data() == [f"stale{os.getpid()}"]
+        assert not made["stale"].exists() and made["live"].is_dir() and made["running"].is_dir()
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from harness.runtime.broker import remove_data
+from harness.runtime.broker import records, remove_data
 from harness.runtime.local import OWNER_ENV, RUN_ENV, SESSION_ENV
 
 if TYPE_CHECKING:
@@ -82,6 +82,19 @@ def end(procs: list[psutil.Process], grace: float = 2.0) -> int:
     if runs:
         remove_data(runs - {_run_of(p) for p in processes()})
     return len(procs)
+
+
+def remove_stale_data(run: str | None = None) -> list[str]:
+    """Remove the recorded broker data directories nobody can use any more: their harness is gone and no
+    labelled process of their run lives (a machine restarted, a broker that died with its harness). Returns
+    the runs whose data went. For `harness clean`, after `end`; a live run's data is never touched."""
+    dead = {rec["run"] for _, rec in records()
+            if (run is None or rec["run"] == run) and not _owner_alive(str(rec.get("owner", "")))}
+    if not dead:
+        return []
+    unused = dead - {_run_of(p) for p in processes()}
+    remove_data(unused)
+    return sorted(unused)
 
 
 def _run_of(proc: psutil.Process) -> str:
