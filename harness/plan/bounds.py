@@ -40,6 +40,7 @@ class Bound:
     why: str
     open_low: bool = False
     integer: bool = False
+    shown: str = ""  # the interval as the docs print it, where numbers would not read well (memory sizes)
 
     def admits(self, value: float) -> bool:
         """Whether a value (one of a per-task list, or a derived one) lies inside the bound."""
@@ -48,7 +49,7 @@ class Bound:
 
     def text(self) -> str:
         """The bound as an interval, e.g. `(0, 3600]`."""
-        return f"{'(' if self.open_low else '['}{_num(self.low)}, {_num(self.high)}]"
+        return self.shown or f"{'(' if self.open_low else '['}{_num(self.low)}, {_num(self.high)}]"
 
 
 _PAPER_T = "paper: t_i in [1, 60] s; an hour per task is far beyond any MANO task"
@@ -91,14 +92,15 @@ BOUNDS: dict[str, Bound] = {
     "rate": Bound(0, 1000, "1/s", "open loop, requests per wall second from one Locust process",
                   open_low=True),
     "warmup": Bound(0, 100_000, "workflows", "like requests", integer=True),
-    "seed": Bound(0, 2**63 - 1, "", "fits the signed 64-bit columns of every table", integer=True),
+    "seed": Bound(0, 2**63 - 1, "-", "fits the signed 64-bit columns of every table", integer=True),
     "worker_replicas": Bound(1, 2, "copies", "one, or two so a worker crash has a survivor", integer=True),
     "container_cpus": Bound(0, 1024, "cores", "a Docker CPU limit", open_low=True),
-    "container_memory": Bound(6 * 2**20, 2**40, "bytes", "Docker's minimum is 6m; 1024g is beyond any host"),
-    "alpha": Bound(0, 1e6, "", "a weight of Eq 10"),
-    "beta": Bound(0, 1e6, "", "a weight of Eq 10"),
+    "container_memory": Bound(6 * 2**20, 2**40, "bytes", "Docker's minimum is 6m; 1024g is beyond any host",
+                              shown="[6m, 1024g]"),
+    "alpha": Bound(0, 1e6, "-", "a weight of Eq 10"),
+    "beta": Bound(0, 1e6, "-", "a weight of Eq 10"),
     "gamma": Bound(0, 1e6, "per kB/s", "a weight of Eq 10"),
-    "delta": Bound(0, 1e6, "", "a weight of Eq 10"),
+    "delta": Bound(0, 1e6, "-", "a weight of Eq 10"),
     # The numbers inside fault_at (task:K, task:K@F, time:T): checked by Experiment._check_fault.
     "fault_at task:K": Bound(1, 1000, "task", "K <= n: the task after which the fault strikes", integer=True),
     "fault_at task:K@F": Bound(0, 1, "intervals", "F < 1: a phase within one heartbeat interval"),
@@ -161,10 +163,9 @@ def check_text_numbers(key: str, value: Any) -> None:
 
 
 def _num(x: float) -> str:
+    """A bound as the docs print it: 2^63-1, 1000000, 0.001."""
     if x == 2**63 - 1:
         return "2^63-1"
-    if x >= 2**20 and x == int(x) and (int(x) & (int(x) - 1)) == 0:
-        return f"2^{int(x).bit_length() - 1}"
     return f"{int(x)}" if x == int(x) else f"{x:g}"
 
 

@@ -323,9 +323,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a mapping with a key given twice (PyYAML keeps the last one silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self.flatten_mapping(node)  # `<<: *merge` keys may be overridden on purpose: only explicit ones count
         seen: set[Any] = set()
-        for key_node, _ in node.value:
+        for key_node, _ in node.value:  # before merging: keys a `<<: *anchor` brings may be overridden on purpose
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
