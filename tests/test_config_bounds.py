@@ -22,6 +22,7 @@ import pytest
 
 from harness.cli import commands as cli
 from harness.errors import ConfigError
+from harness.experiment import run as runner
 from harness.experiment import sweep
 from harness.plan import bounds, capacity, config
 from harness.plan.bounds import BOUNDS, CAPS
@@ -217,6 +218,11 @@ def test_model_refuses_out_of_bounds(harness, case):
 def test_run_refuses_before_anything_starts(harness, case, tmp_path, monkeypatch):
     """One line, and nothing else: no header (the header goes to stderr too), no process, no folder."""
     monkeypatch.chdir(tmp_path)
+
+    def started(*_: object, **__: object) -> None:  # a safety net: should a refusal regress, fail, start nothing
+        raise AssertionError("harness run went on to start the experiment")
+
+    monkeypatch.setattr(runner, "experiment", started)
     out = tmp_path / "run-out"
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     args, fragments = RUN_BAD[case]
@@ -290,7 +296,7 @@ def test_fault_at_numbers(fault_at, ok):
         z = config.build({"fault_at": fault_at})
         assert z.fault_at == fault_at
     else:
-        with pytest.raises(ConfigError, match="^config error: fault_at: "):
+        with pytest.raises(ConfigError, match=r"^config error: fault_at: "):
             config.build({"fault_at": fault_at})
 
 
