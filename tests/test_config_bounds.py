@@ -429,3 +429,32 @@ def test_every_number_of_an_experiment_has_a_bound():
     numeric = {k for k, f in fields.items() if _numeric(f.annotation)}
     assert "n" in numeric and "h_r" in numeric and "design" not in numeric
     assert numeric | {"container_memory"} == set(FIELD_BOUNDS)
+
+
+# --- numbers typed as options (harness.cli.params, for --requests, --users, --seed, --rate, --top, ...) -------
+
+
+@pytest.mark.parametrize(("kind", "text", "ok"), [
+    ("int", "10", True), ("int", "-2", True), ("int", "١٠", False), ("int", "１", False), ("int", "1.0", False),
+    ("int", "²", False), ("float", "1.5", True), ("float", "2e3", True), ("float", "inf", False),
+    ("float", "nan", False), ("float", "١.٥", False), ("float", "1_0", False), ("top", "0", False), ("top", "3", True),
+])
+def test_option_types_take_ascii_digits_only(kind, text, ok):
+    import click
+    from click.testing import CliRunner
+
+    from harness.cli.params import ASCII_FLOAT, ASCII_INT, AsciiInt
+
+    kinds = {"int": ASCII_INT, "float": ASCII_FLOAT, "top": AsciiInt(min=1)}
+
+    @click.command()
+    @click.option("--value", type=kinds[kind], required=True)
+    def show(value: float) -> None:
+        click.echo(repr(value))
+
+    result = CliRunner().invoke(show, ["--value", text])
+    assert (result.exit_code == 0) is ok, result.output
+    if ok:
+        assert float(result.output) == float(text)
+    else:
+        assert result.exit_code == 2 and "Invalid value for '--value'" in result.output
