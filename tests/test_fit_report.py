@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness import model
-from harness.analysis import fit, qr, report, tables
+from harness.analysis import figures, fit, qr, report, tables
 from harness.cli.commands import cli
 from harness.errors import UserError
 from harness.experiment.sweep import read_rows, run_sweep
@@ -110,7 +110,7 @@ def test_measured_and_modelled_cost_take_q_r_by_the_same_rule(rule):
     # Fig 8's per-trial cost takes the same column as the ranking's measured side (never the raw CPU ratio)
     trials = pd.DataFrame({"R_a_measured": [1.1], "R_r_measured": [1.5], "B_tot_measured": [100.0],
                            "instances_extra": [3.0], "Q_r_measured": [40.0], "Q_r_compute": [0.40]})
-    assert report.trial_cost(trials, w, rule).iloc[0] == measured["few-instances-much-cpu"]
+    assert figures.trial_cost(trials, w, rule).iloc[0] == measured["few-instances-much-cpu"]
 
 
 def test_the_fitted_model_predicts_q_r_compute_from_z_on_the_measured_definition():
@@ -162,7 +162,9 @@ def test_a_saturated_point_is_left_out_of_the_optimum_unless_asked_for():
     trials = pd.DataFrame({"trial": ["a-r1", "b-r1"], "saturated": [False, True], "host_busy": [0.4, 0.99],
                            "host_full": [0.0, 0.9]})
     (line,) = report._saturation_lines(trials, include_saturated=False)
-    assert "1 of 2 trial(s): b-r1 (99% busy, 90% of the time full)" in line and "left out of every optimum" in line
+    assert "saturated (>= 25% of the load): 1 of 2 trial(s)" in line and "left out of their points' costs" in line
+    assert "b-r1 (90% of the load full, 99% mean busy)" in line  # the flag's statistic first, named
+    assert "every core >= 95% busy for 45% of the load (median over trials), 90% max" in line
 
 
 def hand_made_trials(saturated: dict[str, list[bool]], q_r: dict[str, list[float]]) -> pd.DataFrame:
@@ -204,12 +206,13 @@ def test_where_the_model_picks_another_point_the_optimum_says_whether_the_measur
 
     # measured: few-instances 0.39 +- 0.01, many-instances 0.40 +- 0.2: the intervals overlap
     tie = overall({"few-instances-much-cpu": [0.38, 0.40], "many-instances-little-cpu": [0.20, 0.60]})
-    assert "optimum overall: centralised (state-sharing), n=2" in tie and "picks centralised, n=6" in tie
+    assert "optimum overall: measured best centralised (state-sharing), n=2, C = 0.39" in tie
+    assert "the fitted model's best measured point: centralised, n=6" in tie
     assert tie.endswith("a tie within the measured 95% intervals")
     apart = overall({"few-instances-much-cpu": [0.100, 0.101], "many-instances-little-cpu": [0.300, 0.301]})
     assert apart.endswith("outside the measured 95% intervals")
     agree = overall({"few-instances-much-cpu": [0.40, 0.41], "many-instances-little-cpu": [0.10, 0.11]})
-    assert agree.endswith("the model agrees")
+    assert agree.endswith("the same, the model agrees")
 
 
 def test_an_unknown_q_r_rule_is_refused():
@@ -386,7 +389,9 @@ def test_the_commands_print_and_write_their_tables(sweeps, tmp_path):
     folder = str(sweeps["fig8-ci"])
     result = runner.invoke(cli, ["optimise", folder, "--weights", "1,1,0.0005,0.005"])
     assert result.exit_code == 0, result.output
-    assert "optimum centralised (state-sharing): n=" in result.output and "optimum overall:" in result.output
+    assert "optimum centralised (state-sharing): measured best n=" in result.output
+    assert "optimum overall:" in result.output
+    assert "the fitted model's minimum over n = 2..6: " in result.output  # the model between the measured points
     assert "Q_r = cpu for both costs" in result.output
     result = runner.invoke(cli, ["optimise", folder, "--weights", "0,1,0,0", "--format", "csv",
                                                    "--qr", "instances", "--out", str(tmp_path / "o.csv")])

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from harness.analysis import report, tables
+from harness.analysis import figures, report, tables
 
 
 def points(**cols: list[float]) -> pd.DataFrame:
@@ -28,13 +28,15 @@ def test_the_report_lists_the_flags_and_says_when_nothing_can_be_judged():
                   (("mean", [2.0] * 3), ("ci95_lo", [1.9, 1.9, math.nan]), ("ci95_hi", [2.1, 2.1, math.nan]),
                    ("fitted", [2.0, 2.5, 2.0]), ("model", [2.0, 2.0, 2.0]))})
     text = "\n".join(report._outside_lines(p))
-    assert "**fitted model**: 5 of 10 (point, metric) pairs outside:" in text and "| b | R_r |" in text
-    assert "**configured model**: 0 of 10 (point, metric) pairs outside." in text
+    n = len(report.FLAGGED)  # Q_r_compute among them: flagged like the others (issue 24)
+    assert f"**fitted model**: {n} of {2 * n} (point, metric) pairs outside:" in text and "| b | R_r | ratio |" in text
+    assert "| b | Q_r_compute | monolith-equiv. |" in text and "| b | t_c | s |" in text  # a unit on every row
+    assert f"**configured model**: 0 of {2 * n} (point, metric) pairs outside." in text
     one = p.assign(**{f"{m}_ci95_{e}": math.nan for m in report.FLAGGED for e in ("lo", "hi")})
     assert "no interval to judge" in "\n".join(report._outside_lines(one))
 
 
 def test_the_bars_are_the_95_percent_interval():
     row = {"R_r_mean": 2.0, "R_r_min": 1.0, "R_r_max": 3.0, "R_r_ci95_lo": 1.8, "R_r_ci95_hi": 2.3}
-    assert report._bars([row], "R_r") == [(2.0, 1.8, 2.3)]
-    assert report._bars([{**row, "R_r_ci95_lo": math.nan}], "R_r") == [(2.0, 2.0, 2.0)]
+    assert figures._bars([row], "R_r") == [(2.0, 1.8, 2.3)]
+    assert figures._bars([{**row, "R_r_ci95_lo": math.nan}], "R_r") == [(2.0, 2.0, 2.0)]

@@ -40,6 +40,15 @@ from scipy.optimize import least_squares
 
 from harness import checker, history, model
 from harness.analysis import qr, tables
+from harness.analysis.optimum import (  # noqa: F401 - the cost and optimum, re-exported for fit's callers
+    COST_COLUMNS,
+    ModelGrid,
+    cost_table,
+    flag,
+    optimum_lines,
+    primary_scale,
+    trial_costs,
+)
 from harness.analysis.sweep_folder import read_record
 from harness.errors import UserError
 from harness.history import record as run_record
@@ -532,20 +541,26 @@ def _mean_err(values: list[float]) -> tuple[float, float]:
 
 
 def fault_params(trials: list[TrialData]) -> list[Param]:
-    """How far the crashes were from the model's worst case (a crash right after a heartbeat went out)."""
-    after, early = [], []
+    """How far the crashes were from the model's worst case (a crash right after a heartbeat went out), and how
+    late the injector's crash came after the configured schedule's worst moment. The event field is the
+    injector's `early_by` (harness/faults/aim.py: negative when late); the parameter is its negation, so a
+    crash after the moment reads as a positive `late_by` (a `late_by` field, where the injector writes one, is
+    taken as it is)."""
+    after, late = [], []
     for t in trials:
         ts = t.z.time_scale
         after += [(kill - arrived) / ts for _d, arrived, kill in detections(t.events)]
-        early += [e.get("early_by", 0.0) / ts for e in t.events if e["kind"] == "fault" and e.get("action") == "kill"]
+        late += [(e["late_by"] if "late_by" in e else -e.get("early_by", 0.0)) / ts for e in t.events
+                 if e["kind"] == "fault" and e.get("action") == "kill"]
     out = []
     if after:
         out.append(Param("fault.crash_after_heartbeat", *_mean_err(after), 0.0, "s", len(after),
                          "the victim's end (its silence at `worst`, else the kill) - send of its last heartbeat "
                          "that arrived; the model's t_r assumes 0, so measured t_r falls short of it by this much"))
-    if early:
-        out.append(Param("fault.early_by", *_mean_err(early), 0.0, "s", len(early),
-                         "how early the injector struck before the modelled worst moment (harness/faults/aim.py)"))
+    if late:
+        out.append(Param("fault.late_by", *_mean_err(late), 0.0, "s", len(late),
+                         "how late the crash came after the configured schedule's worst moment (paper s; positive: "
+                         "after it, as the real task ends a little after its configured end; harness/faults/aim.py)"))
     return out
 
 
@@ -580,11 +595,6 @@ def _per_task(obs: pd.DataFrame, families: dict[str, Family]) -> list[Param]:
 # --- points: measured beside modelled ------------------------------------------------------------------------
 
 
-def flag(value: Any) -> bool:
-    """A summary flag as read back from a CSV (True, 'True', 'true'); empty, NaN or False is not set."""
-    return str(value).strip().lower() in ("true", "1", "1.0")
-
-
 def trial_table(trials: list[TrialData], fit: Fit) -> pd.DataFrame:
     """trials.csv's rows of the loaded trials, in the sweep's point order, with the fitted model's Q_r_compute
     (the `cpu` rule's model side, from the trial's z) and the saturation flag as a bool."""
@@ -600,7 +610,8 @@ def _describe_point(t: TrialData, swept: list[str]) -> dict[str, Any]:
     z = t.z
     row: dict[str, Any] = {"point": t.point, "design": z.design, "mechanism": z.mechanism, "n": z.n, "h_r": z.h_r,
                            "t_h": z.t_h, "t_h_mult": round(z.t_h * z.h_r, 6) if z.t_h else None, "s_p": z.s_p,
-                           "s_o": z.s_o, "time_scale": z.time_scale, "fault": z.fault}
+                           "s_o": z.s_o, "time_scale": z.time_scale, "fault": z.fault,
+                           "fault_at": z.fault_at}
     for key in swept:
         if key not in row:
             value = t.overrides.get(key, getattr(z, key, None))
@@ -620,20 +631,27 @@ def _models(z: Experiment, fit: Fit) -> dict[str, float]:
 def point_table(record: dict[str, Any], trials: list[TrialData], fit: Fit) -> pd.DataFrame:
     """Per point (the sweep's order): the swept keys, the measured statistics over its repeats (tables.STATS),
     the model with the configured parameters (`_model`) and with the fitted ones (`_fitted`, Q_r_compute's
-    too: the `cpu` rule's model side), the host's mean busy fraction and how many repeats saturated it."""
+    too: the `cpu` rule's model side), the host's mean busy fraction, the mean fraction of the load it was
+    full (`host_full`: every core >= 95% busy, the statistic the saturation flag is taken from) and how many
+    repeats saturated it. Q_r is the extra instances on every side (measured, `_model`, `_fitted`)."""
     order = [p["id"] for p in record.get("points", [])]
     trials = sorted(trials, key=lambda t: (order.index(t.point) if t.point in order else len(order), t.repeat))
-    per_trial = trial_table(trials, fit).rename(columns={f"{m}_measured": m for m in METRIC_NAMES})
+    per_trial = trial_table(trials, fit).rename(columns={f"{m}_measured": m for m in METRIC_NAMES if m != "Q_r"})
+    # Q_r as the paper counts it, the extra instances, so Q_r_mean sits beside Q_r_model and Q_r_fitted like for
+    # like; summary.csv's raw CPU ratio (whatever its column is named) stays out of points.csv
+    per_trial["Q_r"] = tables.numeric(per_trial, ["instances_extra"])["instances_extra"]
     first = {t.point: t for t in reversed(trials)}  # the lowest repeat of each point stands for its z
     described = pd.DataFrame([_describe_point(first[p], list(record.get("swept") or []))
                               for p in dict.fromkeys(t.point for t in trials)]).set_index("point")
     models = pd.DataFrame([_models(first[p].z, fit) for p in described.index], index=described.index)
     by_point = per_trial.assign(saturated=per_trial["saturated"].astype(float)).groupby("point", sort=False)
-    extra = tables.numeric(per_trial, ["instances_extra", "host_busy"]).groupby(per_trial["point"], sort=False)
+    extra = tables.numeric(per_trial, ["instances_extra", "host_busy", "host_full"]).groupby(per_trial["point"],
+                                                                                              sort=False)
     table = described.assign(repeats=by_point.size(), instances_extra=extra["instances_extra"].mean(),
-                             host_busy=extra["host_busy"].mean(), saturated=by_point["saturated"].sum().astype(int)) \
+                             host_busy=extra["host_busy"].mean(), host_full=extra["host_full"].mean(),
+                             saturated=by_point["saturated"].sum().astype(int)) \
         .join(tables.over_repeats(per_trial, "point", [*METRIC_NAMES, "Q_r_compute"])).join(models)
-    columns = [*described.columns, "repeats", "instances_extra", "host_busy", "saturated",
+    columns = [*described.columns, "repeats", "instances_extra", "host_busy", "host_full", "saturated",
                *(f"{m}_{s}" for m in (*METRIC_NAMES, "Q_r_compute") for s in (*tables.STATS, "model", "fitted"))]
     return table.reset_index()[["point", *columns]]
 
@@ -654,155 +672,18 @@ def error_table(points: pd.DataFrame) -> pd.DataFrame:
 # --- the cost function on measured points --------------------------------------------------------------------
 
 
-def primary_scale(points: pd.DataFrame) -> float:
-    """The sweep's own time scale: the most common one (other ones are calibration points)."""
-    return float(Counter(points["time_scale"]).most_common(1)[0][0])
-
-
-def trial_costs(trials: pd.DataFrame, weights: tuple[float, float, float, float], rule: str = "cpu",
-                include_saturated: bool = False) -> pd.DataFrame:
-    """Per point: Eq 10's C of each of its trials (the trial's own R_a, R_r, B_tot and Q_r under `rule`), then
-    the mean and 95% interval over the trials that count: a trial on a saturated host measured the host, not
-    the design, so it is left out (unless `include_saturated`) while its point's other repeats still count.
-    Columns: point, R_a, R_r, B_tot, Q_r (means over the counted trials), C_measured, C_ci95_lo, C_ci95_hi,
-    counted_repeats."""
-    t = tables.numeric(trials, ["R_a_measured", "R_r_measured", "B_tot_measured", "instances_extra", "Q_r_compute"])
-    q = qr.q_r(rule, instances=t["instances_extra"], cpu=t["Q_r_compute"])
-    terms: list[Any] = [t["R_a_measured"], t["R_r_measured"], t["B_tot_measured"], q]
-    per_trial = pd.DataFrame({"point": trials["point"], "R_a": terms[0], "R_r": terms[1], "B_tot": terms[2],
-                              "Q_r": q, "C": model.cost(weights, *terms)})
-    saturated = trials["saturated"].map(flag) if "saturated" in trials else pd.Series(False, index=trials.index)
-    counted = per_trial[include_saturated | ~saturated.astype(bool)]
-    stats = tables.over_repeats(counted, "point", ["R_a", "R_r", "B_tot", "Q_r", "C"])
-    return pd.DataFrame({"R_a": stats["R_a_mean"], "R_r": stats["R_r_mean"], "B_tot": stats["B_tot_mean"],
-                         "Q_r": stats["Q_r_mean"], "C_measured": stats["C_mean"], "C_ci95_lo": stats["C_ci95_lo"],
-                         "C_ci95_hi": stats["C_ci95_hi"],
-                         "counted_repeats": counted.groupby("point", sort=False).size()}).rename_axis("point")
-
-
-def cost_table(points: pd.DataFrame, weights: tuple[float, float, float, float], swept: list[str],
-               rule: str = "cpu", include_saturated: bool = False, trials: pd.DataFrame | None = None
-               ) -> pd.DataFrame:
-    """Every point of the sweep's own time scale, costed measured, with the fitted model and with the configured
-    one, each with its Q_r under the same `rule` (harness.analysis.qr); cheapest measured first, NaN last,
-    `rank_model` the fitted model's own ranking.
-
-    With the `trials` (FitResult.trials), the measured C is the mean of the trials' own costs with its 95%
-    interval (`C_ci95_lo`, `_hi`), over the trials whose host did not saturate: a point ranks after every
-    other, on both sides, only when none of its trials counts. Without them (points alone), the means over
-    repeats are costed and a point with any saturated repeat (`saturated`: how many) ranks last, unless
-    `include_saturated`."""
-    p = points[points["time_scale"] == primary_scale(points)]
-    no_cpu = pd.Series(math.nan, index=p.index)  # the configured model has no CPU figure
-    q = {"mean": qr.q_r(rule, instances=p["instances_extra"], cpu=p["Q_r_compute_mean"]),
-         "fitted": qr.q_r(rule, instances=p["Q_r_fitted"], cpu=p["Q_r_compute_fitted"]),
-         "model": qr.q_r(rule, instances=p["Q_r_model"], cpu=no_cpu)}
-    terms: dict[str, list[Any]] = {k: [p[f"R_a_{k}"], p[f"R_r_{k}"], p[f"B_tot_{k}"], q[k]] for k in q}
-    cost = {kind: model.cost(weights, *terms[kind]) for kind in q}
-    keys = [k for k in swept if k not in ("design", "mechanism", "time_scale")]
-    saturated = p["saturated"] if "saturated" in p else pd.Series(0, index=p.index)
-    rows = p[["design", "mechanism", *keys, "repeats"]].assign(
-        R_a=p["R_a_mean"], R_r=p["R_r_mean"], B_tot=p["B_tot_mean"], Q_r=q["mean"], Q_r_fitted=q["fitted"],
-        C_measured=cost["mean"], C_model_fitted=cost["fitted"], C_model=cost["model"], saturated=saturated,
-        point=p["point"])
-    if trials is None:
-        rows["counted"] = include_saturated | (rows["saturated"] == 0)  # else ranked after every counted point
-    else:
-        by_trial = trial_costs(trials[trials["point"].isin(p["point"])], weights, rule, include_saturated)
-        measured = by_trial.reindex(rows["point"]).set_index(rows.index)
-        for column in ("R_a", "R_r", "B_tot", "Q_r", "C_measured", "C_ci95_lo", "C_ci95_hi"):
-            rows[column] = measured[column]
-        rows["counted"] = measured["counted_repeats"].fillna(0) > 0
-        rows["left_out"] = rows["repeats"] - measured["counted_repeats"].fillna(0).astype(int)
-    behind = (~rows["counted"]).astype(int)
-
-    def rank(column: str) -> pd.Series:
-        order = pd.DataFrame({"behind": behind, "nan": rows[column].isna(), "c": rows[column]})
-        ranked = order.sort_values(["behind", "nan", "c"], kind="stable").index
-        return pd.Series(range(1, len(rows) + 1), index=ranked).reindex(rows.index)
-
-    rows["rank_model"] = rank("C_model_fitted")
-    rows.insert(0, "rank", rank("C_measured"))
-    return rows.sort_values("rank").reset_index(drop=True)
-
-
 def optimise_measured(out: Path, weights: tuple[float, float, float, float], rule: str = "cpu",
                       include_saturated: bool = False) -> tuple[pd.DataFrame, str]:
     """C(z) of Eq 10 on the measured points of a sweep (means over repeats) beside the fitted model's, ranked
-    by the measured cost, and the line that says which Q_r both took."""
+    by the measured cost, and the line that says which Q_r both took. The fitted model's grid over the
+    measured ranges rides along in the table's attrs, so `optimum_lines(table)` says where the model's own
+    minimum lies."""
     qr.q_r(rule, instances=0, cpu=0)  # an unknown rule is refused before the fit
     record, _, result = analyse(Path(out))
-    return cost_table(result.points, weights, list(record.get("swept") or []), rule, include_saturated,
-                      trials=result.trials), qr.note(rule, result.fit.cpu_costs is not None)
-
-
-COST_COLUMNS = {"rank", "design", "mechanism", "repeats", "R_a", "R_r", "B_tot", "Q_r", "Q_r_fitted", "C_measured",
-                "C_model_fitted", "C_model", "saturated", "counted", "point", "rank_model", "C_ci95_lo", "C_ci95_hi",
-                "left_out"}
-
-
-def _describe(row: pd.Series) -> str:
-    parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in COST_COLUMNS]
-    return ", ".join(parts) or "the base configuration"
-
-
-def _interval(row: pd.Series) -> tuple[float, float] | None:
-    """A row's measured 95% interval of C, where the trials gave one (two or more counted repeats)."""
-    lo, hi = row.get("C_ci95_lo", math.nan), row.get("C_ci95_hi", math.nan)
-    return (float(lo), float(hi)) if math.isfinite(lo) and math.isfinite(hi) else None
-
-
-def _verdict(best: pd.Series, by_model: pd.Series) -> str:
-    """Whether the fitted model's pick is the measured optimum, a tie with it within the measurement (their 95%
-    intervals overlap: the measurement cannot tell them apart), or a different point."""
-    if not math.isfinite(by_model["C_model_fitted"]):
-        return "the fitted model has no C here (see the Q_r note)"
-    if by_model["point"] == best["point"]:
-        return "the model agrees"
-    picks = f"the fitted model picks {_describe(by_model)}"
-    a, b = _interval(best), _interval(by_model)
-    if a and b and by_model["counted"]:
-        tie = "a tie within the measured 95% intervals" if a[0] <= b[1] and b[0] <= a[1] else \
-            "outside the measured 95% intervals"
-        return (f"{picks}, measured C = {by_model['C_measured']:.4g} [{b[0]:.4g}, {b[1]:.4g}] against "
-                f"[{a[0]:.4g}, {a[1]:.4g}]: {tie}")
-    return picks
-
-
-def optimum_lines(rows: pd.DataFrame) -> list[str]:
-    """The optimum per design and overall, measured beside what the fitted model picks, over the points
-    ranked before any left out (saturated ones, unless included); where the two differ, whether the
-    measurement can tell them apart."""
-    lines = []
-    for (design, mechanism), mine in rows.groupby(["design", "mechanism"], sort=False):
-        by_model = mine.sort_values("rank_model").iloc[0]
-        measured = mine[np.isfinite(mine["C_measured"]) & mine["counted"]]
-        if measured.empty:
-            why = ("every point of it was measured on a saturated host (include them to rank them anyway)"
-                   if (~mine["counted"]).all() else "a weighted metric was not measured, e.g. R_r without a fault")
-            model_says = (f"the fitted model picks {_describe(by_model)}" if math.isfinite(by_model["C_model_fitted"])
-                          else "the fitted model has no C here (see the Q_r note)")
-            lines.append(f"optimum {design} ({mechanism}): no measured C ({why}); {model_says}, "
-                         f"C = {by_model['C_model_fitted']:.4g}")
-            continue
-        best = measured.sort_values("rank").iloc[0]
-        hot = int((~mine["counted"]).sum())
-        left_out = (f"; {len(mine) - len(measured)} point(s) left out"
-                    + (f" ({hot} measured on a saturated host)" if hot else " (no measured C)")) \
-            if len(measured) < len(mine) else ""
-        trials_out = int(mine.loc[mine["counted"], "left_out"].sum()) if "left_out" in mine else 0
-        if trials_out:
-            left_out += f"; {trials_out} trial(s) on a saturated host left out of their points' means"
-        lines.append(f"optimum {design} ({mechanism}): {_describe(best)}, C measured = {best['C_measured']:.4g} "
-                     f"(model {best['C_model_fitted']:.4g}); {_verdict(best, by_model)}{left_out}")
-    measured = rows[np.isfinite(rows["C_measured"]) & rows["counted"]]
-    if not measured.empty:
-        best = measured.sort_values("rank").iloc[0]
-        by_model = rows.sort_values("rank_model").iloc[0]
-        lines.append(f"optimum overall: {best['design']} ({best['mechanism']}), {_describe(best)}, "
-                     f"C measured = {best['C_measured']:.4g}; "
-                     + _verdict(best, by_model).replace("picks ", f"picks {by_model['design']}, ", 1))
-    return lines
+    table = cost_table(result.points, weights, list(record.get("swept") or []), rule, include_saturated,
+                       trials=result.trials)
+    table.attrs.update(model_grid=ModelGrid(result.points, record, result.fit), weights=weights, rule=rule)
+    return table, qr.note(rule, result.fit.cpu_costs is not None)
 
 
 # --- harness fit DIR -------------------------------------------------------------------------------------------

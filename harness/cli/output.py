@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import math
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -25,8 +27,13 @@ def _json_safe(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def render(rows: Sequence[dict[str, Any]], fmt: str, title: str | None = None) -> str:
-    """All rows (same keys, in order) as one string in the chosen format; CSV keeps full precision."""
+def render(rows: Sequence[dict[str, Any]], fmt: str, title: str | None = None, *, csv_path: str | Path | None = None,
+           width: int | None = None) -> str:
+    """All rows (same keys, in order) as one string in the chosen format; CSV keeps full precision.
+
+    A table never cuts a column name or a cell: it shows the columns that fit `width` (default: the
+    terminal's, `COLUMNS`, else 100 when not on a terminal), in their order, and names the ones left out with
+    where every column is: `csv_path` (a CSV the command wrote) or `--format csv`."""
     columns = list(rows[0]) if rows else []
     if fmt == "csv":
         buf = io.StringIO()
@@ -36,20 +43,50 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, title: str | None = None) -
         return buf.getvalue()
     if fmt == "json":
         return json.dumps([{k: _json_safe(v) for k, v in row.items()} for row in rows], indent=2) + "\n"
-    table = Table(title=title)
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    cells = {c: [_cell(row[c]) for row in rows] for c in columns}
+    shown: list[str] = []
+    left_out: list[str] = []
+    used = 1  # the table's left border
     for column in columns:
-        table.add_column(column, justify="right" if rows and isinstance(rows[0][column], float) else "left")
-    for row in rows:
-        table.add_row(*(_cell(row[c]) for c in columns))
-    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+        need = _min_width(column, cells[column]) + 3  # padding either side, and the border
+        if not shown or used + need <= width:
+            shown.append(column)
+            used += need
+        else:
+            left_out.append(column)
+    widths = {c: max(len(c), *(len(v) for v in cells[c])) for c in shown}  # natural: nothing wrapped
+    excess = 1 + sum(w + 3 for w in widths.values()) - width
+    for column in sorted(shown, key=lambda c: widths[c] - _min_width(c, cells[c]), reverse=True):
+        if excess <= 0:
+            break
+        give = min(excess, widths[column] - _min_width(column, cells[column]))  # text wraps at spaces
+        widths[column] -= give
+        excess -= give
+    table = Table(title=title)
+    for column in shown:
+        table.add_column(column, justify="right" if rows and isinstance(rows[0][column], float) else "left",
+                         width=widths[column], overflow="fold")
+    for i in range(len(rows)):
+        table.add_row(*(cells[c][i] for c in shown))
+    console = Console(file=io.StringIO(), width=max(width, used), force_terminal=False)
     console.print(table)
-    return console.file.getvalue()  # type: ignore[attr-defined]
+    text: str = console.file.getvalue()  # type: ignore[attr-defined]
+    if left_out:
+        where = f"every column: {csv_path}" if csv_path else "every column: --format csv"
+        text += f"({len(left_out)} more column(s) not shown at {width} characters: {', '.join(left_out)}; {where})\n"
+    return text
+
+
+def _min_width(column: str, cells: list[str]) -> int:
+    """The narrowest a column may be without cutting anything: its name, and its longest word (text wraps at
+    spaces, a number or an identifier does not)."""
+    longest_word = max((len(word) for cell in cells for word in cell.split()), default=0)
+    return max(len(column), min(longest_word, 40))
 
 
 def write_rows(path: str, rows: Sequence[dict[str, Any]]) -> None:
     """Every row as CSV at `path` (`--out`), or a UserError saying why it cannot be written."""
-    from pathlib import Path
-
     from harness.errors import UserError
 
     try:
