@@ -68,8 +68,27 @@ class Counters:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Counters:
-        cpu = {k: (float(v[0]), float(v[1])) for k, v in data.get("cpu", {}).items()}
-        return cls(**{**data, "cpu": cpu})
+        """counters.json read back, every field of the type it must have (else TypeError/ValueError naming it)."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}")
+        for name in ("cpu", "proxy", "capture", "host_cpu", "refused"):
+            if not isinstance(data.get(name, {}), dict):
+                raise TypeError(f"{name} is not a mapping")
+        cpu = {}
+        for svc, pair in data.get("cpu", {}).items():
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                raise ValueError(f"cpu.{svc} is not a pair (user s, system s)")
+            cpu[str(svc)] = (float(pair[0]), float(pair[1]))
+        if not all(isinstance(v, dict) for v in data.get("proxy", {}).values()):
+            raise TypeError("proxy holds a link that is not a mapping")
+        host = data.get("host_cpu", {})
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in host.values()):
+            raise TypeError("host_cpu holds a value that is not a number")
+        refused = {str(k): int(v) for k, v in data.get("refused", {}).items()}
+        return cls(**{**data, "cpu": cpu, "refused": refused,
+                      "collector_bad_lines": int(data.get("collector_bad_lines", 0)),
+                      "harness_cpu_share": float(data.get("harness_cpu_share", 0.0))})
 
 
 @dataclass
