@@ -48,7 +48,7 @@ def test_more_submissions_than_configured_is_unknown():
     assert v.status == "unknown" and "more than configured" in v.reason
 
 
-@pytest.mark.parametrize("hole", HOLE_KINDS + ("events_lost", "collector_bad_lines", "capture_drops"))
+@pytest.mark.parametrize("hole", (*HOLE_KINDS, "events_lost", "collector_bad_lines", "capture_drops"))
 def test_every_kind_of_hole_makes_a_whole_looking_history_unknown(hole):
     v = checker.verdict(history(3), holes={hole: 1}, evidence=Evidence(expected_requests=3))
     assert v.status == "unknown" and hole.replace("_", " ") in v.reason
@@ -82,7 +82,7 @@ def test_an_unsealed_folder_is_unknown_but_its_duplicates_still_count():
 
 
 def test_a_completion_of_a_request_never_submitted_is_unknown():
-    events = history(2) + [_ev("completed", 30, req="ghost", by="m", n=1)]
+    events = [*history(2), _ev("completed", 30, req="ghost", by="m", n=1)]
     v = checker.verdict(events, evidence=Evidence(expected_requests=2))
     assert v.status == "unknown" and "never submitted" in v.reason and v.completed == 2
 
