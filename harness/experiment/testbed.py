@@ -135,6 +135,8 @@ class Testbed:
         hooks, self.on_teardown = self.on_teardown, []
         for hook in hooks:
             hook()
+        if self.wiring is not None:  # proxyd's count, while its control address still exists (docker: the bridge)
+            getattr(self.wiring, "refused", dict)()
         await self.runtime.down()
         if self.broker is not None:
             await self.broker.down()
