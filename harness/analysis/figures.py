@@ -75,6 +75,7 @@ class Figure:
     drawn: set[str] = field(default_factory=set)  # the kinds of artist on the page ("fitted|centralised", ...)
     labels: set[str] = field(default_factory=set)  # the labels of the artists on the page
     colours: set[str] = field(default_factory=set)  # the colour words of the artists on the page
+    ylims: list[tuple[str, tuple[float, float]]] = field(default_factory=list)  # each panel's (y label, y range)
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -210,6 +211,7 @@ def _record(fig: Any, figure: Figure) -> None:
 
     words = {to_hex(c): w for c, w in COLOUR_WORDS.items()}
     for ax in fig.axes:
+        figure.ylims.append((ax.get_ylabel(), ax.get_ylim()))
         for artist in [*ax.lines, *ax.collections]:
             has_data = not isinstance(artist, Line2D) or np.size(artist.get_xdata()) > 0
             if not has_data or not artist.get_visible():
