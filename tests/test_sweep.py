@@ -4,6 +4,7 @@ running a finished trial again (a real subprocess, stopped with SIGINT and then 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from harness.errors import UserError
-from harness.experiment import sweep
+from harness.experiment import admission, sweep
 from harness.measure.summary import SUMMARY_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,8 +140,8 @@ def rows(out: Path) -> list[dict[str, str]]:
 
 def start(spec: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(spec), "--out", str(out),
-                             "--load", "builtin"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--load", "builtin", "--jobs", "1"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_rows(out: Path, count: int, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -183,7 +184,7 @@ def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
     # the same command again finishes the rest and touches nothing that was finished
     proc = subprocess.run([sys.executable, "-m", "harness", "sweep", str(spec), "--out", str(out),
-                           "--load", "builtin"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                           "--load", "builtin", "--jobs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{len(killed_done)} already finished, {4 - len(killed_done)} to run" in proc.stderr
     final = rows(out)
@@ -218,14 +219,13 @@ def test_concurrent_trials_are_admitted_by_reserved_cpu_machine_wide(tmp_path, m
     """Each admitted trial reserves its need on the machine-wide board at once (no gap needed for its start-up
     to show); a heavy trial that does not fit keeps its room reserved, so lighter ones leave it room; the
     first trial on the machine is always admitted; a dead sweep's entry does not count."""
-    monkeypatch.setattr(sweep, "LOCK", tmp_path / "lock")
-    monkeypatch.setattr(sweep, "ADMIT_GAP", 0.0)
+    monkeypatch.setattr(admission, "ADMIT_GAP", 0.0)
     plan_ = sweep.plan({"base": {**TINY, "fault": "slm-crash"},
                         "points": [{"design": "centralised"}, {"design": "distributed", "n": 20}]})
     light, heavy = plan_.points
     board = tmp_path / "board"
     a, b = sweep.Headroom(cap=0.6, board=board), sweep.Headroom(cap=0.6, board=board)
-    b.mine = board / "b.json"  # two sweeps in one process here: each its own entry
+    assert a.mine != b.mine  # two sweeps in one process here: each its own entry
     for h in (a, b):
         h.cores, h.busy, h.sampled = 2, 0.0, True  # an idle 2-core host: room for 1.2 cores
     a.peaks[light.id] = b.peaks[light.id] = 0.45
@@ -245,14 +245,15 @@ def test_concurrent_trials_are_admitted_by_reserved_cpu_machine_wide(tmp_path, m
     assert not b.admit(light)
     a.release()  # a's sweep ended: its entry leaves the board
     assert b.admit(light)
-    dead = board / "999999999.json"
-    dead.write_text('{"pid": 999999999, "running": 1, "reserved": 5.0, "waiting": 0}')
+    dead = board / "999999999-0123abcd.json"
+    dead.write_text(json.dumps({**entry(999999999), "running": 1, "reserved": 1.2}))
+    dead.with_suffix(".alive").touch()  # what a SIGKILLed sweep leaves: its lock file, held by nobody now
     assert b.admit(light) and not dead.exists()
     b.release()
 
 
 def test_a_running_trials_cpu_rate_is_measured_from_ready_on(monkeypatch):
-    monkeypatch.setattr(sweep, "WINDOW", 0.0)
+    monkeypatch.setattr(admission, "WINDOW", 0.0)
     plan_ = sweep.plan({"base": TINY, "points": [{"design": "centralised"}]})
     h = sweep.Headroom(cap=1.0, board=Path("/nonexistent/board"))
     h.watched["t"] = sweep.Watched(os.getpid(), plan_.points[0].id, 0.1)
@@ -278,3 +279,140 @@ def test_side_by_side_each_repeat_starts_with_its_longest_trials(tmp_path):
     assert [t.id for t in one.todo()] == [t.id for t in plan_.trials]  # one at a time: the plan's order
     order = [(t.repeat, t.point.overrides["n"]) for t in many.todo()]
     assert order == [(1, 6), (1, 4), (1, 2), (2, 6), (2, 4), (2, 2)]  # still repeat-major
+
+
+# --- the machine-wide board: validated on read, under the state root (issue #20) ----------------------------
+
+def entry(pid: int, **kw) -> dict:
+    """A board entry as a sweep writes it (harness/experiment/admission.py)."""
+    return {"kind": "manobench-sweep", "pid": pid, "running": 1, "reserved": 0.0, "waiting": 0.0, **kw}
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_planted_malformed_foreign_and_stale_entries_do_not_stall_an_admission(tmp_path, monkeypatch):
+    """A --jobs 2 sweep with one light trial running has room for a second. Junk, a dead sweep's entry, entries
+    that no live sweep stands behind (a live pid, pid 1, a name that disagrees), another kind, absurd numbers,
+    a symlink, each claiming the whole machine, are all ignored (the dead sweep's entry removed, the rest left
+    alone); an entry whose sweep is alive (holds its .alive lock) does count."""
+    monkeypatch.setattr(admission, "ADMIT_GAP", 0.0)
+    plan_ = sweep.plan({"base": {**TINY, "fault": "slm-crash"}, "points": [{"design": "centralised"}]})
+    light = plan_.points[0]
+    board = tmp_path / "board"
+    board.mkdir(mode=0o700)
+    h = sweep.Headroom(cap=0.6, board=board)
+    h.cores, h.busy, h.sampled = 2, 0.0, True  # an idle 2-core host: room for 1.2 cores
+    h.peaks[light.id] = 0.45
+    assert h.admit(light)
+    h.admitted("l1", light, os.getpid())  # one running: the next needs room, not "the first is always admitted"
+
+    full = {"running": 3, "reserved": 1.2, "waiting": 1.2}  # what would leave no room at all
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(entry(os.getpid(), **full)))
+    me, dead = os.getpid(), 999999999
+    planted = {
+        "junk.json": "{{ not json",
+        f"{me}-00000000.json": "[1, 2]",
+        f"{dead}-11111111.json": json.dumps(entry(dead, **full)),  # a dead sweep: its .alive held by nobody
+        f"{me}-22222222.json": json.dumps(entry(me, **full)),  # a live pid, but no sweep stands behind it
+        "1-33333333.json": json.dumps(entry(1, **full)),  # pid 1: alive, no sweep
+        f"{me}-44444444.json": json.dumps({**entry(me, **full), "kind": "other"}),
+        f"{me}-55555555.json": json.dumps(entry(me, running=1, reserved=1e9)),
+        f"{me}-66666666.json": json.dumps(entry(me + 1, **full)),  # name and pid disagree
+        f"{me}-77777777.json": json.dumps(entry(me, **full)) + " " * 5000,  # too big
+    }
+    for name, text in planted.items():
+        (board / name).write_text(text, encoding="utf-8")
+    (board / f"{dead}-11111111.alive").touch()
+    (board / f"{me}-88888888.json").symlink_to(elsewhere)
+
+    t0 = time.monotonic()
+    assert h.admit(light), h.why
+    assert time.monotonic() - t0 < 5, "a decision is milliseconds of work: nothing waited on a planted file"
+    h.pending = 0.0  # that trial is not started here: what it reserved goes
+    assert not (board / f"{dead}-11111111.json").exists() and not (board / f"{dead}-11111111.alive").exists()
+    assert all((board / name).exists() for name in planted if not name.startswith(str(dead)))
+    assert elsewhere.exists(), "what is not a dead sweep's entry is left alone"
+
+    live = board / "424242-99999999.json"  # a sweep that is alive elsewhere: it holds its .alive file
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(live.with_suffix(".alive"))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        live.write_text(json.dumps(entry(424242, **full)))
+        assert not h.admit(light) and h.why == "cpu", "a valid entry of a live sweep counts"
+        holder.kill()
+        holder.wait()
+        assert h.admit(light) and not live.exists(), "once its sweep died, its entry goes"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    h.release()
+
+
+def test_the_board_and_lock_live_under_the_state_root_closed_to_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("MANOBENCH_STATE", str(tmp_path / "state"))
+    monkeypatch.setattr(admission, "ADMIT_GAP", 0.0)
+    plan_ = sweep.plan({"base": TINY, "points": [{"design": "centralised"}]})
+    h = sweep.Headroom(cap=0.9)
+    assert h.admit(plan_.points[0])
+    h.admitted("t", plan_.points[0], os.getpid())
+    root = (tmp_path / "state").absolute()
+    assert h.board == root / "sweep" / "admission.d" and h.mine.parent == h.board and h.mine.exists()
+    assert h.board.stat().st_mode & 0o777 == 0o700
+    assert h.lock == root / "sweep" / "admission.lock" and h.lock.stat().st_mode & 0o777 == 0o600
+    assert h.mine.stat().st_mode & 0o077 == 0 and h.mine.with_suffix(".alive").stat().st_mode & 0o777 == 0o600
+    h.release()
+    assert not h.mine.exists() and not h.mine.with_suffix(".alive").exists()
+
+
+# --- the defaults are the fast path (issue #24) --------------------------------------------------------------
+
+def test_the_defaults_are_builtin_and_auto_and_a_spec_or_the_command_line_overrides(tmp_path):
+    base = {"base": TINY, "grid": {"h_r": [1, 2]}}
+    assert sweep.resolve_run(base, tmp_path / "new", None, None) == ("builtin", "auto")
+    stated = {**base, "load": "locust", "jobs": 1}
+    assert sweep.resolve_run(stated, tmp_path / "new", None, None) == ("locust", 1)
+    assert sweep.resolve_run(stated, tmp_path / "new", "builtin", "3") == ("builtin", 3)
+    assert sweep.resolve_run(base, tmp_path / "new", None, "auto") == ("builtin", "auto")
+    sweep.prepare(tmp_path / "old", sweep.plan(base), "a.yaml", "locust")  # a folder started with Locust
+    assert sweep.resolve_run(base, tmp_path / "old", None, None)[0] == "locust", "resumed as it was started"
+    assert 2 <= admission.auto_jobs() <= admission.AUTO_JOBS_MAX and admission.auto_jobs(2) == 8
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"load": "gatling"}, "sweep spec: load: expected one of"),
+    ({"jobs": 0}, "sweep spec: jobs: expected auto or a whole number"),
+    ({"jobs": "many"}, "sweep spec: jobs: expected auto or a whole number"),
+    ({"jobs": True}, "sweep spec: jobs: expected auto or a whole number"),
+])
+def test_a_specs_own_run_defaults_are_checked(spec, message):
+    with pytest.raises(UserError, match=message):
+        sweep.plan({"base": TINY, "grid": {"h_r": [1, 2]}, **spec})
+
+
+def test_changing_load_or_jobs_in_a_spec_keeps_it_the_same_sweep(tmp_path):
+    base = {"base": TINY, "grid": {"h_r": [1, 2]}}
+    sweep.prepare(tmp_path, sweep.plan(base), "a.yaml", "builtin")
+    sweep.prepare(tmp_path, sweep.plan({**base, "jobs": 2, "load": "builtin"}), "a.yaml", "builtin", 2)
+    record = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    assert record["sessions"][-1]["jobs"] == 2 and record["sessions"][-1]["load"] == "builtin"
+
+
+def test_bad_jobs_or_cpu_share_on_the_command_line_is_one_line_and_makes_no_folder(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", {"base": TINY, "grid": {"h_r": [1, 2]}})
+    out = tmp_path / "out"
+    for args, env, message in ((["--jobs", "0"], {}, "--jobs: expected auto"),
+                               (["--jobs", "٣"], {}, "--jobs: expected auto"),
+                               ([], {"MANOBENCH_SWEEP_CPU": "lots"}, "MANOBENCH_SWEEP_CPU: expected")):
+        proc = cli("sweep", str(spec), "--out", str(out), *args, env={**os.environ, **env})
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert not out.exists()

@@ -25,12 +25,15 @@ def _sweep_dir(path: str) -> Path:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Sweep folder (default results/sweep-<spec name>). Rerun the same command to resume.")
 @click.option("--repeat", type=click.IntRange(min=1), default=None, help="Runs per point (default: the spec's).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Trials run at the same time (each has its own loopback block).")
-@click.option("--load", type=click.Choice(("locust", "builtin")), default="locust", show_default=True,
-              help="Load generator of every trial.")
-def sweep_cmd(spec: str, out: str | None, repeat: int | None, jobs: int, load: str) -> None:
-    """Run every point of SPEC (base, grid, points, extra, repeat) R times into one resumable folder.
+@click.option("--jobs", default=None, metavar="auto|J",
+              help="Trials run at the same time, each on its own loopback block (default: the spec's `jobs:`, "
+                   "else auto: as many as the CPU headroom admits, machine-wide, at most 4 a core and 16; "
+                   "MANOBENCH_SWEEP_CPU is the share of the cores they may fill, default 0.9). 1: one at a time.")
+@click.option("--load", type=click.Choice(("builtin", "locust")), default=None,
+              help="Load generator of every trial (default: the spec's `load:`, else the folder's it resumes, "
+                   "else builtin, the harness's asyncio BSS; locust: Locust in its own process).")
+def sweep_cmd(spec: str, out: str | None, repeat: int | None, jobs: str | None, load: str | None) -> None:
+    """Run every point of SPEC (base, grid, points, extra, repeat, load, jobs) R times into one resumable folder.
 
     Each finished trial is a row of DIR/trials.csv; a stopped sweep (Ctrl-C, a crash) resumes where it stopped.
     """

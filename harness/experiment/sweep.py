@@ -1,41 +1,27 @@
 """A sweep: many experiments z, each run R times, into one folder that can be stopped and resumed.
 
-A spec (YAML) names a `base` configuration and the points to run:
-
-    base:   {key: value, ...}            # any config key (harness/plan/config.py), shared by every point
-    grid:   {key: [v1, v2, ...], ...}     # cartesian product of the values
-    points: [{key: value, ...}, ...]      # a list of points; crossed with the grid when both are given
-    extra:  [{key: value, ...}, ...]      # further points run as given (not crossed): e.g. a calibration
-                                          # point at another time_scale, which lets `harness fit` separate
-                                          # the configured link latency from the per-message software cost
-    repeat: R                             # runs per point (default 1; --repeat overrides)
-    phases: [0, 0.25, 0.5, 0.75]          # fault_at: every: the heartbeat phases explored (harness.faults.explore)
-    description: free text                # shown in the report
-
-A point whose fault_at is `every` is an exploration: it becomes one point per class of crash points that cost
-the same (harness/faults/explore.py), each with fault_at `task:K@F`; sweep.yaml's `exploration` records, per
-explored point, the classes, the runs used and the runs an exhaustive search would need.
-
-Every point is validated (it must build a valid Experiment) before anything runs. Each trial (point, k) runs
-`harness.experiment.run.experiment` in its own child process (own loopback block, own teardown) into
+The spec (its keys, its checks: harness/experiment/sweepspec.py) names a base configuration and the points to
+run. Every point is validated (it must build a valid Experiment) before anything runs. Each trial (point, k)
+runs `harness.experiment.run.experiment` in its own child process (own loopback block, own teardown) into
 DIR/trials/<point>-r<k>/ on the runtime its z names (`runtime: docker` in `base` runs the whole sweep in
 containers, with the same files), and once it has finished its summary row is appended to DIR/trials.csv. A trial
 counts as finished only once that row is written: rerunning the same command skips those, removes any
 half-done trial folder and runs it again. DIR/sweep.yaml holds the spec, the points and the machine/commit
-of every session that worked on the sweep.
+of every session that worked on the sweep; an explored point's classes are in its `exploration`.
+
+The defaults are the fast path: the builtin load and as many trials at once as the CPU headroom admits
+(harness/experiment/admission.py), bounded by `auto_jobs`. `--load locust` and `--jobs 1` on request, or the
+spec's own `load:` and `jobs:`; the command line wins over the spec, the spec over the folder it resumes,
+and that over the defaults.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
-import itertools
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -47,222 +33,43 @@ from typing import Any
 
 import yaml
 
-from harness.errors import ConfigError, UserError
+from harness.errors import UserError
 from harness.experiment import provenance
-from harness.faults import explore
+from harness.experiment.admission import (  # noqa: F401  (re-exported: sweep.Headroom, sweep.HEAVY, ...)
+    ADMIT_GAP,
+    CPU_CAP,
+    CPU_CAP_ENV,
+    HEAVY,
+    WINDOW,
+    Headroom,
+    Profile,
+    Watched,
+    auto_jobs,
+    cpu_cap,
+    prior_need,
+)
+from harness.experiment.sweepspec import (  # noqa: F401  (re-exported: sweep.plan, sweep.read_spec, ...)
+    AUTO,
+    LOADS,
+    RUN_KEYS,
+    SPEC_KEYS,
+    TRIAL_COLUMNS,
+    Plan,
+    Point,
+    Trial,
+    parse_jobs,
+    plan,
+    point_id,
+    read_spec,
+    run_defaults,
+)
 from harness.plan import config
 from harness.plan.config import Experiment
 from harness.runtime import forkserver
 from harness.runtime.forkserver import Forked, ForkServer
 
-SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "phases", "description")
-TRIAL_COLUMNS = ["point", "repeat", "trial", "trial_seconds", "host_load"]
-LOADS = ("locust", "builtin")
 TRIAL_MODULE = "harness.experiment.sweep"  # `python -m harness.experiment.sweep trial DIR PARENT` runs one trial
 TRIAL_PRELOAD = "harness.experiment.run"  # what a trial imports: the fork server imports it once per sweep
-
-
-@dataclass
-class Point:
-    """One configuration of the sweep: its stable id, the keys it sets on top of the base, and z."""
-
-    id: str
-    overrides: dict[str, Any]
-    z: Experiment
-
-
-@dataclass
-class Trial:
-    point: Point
-    repeat: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.point.id}-r{self.repeat}"
-
-
-@dataclass
-class Plan:
-    spec: dict[str, Any]
-    base: dict[str, Any]
-    points: list[Point]
-    repeat: int
-    swept: list[str]  # every key a point sets, in first-seen order
-    exploration: list[dict[str, Any]] = field(default_factory=list)  # fault_at: every, as sweep.yaml records it
-
-    @property
-    def trials(self) -> list[Trial]:
-        """Repeat-major: every point once before any point twice, so a stopped sweep covers every point."""
-        return [Trial(p, k) for k in range(1, self.repeat + 1) for p in self.points]
-
-    @property
-    def columns(self) -> list[str]:
-        from harness.measure.summary import SUMMARY_COLUMNS
-
-        extra = [k for k in self.swept if k not in SUMMARY_COLUMNS and k not in TRIAL_COLUMNS]
-        return [*SUMMARY_COLUMNS, *TRIAL_COLUMNS, *extra]
-
-
-# --- the spec ---------------------------------------------------------------------------------------------
-
-
-def read_spec(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sweep spec: no such file: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        detail = str(err).replace("\n", " ")
-        raise UserError(f"sweep spec: {path} does not parse: {detail}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"sweep spec: {path}: the top level must be a mapping (base, grid, points, extra, repeat)")
-    return data
-
-
-def _known(key: str, where: str) -> None:
-    if key not in Experiment.model_fields:
-        raise UserError(f"sweep spec: {where}: unknown key '{key}' (known keys: {', '.join(Experiment.model_fields)})")
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UserError(f"sweep spec: {where}: expected a mapping of key: value (got {value!r})")
-    for key in value:
-        _known(str(key), f"{where}.{key}")
-    return dict(value)
-
-
-def _mappings(value: Any, where: str) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not value:
-        raise UserError(f"sweep spec: {where}: expected a non-empty list of mappings (got {value!r})")
-    return [_mapping(item, f"{where}[{i}]") for i, item in enumerate(value)]
-
-
-def _label(overrides: dict[str, Any]) -> str:
-    """Readable, filesystem-safe name of a point's overrides."""
-    parts = []
-    for key, value in overrides.items():
-        text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
-            else (f"{value:g}" if isinstance(value, float) else str(value))
-        parts.append(text if key in ("design", "mechanism", "fault", "fault_at") else f"{key}{text}")
-    slug = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", "-".join(parts))[:60] or "base"
-    return slug
-
-
-def point_id(overrides: dict[str, Any]) -> str:
-    """Stable across reruns and spec edits that keep the point: a slug plus a hash of its overrides."""
-    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:6]
-    return f"{_label(overrides)}-{digest}"
-
-
-def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
-    """Validate the whole spec and every point it makes; the first problem is a UserError naming the key."""
-    unknown = [k for k in spec if k not in SPEC_KEYS]
-    if unknown:
-        raise UserError(f"sweep spec: unknown top-level key '{unknown[0]}' (known: {', '.join(SPEC_KEYS)})")
-    base = _mapping(spec.get("base"), "base")
-    grid_in = spec.get("grid")
-    if grid_in is not None and not isinstance(grid_in, dict):
-        raise UserError(f"sweep spec: grid: expected a mapping of key: [values] (got {grid_in!r})")
-    grid: dict[str, list[Any]] = {}
-    for key, values in (grid_in or {}).items():
-        _known(str(key), f"grid.{key}")
-        if not isinstance(values, list) or not values:
-            raise UserError(f"sweep spec: grid.{key}: expected a non-empty list of values (got {values!r})")
-        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
-            raise UserError(f"sweep spec: grid.{key}: a value is listed twice ({values!r})")
-        grid[str(key)] = values
-    points_in = _mappings(spec.get("points"), "points")
-    extra_in = _mappings(spec.get("extra"), "extra")
-    for i, p in enumerate(points_in):
-        both = [k for k in p if k in grid]
-        if both:
-            raise UserError(f"sweep spec: points[{i}].{both[0]}: also swept in grid (a point is crossed with the "
-                            "grid; set it in one place)")
-    if repeat is None:
-        repeat = spec.get("repeat", 1)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise UserError(f"sweep spec: repeat: expected a whole number >= 1 (got {repeat!r})")
-    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    crossed = [{**p, **c} for p in (points_in or [{}]) for c in combos]
-    overrides_list = [*crossed, *extra_in]
-    phases = _phases(spec.get("phases"))
-    points: list[Point] = []
-    seen: dict[str, int] = {}
-    swept: list[str] = []
-    exploration: list[dict[str, Any]] = []
-    for index, overrides in enumerate(overrides_list):
-        where = f"extra[{index - len(crossed)}]" if index >= len(crossed) else f"point {index + 1}"
-        desc = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the base"
-        z = _build(base, overrides, f"{where} ({desc})")
-        _runnable(z, f"{where} ({desc})")
-        expanded: list[tuple[dict[str, Any], Experiment | None]] = [(overrides, z)]
-        if z.fault_at == "every":
-            found = explore.classes(z, phases)
-            expanded = [({**overrides, "fault_at": c[0].fault_at}, None) for c in found]
-            exploration.append({"overrides": overrides, "design": z.design, "phases": list(phases),
-                                "exhaustive_runs": explore.exhaustive_runs(z, phases), "runs": len(found),
-                                "classes": [[p.fault_at for p in c] for c in found]})
-        for over, built in expanded:
-            pid = point_id(over)
-            if pid in seen:
-                raise UserError(f"sweep spec: {where} ({desc}) is the same point as point {seen[pid] + 1}")
-            seen[pid] = index
-            points.append(Point(pid, over, built or _build(base, over, f"{where} ({desc})")))
-            swept += [k for k in over if k not in swept]
-    return Plan(spec, base, points, repeat, swept, exploration)
-
-
-def _build(base: dict[str, Any], overrides: dict[str, Any], where: str) -> Experiment:
-    try:
-        return config.build(config.apply_overrides(base, list(overrides.items())))
-    except ConfigError as err:
-        raise UserError(f"sweep spec: {where}: {str(err).removeprefix('config error: ')}") from None
-
-
-def _phases(value: Any) -> tuple[float, ...]:
-    """The spec's `phases` (heartbeat intervals, each in [0, 1)), or explore.PHASES."""
-    if value is None:
-        return explore.PHASES
-    ok = isinstance(value, list) and value and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in value)
-    if not ok or len(set(value)) != len(value):
-        raise UserError(f"sweep spec: phases: expected a list of distinct numbers 0 <= F < 1 (got {value!r})")
-    return tuple(float(v) for v in value)
-
-
-def _runnable(z: Experiment, where: str) -> None:
-    """What `harness run` would refuse only once it had started: a runtime that is not there, a link backend
-    the runtime cannot carry. Asked once per (runtime, link_backend) of the spec: the probes run tc or ask
-    the Docker Engine."""
-    problem = _runtime_problem(z.runtime, z.link_backend)
-    if problem:
-        raise UserError(f"sweep spec: {where}: {problem}")
-
-
-@functools.cache
-def _runtime_problem(runtime: str, link_backend: str) -> str:
-    """Why trials of this runtime and link backend cannot run here, or "". Every runtime in the config's
-    registry runs sweeps with the same files (a trial is `harness run` in a child process); netem needs a
-    network namespace per service, which `select_backend` knows the runtimes for."""
-    from harness.links.wiring import select_backend
-
-    if runtime == "docker":
-        from harness.runtime import image
-
-        works, why = image.available()
-        if not works:
-            return f"runtime: docker: no Docker Engine answers here ({why})"
-    try:
-        select_backend(link_backend, runtime)
-    except UserError as err:
-        return str(err)
-    return ""
 
 
 # --- the folder ---------------------------------------------------------------------------------------------
@@ -308,15 +115,22 @@ class TrialsCsv:
 
 
 def _comparable(spec: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k not in ("repeat", "description")}, sort_keys=True,
-                      default=str)
+    return json.dumps({k: v for k, v in spec.items() if k not in RUN_KEYS}, sort_keys=True, default=str)
 
 
-def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str) -> dict[str, Any]:
+def recorded_load(out: Path) -> str | None:
+    """The load generator a sweep folder was started with (None: no folder, or it does not say)."""
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+        load = (yaml.safe_load((out / "sweep.yaml").read_text(encoding="utf-8")) or {}).get("load")
+        return load if load in LOADS else None
+    return None
+
+
+def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str, jobs: int | str = 1) -> dict[str, Any]:
     """Create or reopen DIR; refuse a folder that holds a different sweep. Returns sweep.yaml's record."""
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "sweep.yaml"
-    session = {**provenance.stamp(), "load": load, "repeat": plan_.repeat, "argv": sys.argv[1:]}
+    session = {**provenance.stamp(), "load": load, "jobs": jobs, "repeat": plan_.repeat, "argv": sys.argv[1:]}
     if record_path.exists():
         try:
             record = yaml.safe_load(record_path.read_text(encoding="utf-8")) or {}
@@ -440,275 +254,12 @@ def trial_timeout(z: Experiment) -> float:
     return 120 + 5 * expected_seconds(z)
 
 
-CPU_CAP_ENV = "MANOBENCH_SWEEP_CPU"  # the share of the host's cores concurrent trials may fill (default CPU_CAP)
-CPU_CAP = 0.9
-ADMIT_GAP = 0.5  # wall seconds between one sweep's admissions (what a trial needs is reserved from the start)
-LOCK = Path("/tmp/manobench-sweep-admission.lock")  # one admission decision at a time on the machine
-BOARD = Path("/tmp/manobench-sweep-admission.d")  # each sweep's running trials, what they reserve, what waits
 STARTUP_NICE = 10  # a concurrent trial starts at this nice value, and is reniced to 0 once its deployment is up
-HEAVY = 0.9  # cores: a trial expected to need more keeps room for itself while it waits (Headroom)
-WINDOW = 3.0  # wall seconds over which a running trial's CPU rate is measured
-# what a trial of a point not yet measured is expected to need at its busiest (cores): a base plus its
-# heartbeats (sent and received) a wall second as the model counts them (harness.model.compute.activity),
-# fitted to the trials of fig6/7/8.yaml on this 2-core host (docs/analysis.md, "Speed"), times PRIOR_PEAK
-PRIOR_BASE, PRIOR_PER_HEARTBEAT, PRIOR_PEAK = 0.15, 0.0013, 1.4
-
-
-def prior_need(z: Experiment) -> float:
-    """Cores a trial of z is expected to need at its busiest, before any trial of its point was measured."""
-    from harness import model
-    from harness.model import compute
-
-    rate = 0.0
-    if z.design != "monolith":
-        m = model.evaluate(z)
-        t_r = m.t_r if math.isfinite(m.t_r) else m.t_c
-        act = compute.activity(z, m.t_c, t_r)
-        rate = act.heartbeats / act.window if act.window > 0 else 0.0
-    return PRIOR_PEAK * (PRIOR_BASE + PRIOR_PER_HEARTBEAT * rate)
-
-
-@dataclass
-class Watched:
-    """A running trial as the admission sees it: its process, its point, what it reserves, its CPU so far."""
-
-    pid: int
-    point: str
-    need: float  # cores it is expected to need at its busiest
-    ready: bool = False  # its deployment is up: its CPU rate is measured from then on (not the start-up burst)
-    mark: tuple[float, float] | None = None  # (monotonic time, tree CPU seconds) at the start of the window
-    rate: float | None = None  # cores over its latest window (None: none measured yet)
-
-    @property
-    def reserved(self) -> float:
-        """Cores held for it beyond what the host's CPU use already shows of it: all of its need until its CPU
-        was first measured (its start-up has not shown in the host's use yet); then, for a heavy trial, what
-        its busiest moments may add to its latest rate; a light one's use is in the host's use."""
-        if self.rate is None:
-            return self.need
-        return max(0.0, self.need - self.rate) if self.need >= HEAVY else 0.0
-
-
-class Headroom:
-    """Admits concurrent trials by measured CPU headroom, machine-wide.
-
-    What a trial needs (cores) is what it used at its busiest: the highest CPU rate (over WINDOW s, its process
-    tree, from its deployment's `ready` on) measured so far on any trial of its point, or, before one was
-    measured, `prior_need` from the model. A trial is admitted while the host's CPU use (every process on it,
-    other users' included, smoothed over a few seconds), plus what the running trials hold reserved beyond it
-    (every sweep's, from BOARD: `Watched.reserved`: a trial's whole need until its CPU shows in the host's use,
-    and a heavy one's busiest moments beyond its latest rate), plus what it needs, stays within `cap` of the
-    cores. A heavy trial (need >= HEAVY cores) that does not fit keeps its need reserved while it waits, so the
-    lighter trials admitted meanwhile leave it room, and it starts once the host has drained to it (alone, if
-    it needs the whole cap) instead of sharing a saturated host; the first trial on the machine is always
-    admitted. One decision at a time on the machine (an flock on LOCK), each sweep's admissions ADMIT_GAP
-    apart."""
-
-    def __init__(self, cap: float | None = None, board: Path | None = None) -> None:
-        import psutil
-
-        self.psutil = psutil
-        env = os.environ.get(CPU_CAP_ENV)
-        self.cap = cap if cap is not None else float(env) if env else CPU_CAP
-        self.cores = psutil.cpu_count() or 1
-        self.busy = 0.0  # cores, smoothed
-        psutil.cpu_percent(interval=None)
-        self.peaks: dict[str, float] = {}  # point -> highest CPU rate measured on its trials (cores)
-        self.priors: dict[str, float] = {}
-        self.watched: dict[str, Watched] = {}  # trial id -> the running trial
-        self.waiting = 0.0  # the need of this sweep's heavy trial that waits for room (0: none)
-        self.pending = 0.0  # the need of the trial admitted and not yet started
-        self.last_admit = -math.inf
-        self.sampled = False
-        self.why = ""  # what held the latest refused admission back: gap, cpu, lock
-        self.board = board or BOARD
-        self.mine = self.board / f"{os.getpid()}.json"
-        self.published = ""
-
-    def sample(self) -> float:
-        """The host's CPU use in cores since the previous sample, smoothed (time constant ~1.5 s at 0.5 s a
-        sample); and each ready trial's CPU rate over its latest window."""
-        now = self.psutil.cpu_percent(interval=None) / 100 * self.cores
-        self.busy = 0.7 * self.busy + 0.3 * now if self.sampled else now
-        self.sampled = True
-        t = time.monotonic()
-        for w in self.watched.values():
-            if not w.ready or (w.mark and t - w.mark[0] < WINDOW):
-                continue
-            cpu = self.tree_cpu(w.pid)
-            if w.mark and cpu is not None:
-                rate = max(0.0, cpu - w.mark[1]) / (t - w.mark[0])
-                self.peaks[w.point] = max(self.peaks.get(w.point, 0.0), rate)
-                w.need, w.rate = max(w.need, rate), rate
-            w.mark = (t, cpu) if cpu is not None else None
-        if self.watched:
-            self.publish()  # what its trials hold reserved changes as their CPU is measured
-        return self.busy
-
-    def tree_cpu(self, pid: int) -> float | None:
-        """CPU seconds of the trial process and its descendants (live, and those they reaped)."""
-        try:
-            proc = self.psutil.Process(pid)
-            return sum(sum(p.cpu_times()[:4]) for p in [proc, *proc.children(recursive=True)])
-        except self.psutil.Error:
-            return None
-
-    def need(self, point: Point) -> float:
-        """Cores a trial of this point is expected to need at its busiest: measured if any was, else the prior.
-        Container runtimes' services are the Engine's children, not the trial's: their prior is used."""
-        if point.id in self.peaks and point.z.runtime == "local":
-            return self.peaks[point.id]
-        if point.id not in self.priors:
-            self.priors[point.id] = prior_need(point.z)
-        return self.priors[point.id]
-
-    def heavy(self, point: Point) -> bool:
-        return self.need(point) >= HEAVY
-
-    def _board(self) -> tuple[float, float, int]:
-        """Other sweeps' (reserved cores, largest waiting need, running trials), from BOARD; a dead sweep's
-        entry is removed."""
-        reserved, waiting, count = 0.0, 0.0, 0
-        with contextlib.suppress(OSError):
-            for path in self.board.glob("*.json"):
-                if path == self.mine:
-                    continue
-                try:
-                    entry = json.loads(path.read_text())
-                    alive = self.psutil.pid_exists(int(entry["pid"]))
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                if not alive:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
-                    continue
-                reserved += float(entry.get("reserved", 0.0))
-                waiting = max(waiting, float(entry.get("waiting", 0.0)))
-                count += int(entry.get("running", 0))
-        return reserved, waiting, count
-
-    def publish(self) -> None:
-        """This sweep's running trials' reservations and its waiting heavy trial, for the other sweeps."""
-        held = [w.reserved for w in self.watched.values()] + ([self.pending] if self.pending else [])
-        text = json.dumps({"pid": os.getpid(), "running": len(held), "reserved": round(sum(held), 3),
-                           "waiting": round(self.waiting, 3)})
-        if text == self.published:
-            return
-        with contextlib.suppress(OSError):
-            self.board.mkdir(parents=True, exist_ok=True)
-            tmp = self.mine.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(self.mine)
-            self.published = text
-
-    def admit(self, point: Point) -> bool:
-        """Whether one more trial of `point` fits now (module docstring); `why` says what held it back."""
-        self.why = ""
-        if self.watched and time.monotonic() - self.last_admit < ADMIT_GAP:
-            self.why = "gap"
-            return False
-        fd = self._lock()
-        if fd is None:
-            self.why = "lock"
-            return False
-        try:
-            others, waiting, count = self._board()
-            need = self.need(point)
-            heavy = need >= HEAVY
-            if not heavy:
-                waiting = max(waiting, self.waiting)  # room kept for a heavy trial that waits
-            reserved = others + sum(w.reserved for w in self.watched.values()) + self.pending
-            fits = self.busy + reserved + need + waiting <= self.cap * self.cores
-            if not fits and (self.watched or count):
-                self.why = "cpu"
-                if heavy:
-                    self.waiting = max(self.waiting, need)
-                    self.publish()
-                return False
-            if heavy:
-                self.waiting = 0.0
-            self.pending = need  # reserved before the lock drops: the next decision, any sweep's, sees it
-            self.publish()
-            return True
-        finally:
-            os.close(fd)  # drops the flock; the caller publishes the admitted trial before the next decision
-
-    def _lock(self) -> int | None:
-        """flock LOCK (None: it could not be had). Another sweep holds it only for the milliseconds of one
-        decision, so this waits for it."""
-        import fcntl
-
-        try:
-            fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
-            return os.open(os.devnull, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            os.close(fd)
-            return None
-        return fd
-
-    def admitted(self, trial_id: str, point: Point, pid: int) -> None:
-        self.last_admit = time.monotonic()
-        self.watched[trial_id] = Watched(pid, point.id, self.pending or self.need(point))
-        self.pending = 0.0
-        self.publish()
-
-    def ready(self, trial_id: str) -> None:
-        """The trial's deployment is up: measure its CPU rate from now on."""
-        if trial_id in self.watched:
-            self.watched[trial_id].ready = True
-
-    def done(self, trial_id: str) -> None:
-        self.watched.pop(trial_id, None)
-        self.publish()
-
-    def release(self) -> None:
-        """The sweep ends: its entry leaves the board."""
-        with contextlib.suppress(OSError):
-            self.mine.unlink()
-
 
 def monolith_cache_file(z: Experiment, cache: Path) -> Path:
     from harness.experiment.run import monolith_key
 
     return cache / f"monolith-{monolith_key(z)}.json"
-
-
-class Profile:
-    """Where a sweep's wall time went: seconds in each admission state (while trials waited to start: `gap`,
-    `cpu`, `lock`, `monolith`, `jobs`; `drained` once none waited), the mean number of trials running, and
-    every admission (seconds since the start, trial, trials running, the host's smoothed busy cores and the
-    need it was admitted with). Written to DIR/admission.json when the sweep ends (benchmarks/bench_sweep.py
-    prints it)."""
-
-    def __init__(self) -> None:
-        self.start = self.last = time.monotonic()
-        self.state = "jobs"
-        self.seconds: dict[str, float] = {}
-        self.trial_seconds = 0.0  # integral of the trials running over wall time
-        self.admissions: list[list[Any]] = []
-        self.trace: list[list[Any]] = []  # every 2 s: seconds, trials running, the host's busy cores (smoothed)
-
-    def tick(self, running: int, busy: float | None = None) -> None:
-        now = time.monotonic()
-        if busy is not None and (not self.trace or now - self.start - self.trace[-1][0] >= 2):
-            self.trace.append([round(now - self.start, 1), running, round(busy, 2)])
-        self.seconds[self.state] = self.seconds.get(self.state, 0.0) + now - self.last
-        self.trial_seconds += running * (now - self.last)
-        self.last = now
-
-    def admitted(self, trial: str, running: int, headroom: Headroom | None) -> None:
-        busy = round(headroom.busy, 3) if headroom else None
-        self.admissions.append([round(time.monotonic() - self.start, 2), trial, running, busy])
-
-    def write(self, path: Path, headroom: Headroom | None) -> None:
-        wall = max(1e-9, self.last - self.start)
-        peaks = {k: round(v, 3) for k, v in headroom.peaks.items()} if headroom else {}
-        path.write_text(json.dumps({"wall": round(wall, 2), "seconds": {k: round(v, 2) for k, v in
-                                    self.seconds.items()}, "mean_running": round(self.trial_seconds / wall, 3),
-                                    "peaks": peaks, "admissions": self.admissions, "trace": self.trace}, indent=0))
 
 
 class Runner:
@@ -977,24 +528,39 @@ def _trial_line(trial: Trial, row: dict[str, Any], seconds: float) -> str:
             f"completed {row.get('completed')}/{row.get('requests')}, lost {row.get('lost')}")
 
 
-def run_sweep(spec_path: str, out: Path, *, repeat: int | None = None, jobs: int = 1, load: str = "locust",
-              console: Any = None) -> Outcome:
-    """`harness sweep`: validate, then run what is left; progress with ETA on stderr (rich)."""
+def resolve_run(spec: dict[str, Any], out: Path, load: str | None, jobs: int | str | None
+                ) -> tuple[str, int | str]:
+    """The load generator and the concurrency of this session: the command line's, else the spec's, else (the
+    load) the folder's it resumes, else the fast path: builtin, auto."""
+    if load is not None and load not in LOADS:
+        raise UserError(f"--load: expected one of {', '.join(LOADS)} (got {load!r})")
+    if jobs is not None:
+        jobs = parse_jobs(jobs, "--jobs")
+    spec_load, spec_jobs = run_defaults(spec)
+    return (load or spec_load or recorded_load(out) or "builtin",
+            jobs if jobs is not None else spec_jobs if spec_jobs is not None else AUTO)
+
+
+def run_sweep(spec_path: str, out: Path, *, repeat: int | None = None, jobs: int | str | None = None,
+              load: str | None = None, console: Any = None) -> Outcome:
+    """`harness sweep`: validate, then run what is left; progress with ETA on stderr (rich). `load` and `jobs`
+    None: the spec's, else the defaults (`resolve_run`)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    if load not in LOADS:
-        raise UserError(f"--load: expected one of {', '.join(LOADS)} (got {load!r})")
-    if jobs < 1:
-        raise UserError(f"--jobs: expected a whole number >= 1 (got {jobs})")
     spec = read_spec(spec_path)
     plan_ = plan(spec, repeat)
+    load, jobs = resolve_run(spec, out, load, jobs)
+    bound = auto_jobs() if jobs == AUTO else int(jobs)
+    if bound > 1:
+        cpu_cap()  # a bad MANOBENCH_SWEEP_CPU is refused before the folder is made
     console = console or Console(stderr=True, soft_wrap=True)
-    prepare(out, plan_, str(spec_path), load)
-    runner = Runner(out, plan_, load, jobs, say=lambda m: console.print(m, highlight=False))
+    prepare(out, plan_, str(spec_path), load, jobs)
+    runner = Runner(out, plan_, load, bound, say=lambda m: console.print(m, highlight=False))
     total, todo = len(plan_.trials), len(runner.todo())
+    at_once = f"up to {bound} at a time as the CPU admits: --jobs auto" if jobs == AUTO else f"{bound} at a time"
     console.print(f"harness sweep: {len(plan_.points)} points x {plan_.repeat} = {total} trials, "
-                  f"{total - todo} already finished, {todo} to run ({jobs} at a time, load {load}) -> {out}",
+                  f"{total - todo} already finished, {todo} to run ({at_once}, load {load}) -> {out}",
                   highlight=False)
     with Progress(TextColumn("trials {task.fields[done]}/{task.total:.0f}"), BarColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False) as progress:
