@@ -166,6 +166,17 @@ def _error_lines(result: fit.FitResult, points: pd.DataFrame) -> list[str]:
     return md
 
 
+def _raw_ratio_note() -> str:
+    """What summary.csv's raw CPU ratio is, under whatever name summary.csv gives it now (read at run time:
+    it is the measurement's column, not the report's), or nothing once it is gone."""
+    from harness.measure.summary import SUMMARY_COLUMNS
+
+    raw = [c for c in SUMMARY_COLUMNS if c.startswith("Q_r") and c not in ("Q_r_model", "Q_r_compute")
+           and not c.endswith("_bus")]
+    return (f" Each trial's summary.csv also holds {', '.join(f'`{c}`' for c in raw)}: CPU per workflow over the "
+            "monolith's, a raw ratio that is no Q_r of either rule; no figure or table here uses it.") if raw else ""
+
+
 def _crash_lines(result: fit.FitResult) -> list[str]:
     """How far the crashes came after the last heartbeat the survivor received (the model assumes none): said
     as a shortfall of measured t_r only where it is one."""
@@ -217,7 +228,7 @@ def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures:
            f"- Commit: {', '.join(commits)}; started {record.get('started', '?')}, {len(sessions)} session(s).",
            "- Files: `trials.csv` (one row per trial), `points.csv` (per point: measured mean/min/max/std and 95% "
            "interval beside both models), `fit.csv`, `model_error.csv`, `trials/<point>-r<k>/` (each trial's full "
-           "history).", "",
+           "history)." + _raw_ratio_note(), "",
            "<details><summary>Spec</summary>", "", "```yaml", yaml.safe_dump(spec, sort_keys=False).strip(), "```",
            "", "</details>", "", "## Optimum (Eq 10 on the measured points)", "",
            "C has no unit (the weights carry the metrics' units). Each line gives what was measured best (the mean "
@@ -244,7 +255,8 @@ def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures:
     off = not_at_worst(primary)
     shown = {"t_c meas [s]": "t_c_mean", **({"fault at": "fault_at"} if len(off) else {}), "R_a meas": "R_a_mean",
              "R_r meas": "R_r_mean", "B_tot meas [kB/s]": "B_tot_mean", "Q_r_compute meas": "Q_r_compute_mean"} | \
-        {f"{m} fitted model": f"{m}_fitted" for m in ("R_a", "R_r", "B_tot", "Q_r_compute")} | \
+        {f"{m} fitted model{unit}": f"{m}_fitted" for m, unit in (("R_a", ""), ("R_r", ""), ("B_tot", " [kB/s]"),
+                                                            ("Q_r_compute", ""))} | \
         {"host full": "host_full", "saturated": "saturated"}
     points = result.points.reindex(columns=["point", "repeats", *shown.values()]).set_axis(
         ["point", "repeats", *shown], axis=1)
