@@ -6,6 +6,11 @@ runtime multiplies them by `time_scale` so a 60 s workflow can run in 0.6 s, and
 Defaults sit inside the ranges of section VI-A (t_i in [1, 60] s, n in [5, 15], latencies in [0.01, 0.2] s,
 s_z in [100, 500] kB, payloads in [10, 300] kB, t_o = 0.15 s, h_s = 0.1 kB, t_h >= 3 / h_r) and h_r = 2 as
 chosen for Fig. 7.
+
+Every number has a bound (harness.plan.bounds, the table of docs/parameters.md) and every float is finite;
+numbers written as text take ASCII digits only, and a file that gives a key twice is refused (YAML through
+`UniqueKeyLoader`, TOML by tomllib, both named in one line). What one run may ask of the machine (processes,
+heartbeats, its duration) is a separate check, harness.plan.capacity, since the model has no such limits.
 """
 
 from __future__ import annotations
