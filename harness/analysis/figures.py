@@ -249,7 +249,9 @@ def _finish(fig: Any, figure: Figure, extra: list[tuple[Line2D, str]] | None = N
                            markerfacecolor="grey" if d == "centralised" else "white", label=d), f"design|{d}"))
     key += extra or []
     figure.key = [(str(h.get_label()), kind) for h, kind in key]
-    per_row = len(key) if len(key) <= 6 else math.ceil(len(key) / 2)
+    # as many entries a row as the widest one allows in the figure's width (about 0.075 in a character)
+    entry = (max(len(str(h.get_label())) for h, _ in key) + 6) * 0.075 if key else 1.0
+    per_row = max(1, min(len(key), int(fig.get_figwidth() * 0.95 // entry)))
     fig.legend(handles=[h for h, _ in key], fontsize=8.5, loc="lower center", ncol=max(per_row, 1), frameon=False)
     rows = math.ceil(len(key) / max(per_row, 1))
     fig.tight_layout(rect=(0, 0.045 * rows + 0.01, 1, 1))
