@@ -458,3 +458,17 @@ def test_option_types_take_ascii_digits_only(kind, text, ok):
         assert float(result.output) == float(text)
     else:
         assert result.exit_code == 2 and "Invalid value for '--value'" in result.output
+
+
+@pytest.mark.parametrize(("grid", "fragment"), [
+    ({"n": [2, "٣"]}, "n: numbers take ASCII digits"),
+    ({"h_r": [1, 1e-320]}, "h_r: Input should be greater than or equal to 0.001"),
+    ({"fault_at": ["task:1", "task:１"]}, "fault_at: numbers take ASCII digits"),
+    ({"k": [2, 101]}, "k: Input should be less than or equal to 100"),
+])
+def test_sweep_grids_go_through_the_same_bounds(grid, fragment):
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match=r"^sweep spec: point 2 ") as err:
+        sweep.plan({"base": {"n": 3, "fault": "slm-crash"}, "grid": grid})
+    assert fragment in str(err.value)
