@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from harness.cli import commands as cli
-from harness.errors import ConfigError
+from harness.errors import ConfigError, UserError
 from harness.experiment import run as runner
 from harness.experiment import sweep
 from harness.plan import bounds, capacity, config
@@ -467,8 +467,6 @@ def test_option_types_take_ascii_digits_only(kind, text, ok):
     ({"k": [2, 101]}, "k: Input should be less than or equal to 100"),
 ])
 def test_sweep_grids_go_through_the_same_bounds(grid, fragment):
-    from harness.errors import UserError
-
     with pytest.raises(UserError, match=r"^sweep spec: point 2 ") as err:
         sweep.plan({"base": {"n": 3, "fault": "slm-crash"}, "grid": grid})
     assert fragment in str(err.value)
