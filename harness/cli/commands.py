@@ -10,6 +10,7 @@ from harness import model
 from harness.analysis.qr import QR_RULES
 from harness.cli.entry import run_cli
 from harness.cli.output import FORMATS, render, write_rows
+from harness.cli.params import ASCII_FLOAT, ASCII_INT, AsciiInt
 from harness.errors import UserError
 from harness.load import LOADS
 from harness.plan import config
@@ -71,7 +72,7 @@ def model_cmd(design: str | None, mechanism: str | None, transport: str | None, 
 @click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,...",
               help="Values to try for one config key. Repeatable; the grid is their product.")
 @config_options
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows to print.")
+@click.option("--top", type=AsciiInt(min=1), default=10, show_default=True, help="Rows to print.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write every ranked row as CSV.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--qr", type=click.Choice(QR_RULES), default="cpu", show_default=True,
@@ -121,10 +122,10 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 @click.option("--transport", type=click.Choice(config.TRANSPORTS), default=None,
               help="Default: http; amqp puts the services on a RabbitMQ bus (docs/transport.md).")
 @config_options
-@click.option("--requests", type=int, default=None, help="Workflows to submit (default 20).")
-@click.option("--users", type=int, default=None, help="Closed loop: concurrent BSS users (default 4).")
-@click.option("--rate", type=float, default=None, help="Open loop: requests per second instead of users.")
-@click.option("--seed", type=int, default=None)
+@click.option("--requests", type=ASCII_INT, default=None, help="Workflows to submit (default 20).")
+@click.option("--users", type=ASCII_INT, default=None, help="Closed loop: concurrent BSS users (default 4).")
+@click.option("--rate", type=ASCII_FLOAT, default=None, help="Open loop: requests per second instead of users.")
+@click.option("--seed", type=ASCII_INT, default=None)
 @click.option("--load", type=click.Choice(LOADS), default="locust", show_default=True,
               help="Load generator: Locust in its own process, or the harness's own asyncio BSS.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
