@@ -137,9 +137,11 @@ def run_cmd(design, mechanism, fault, fault_at, runtime, transport, config_file,
     from harness.cli.progress import report_run
     from harness.experiment import outdir
     from harness.experiment import run as runner
+    from harness.plan import capacity
 
     z = config.load(config_file, sets, design=design, mechanism=mechanism, fault=fault, fault_at=fault_at,
                     runtime=runtime, transport=transport, requests=requests, users=users, rate=rate, seed=seed)
+    capacity.check_run(z)  # before --force may remove anything: a refused run deletes nothing
     if z.rate is not None and load == "builtin":
         raise UserError("rate: an open loop (--rate) needs the Locust load (--load locust)")
     if out:

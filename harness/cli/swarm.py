@@ -6,6 +6,7 @@ import asyncio
 
 import click
 
+from harness.cli.params import ASCII_FLOAT
 from harness.errors import UserError
 
 
@@ -15,7 +16,7 @@ def swarm_group() -> None:
 
 
 @swarm_group.command("check")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for every agent.")
+@click.option("--timeout", type=ASCII_FLOAT, default=30.0, show_default=True, help="Seconds to wait for every agent.")
 def swarm_check_cmd(timeout: float) -> None:
     """List nodes, labels, the image on every node and each node's clock offset; one line and exit 2 for what is
     missing."""

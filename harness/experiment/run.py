@@ -38,6 +38,7 @@ from harness.links.wiring import select_backend
 from harness.measure import metrics, summary
 from harness.measure.cpu import CpuSampler
 from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture
+from harness.plan import capacity
 from harness.plan.config import Experiment, build
 from harness.runtime import leftovers
 from harness.state import state_dir, write_atomic, write_json_atomic
@@ -190,9 +191,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     """Run z once into `out` (a new folder: outdir.claim); see the module docstring for what is written. A run
     that fails before its load started removes the folder it made (the error says why), so a failed start
     leaves no partial folder; one that fails later keeps what it recorded."""
-    if z.fault_at == "every":
-        raise UserError("fault_at: every explores every crash point, one run each: put it in a sweep spec "
-                        "(harness sweep; docs/analysis.md, Exploration), or give task:K@F for one of them")
+    capacity.check_run(z)  # what this machine can run (and fault_at: every belongs to a sweep), before anything
     out = out.absolute()  # every child process gets absolute paths, whatever the working directory
     made = outdir.claim(out)
     started: list[bool] = []
