@@ -46,7 +46,9 @@ class ServiceSpec:
     secret: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"))
+        """The spec as the service reads it; without `secret` when there is none (a hand-started service)."""
+        fields = self.__dict__ if self.secret is not None else {k: v for k, v in self.__dict__.items() if k != "secret"}
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> ServiceSpec:

@@ -90,6 +90,10 @@ def probe(targets: dict[str, object]) -> dict[str, object]:
     if isinstance(agent, str):
         for name, cid in (("agent_leave", "../../swarm/leave?force=true&x="), ("agent_kill", uuid.uuid4().hex * 2)):
             http_[name] = status(agent, "POST", f"/kill?container={cid}")
+        http_["agent_pause"] = status(agent, "POST", f"/pause?container={targets.get('victim')}", None, wrong)
+    spec = targets.get("spec")
+    if isinstance(spec, str):
+        http_["spec_server"] = status(spec, "GET", "/spec/slm-a")  # the spec carries slm-a's key
     out["http"] = http_
     return out
 

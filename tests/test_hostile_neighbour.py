@@ -60,6 +60,8 @@ def all_refused(result: dict[str, Any], what: dict[str, Any]) -> None:
                 "proxyd_delay", "proxyd_reset"} | {f"{s}_{r}" for s in what["hb"] for r in ("hb_now", "release")}
     if what["locust"]:
         expected |= {"bss_go", "bss_warmup"}
+    if what.get("agent"):
+        expected |= {"agent_leave", "agent_kill", "agent_pause", "spec_server"}
     assert set(http) == expected
     assert http == dict.fromkeys(expected, 403)
 
@@ -79,6 +81,8 @@ def unchanged(tb: Testbed, events: list[Event], what: dict[str, Any]) -> None:
     assert refused["bss"] == 3 + (2 if what["locust"] else 0)
     assert refused["proxyd"] == 4
     assert refused["services"] == 2 * len(what["hb"])
+    if what.get("agent"):
+        assert (refused["agent"], refused["spec_server"]) == (3, 1)
 
 
 @pytest.mark.slow
@@ -185,4 +189,89 @@ def test_a_container_on_the_run_s_bridge_is_refused_and_changes_nothing(tmp_path
     tb, what, result = asyncio.run(go())
     assert leftovers.docker_objects(run=tb.run) == []
     all_refused(result, what)
+    unchanged(tb, tb.collector.events, what)
+
+
+@needs_docker
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_container_on_the_run_s_overlay_is_refused_by_the_agent_too(tmp_path: Path) -> None:
+    """On a one-node swarm (made here and left again if the Engine was in none, as tests/test_swarm.py does): a
+    container attached to the run's overlay tries everything above, plus the agent's path injection, a kill of a
+    random hex id and a pause of a real service's container without the key, and fetching a spec. With the key,
+    the agent still refuses what is not a hex id or not a container of this run, and serves what is."""
+    import urllib.error
+    import urllib.request
+
+    from harness.runtime import engine, swarm_agent
+    from harness.runtime.docker import labels
+    from harness.runtime.swarm import SPEC_PORT, SwarmRuntime
+
+    z = experiment(design="centralised", requests=REQUESTS, users=USERS, runtime="swarm")
+    source = PROBE.read_text(encoding="utf-8")
+    client = engine.client()
+    state = client.info().get("Swarm", {}).get("LocalNodeState", "")
+    if state not in ("inactive", "active"):
+        pytest.skip(f"the Engine's swarm is {state}: neither usable nor ours to change")
+    if state == "inactive":
+        networks = {n["Name"] for n in client.api.networks()}
+        client.swarm.init(advertise_addr="127.0.0.1")
+
+    def agent_status(rt: SwarmRuntime, agent: str, container: str) -> int:
+        url = f"http://{agent}/stats?container={container}"
+        request = urllib.request.Request(url, headers={auth.HEADER: rt.agent_key})
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    made: list[Any] = []
+
+    def in_container(rt: SwarmRuntime, what: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The neighbour on the run's overlay, labelled (for clean-up) as of another run; kept (stopped) until
+        the end, so the agent can be asked about a container of another run."""
+        mark = {**labels(rt.run), "manobench.run": f"not-{rt.run}"}
+        assert rt.image
+        container = client.containers.run(rt.image, ["python3", "-c", source, json.dumps(what)],
+                                          network=rt.network, labels=mark, detach=True)
+        made.append(container)
+        assert container.wait(timeout=120)["StatusCode"] == 0, container.logs().decode()
+        result: dict[str, Any] = json.loads(container.logs(stdout=True, stderr=False))
+        return result, str(container.id)
+
+    async def go() -> tuple[Testbed, dict[str, Any], dict[str, Any], dict[str, int]]:
+        async with Testbed(z, tmp_path, links_backend="proxy") as tb:
+            rt = tb.runtime
+            assert isinstance(rt, SwarmRuntime)
+            agent = f"{next(iter(rt.agents.values()))}:{swarm_agent.AGENT_PORT}"
+            victim = rt.tasks["slm-a"].container
+            what = {**targets(tb), "agent": agent, "victim": victim, "spec": f"{rt.gateway}:{SPEC_PORT}"}
+
+            async def drive() -> None:
+                reqs = await tb.bss.drive(REQUESTS, users=USERS, timeout=30)
+                await tb.bss.wait_all(reqs, timeout=30)
+
+            (result, foreign), _ = await asyncio.gather(asyncio.to_thread(in_container, rt, what), drive())
+            keyed = {"leave": await asyncio.to_thread(agent_status, rt, agent, "../../swarm/leave?force=true&x="),
+                     "foreign": await asyncio.to_thread(agent_status, rt, agent, foreign),
+                     "own": await asyncio.to_thread(agent_status, rt, agent, victim)}
+            await asyncio.sleep(0.1)
+        return tb, what, result, keyed
+
+    try:
+        tb, what, result, keyed = asyncio.run(go())
+    finally:
+        for container in made:
+            container.remove(force=True)
+        if state == "inactive":
+            client.swarm.leave(force=True)
+            if "docker_gwbridge" not in networks:
+                client.api.remove_network("docker_gwbridge")
+    assert leftovers.docker_objects(run=tb.run) == []
+    all_refused(result, what)
+    assert keyed == {"leave": 403, "foreign": 403, "own": 200}
+    refused = tb.refused()
+    refused["agent"] -= 2  # the harness-side checks above: the injection and the foreign container
+    tb.refused = lambda: refused  # type: ignore[method-assign]
     unchanged(tb, tb.collector.events, what)

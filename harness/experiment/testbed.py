@@ -71,6 +71,8 @@ class Testbed:
         self.secret = auth.new_secret()
         self.collector = Collector(self.workdir / "events.jsonl", secret=self.secret)
         self.runtime = make_runtime(z, self.run, self.workdir)
+        if hasattr(self.runtime, "use_secret"):  # swarm: the agents' key and each task's, as services are made
+            self.runtime.use_secret(self.secret)
         self.external_bss = external_bss
         self.bss = Bss(self.collector, host=self.runtime.host_of("bss"), secret=self.secret)
         # instrument name -> its count of refused requests, for instruments that live elsewhere (Locust's BSS)

@@ -62,7 +62,7 @@ from docker.types import (
 )
 
 from harness.errors import UserError
-from harness.runtime import clocks, engine, swarm_agent, wait_ready
+from harness.runtime import clocks, engine, swarm_agent, swarm_nodes, wait_ready
 from harness.runtime import image as images
 from harness.runtime.cgroups import CgroupFiles, runs_here
 from harness.runtime.docker import BRIDGE_NETS_ENV, HARNESS_SIDE, free_block, labels
@@ -70,9 +70,11 @@ from harness.runtime.freezing import Freezing
 from harness.runtime.local import LocalRuntime
 from harness.runtime.netns import NetnsSwitch
 from harness.runtime.swarm_nodes import Node, Placement, nodes, require_manager, task_address, task_of
+from protocol import auth
 from protocol.spec import ServiceSpec
 
 AGENT_SOURCE = Path(swarm_agent.__file__).read_text(encoding="utf-8")
+AGENT_KEY_NAME = "agent"  # protocol.auth.key(secret, this): the fault agents' key, no service's
 SPEC_PORT = 7991
 STACK_LABEL = "com.docker.stack.namespace"
 GRACE_ENV = "MANOBENCH_ORPHAN_GRACE"
@@ -163,6 +165,19 @@ class SwarmRuntime(Freezing):
         self.switch = NetnsSwitch()
         self._spec_site: web.AppRunner | None = None
         self._stats: asyncio.Task[None] | None = None
+        self.use_secret(auth.new_secret())  # the testbed hands over the run's own before anything is created
+        self.refusals = {"agent": 0, "spec_server": 0}  # requests the agents and the spec server refused
+        self.encryption = ("off", "not probed yet")  # the overlay's: ("on" | "off", why)
+
+    def use_secret(self, secret: str) -> None:
+        """The run's secret (protocol.auth): the agents get their key, each task its own (for its spec)."""
+        self.secret = secret
+        self.agent_key = auth.key(secret, AGENT_KEY_NAME)
+
+    def refused(self) -> dict[str, int]:
+        """Requests refused for want of the run's key: by the fault agents (read before they go) and by the
+        spec server (docs/security.md)."""
+        return dict(self.refusals)
 
     # --- addresses and host-side processes ------------------------------------------------------------
     def host_of(self, svc_id: str) -> str:
@@ -202,20 +217,24 @@ class SwarmRuntime(Freezing):
         self.timings["prepare"] = time.monotonic() - t0
 
     def _create_network_and_gateway(self) -> int:
+        """The overlay (encrypted where this kernel can: `overlay_encryption`), then the gateway: the harness's
+        namespace on it. The gateway watches the harness through the spec server's socket in that namespace,
+        so it needs no host pid namespace (it had pid_mode=host, to read the harness's /proc entry)."""
         client = engine.client()
         ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=self.subnet, gateway=f"{self.block}.1")])
+        self.encryption = swarm_nodes.overlay_encryption()
+        options = {"encrypted": ""} if self.encryption[0] == "on" else None
         with engine.engine_call(f"network create {self.network} (overlay {self.subnet})"):
             net = client.api.create_network(self.network, driver="overlay", attachable=True, internal=True,
-                                            ipam=ipam, labels=self.labels, check_duplicate=True)
+                                            ipam=ipam, labels=self.labels, check_duplicate=True, options=options)
         self.network_id = net["Id"]
-        me = psutil.Process()
-        started = Path(f"/proc/{me.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
         api = client.api
+        watched = f"{self.gateway}:{SPEC_PORT}"
         with engine.engine_call("gateway container"):
             container = api.create_container(
-                self.image, ["python3", "-c", AGENT_SOURCE, "gateway", str(me.pid), started, str(self.grace)],
+                self.image, ["python3", "-c", AGENT_SOURCE, "gateway", watched, str(self.grace)],
                 name=f"{self.stack}-gateway", labels={**self.labels, "manobench.service": "gateway"},
-                host_config=api.create_host_config(network_mode=self.network, pid_mode="host", auto_remove=False),
+                host_config=api.create_host_config(network_mode=self.network, auto_remove=False),
                 networking_config={"EndpointsConfig": {
                     self.network: api.create_endpoint_config(ipv4_address=self.gateway)}})
             api.start(container["Id"])
@@ -226,8 +245,14 @@ class SwarmRuntime(Freezing):
         return pid
 
     async def _serve_specs(self) -> None:
+        """Each task's spec, to that task only: it carries the service's key, so the request must too."""
+
         async def spec(request: web.Request) -> web.Response:
-            text = self.specs.get(request.match_info["svc"])
+            svc = request.match_info["svc"]
+            if not auth.matches(auth.key(self.secret, svc), request.headers.get(auth.HEADER)):
+                self.refusals["spec_server"] += 1
+                return web.Response(status=403)
+            text = self.specs.get(svc)
             return web.Response(text=text) if text else web.Response(status=404)
 
         app = web.Application()
@@ -246,7 +271,8 @@ class SwarmRuntime(Freezing):
         with engine.engine_call(f"service create {svc_id}"):
             service = engine.client().api.create_service(
                 _task_template(self.image, ["python3", "-c", AGENT_SOURCE, "launch", url],
-                               {**self.labels, "manobench.service": svc_id}, {GRACE_ENV: f"{self.grace:g}"},
+                               {**self.labels, "manobench.service": svc_id},
+                               {GRACE_ENV: f"{self.grace:g}", auth.SECRET_ENV: auth.key(self.secret, svc_id)},
                                self.network, svc_id, [f"node.id=={node.id}"], resources),
                 name=f"{self.stack}_{svc_id}", labels={**self.labels, "manobench.service": svc_id},
                 mode=ServiceMode("replicated", 1), endpoint_spec=EndpointSpec(mode="dnsrr"))
@@ -285,8 +311,10 @@ class SwarmRuntime(Freezing):
         mount = Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind", read_only=True)
         with engine.engine_call("service create agent"):
             service = engine.client().api.create_service(
-                _task_template(self.image, ["python3", "-c", AGENT_SOURCE, "agent", watched, f"{self.grace:g}"],
-                               {**self.labels, "manobench.service": "agent"}, {}, self.network, "agent",
+                _task_template(self.image, ["python3", "-c", AGENT_SOURCE, "agent", watched, f"{self.grace:g}",
+                                            self.run],
+                               {**self.labels, "manobench.service": "agent"}, {auth.SECRET_ENV: self.agent_key},
+                               self.network, "agent",
                                [], None, mounts=[mount], cap_add=["NET_ADMIN"]),
                 name=f"{self.stack}_agent", labels={**self.labels, "manobench.service": "agent"},
                 mode=ServiceMode("global"), endpoint_spec=EndpointSpec(mode="dnsrr"))
@@ -355,6 +383,7 @@ class SwarmRuntime(Freezing):
             "pairs_separated": self.placement.separated(), "clock_offsets": self.clocks,
             "agent_actions": self.agent_actions,
             "orphan_grace": self.grace,
+            "overlay_encrypted": self.encryption[0] == "on", "overlay_encryption": self.encryption[1],
         }
         path = self.workdir / "config.yaml"
         if path.exists():
@@ -398,7 +427,8 @@ class SwarmRuntime(Freezing):
         url = f"http://{self.agents[task.node.id]}:{swarm_agent.AGENT_PORT}/{action}?container={task.container}"
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         asked = time.monotonic()
-        with opener.open(urllib.request.Request(url, method="POST"), timeout=5) as resp:
+        request = urllib.request.Request(url, method="POST", headers={auth.HEADER: self.agent_key})
+        with opener.open(request, timeout=5) as resp:
             reply = json.loads(resp.read() or b"{}")
         done = clocks.agent_action(action, task.service, task.node.hostname, asked, time.monotonic(), reply,
                                    self.clocks["start"])
@@ -437,6 +467,16 @@ class SwarmRuntime(Freezing):
             fh.write("".join(f"{line}\n" for line in out))
             fh.truncate()
 
+    def _agent_refusals(self) -> None:
+        """What every agent refused (its /clock says, which needs no key), before the agents go."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        total = 0
+        for addr in self.agents.values():
+            with contextlib.suppress(OSError, ValueError), \
+                    opener.open(f"http://{addr}:{swarm_agent.AGENT_PORT}/clock", timeout=5) as resp:
+                total += int(json.loads(resp.read()).get("refused", 0))
+        self.refusals["agent"] = total
+
     def _remote_stats(self) -> None:
         """The last counters of every task on another node, from its agent (the node's Engine stats)."""
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -444,7 +484,8 @@ class SwarmRuntime(Freezing):
             if t.here or t.node.id not in self.agents:
                 continue
             url = f"http://{self.agents[t.node.id]}:{swarm_agent.AGENT_PORT}/stats?container={t.container}"
-            with contextlib.suppress(OSError, ValueError), opener.open(url, timeout=10) as resp:
+            request = urllib.request.Request(url, headers={auth.HEADER: self.agent_key})
+            with contextlib.suppress(OSError, ValueError), opener.open(request, timeout=10) as resp:
                 stats = json.loads(resp.read())
                 if stats.get("cpu_s") is not None:
                     t.last["cpu"] = float(stats["cpu_s"])
@@ -480,6 +521,7 @@ class SwarmRuntime(Freezing):
         if self.agents and self.placement:
             await asyncio.to_thread(self._remote_stats)
             self.clocks["end"] = await asyncio.to_thread(self.measure_clocks)
+            await asyncio.to_thread(self._agent_refusals)
             self.record()
         self._shift_history()
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
@@ -115,3 +116,32 @@ def task_address(task: dict[str, Any], network_id: str) -> str | None:
         if att.get("Network", {}).get("ID") == network_id and att.get("Addresses"):
             return str(att["Addresses"][0]).split("/")[0]
     return None
+
+
+ENCRYPTION_ENV = "MANOBENCH_OVERLAY_ENCRYPTED"
+
+
+def overlay_encryption() -> tuple[str, str]:
+    """Whether the run's overlay is made with `--opt encrypted` ("on") or not ("off"), and why. The Engine
+    accepts the option on any kernel, but it carries traffic between nodes over IPsec (ESP, xfrm): where the
+    kernel lacks those, an encrypted overlay silently carries nothing between nodes. So it is asked for only
+    where this host's kernel has esp4 and xfrm_user (loaded modules, or built in); MANOBENCH_OVERLAY_ENCRYPTED
+    =0 or 1 overrides (1: the nodes' kernels are known to have them). Recorded in config.yaml's `swarm`."""
+    forced = os.environ.get(ENCRYPTION_ENV, "")
+    if forced in ("0", "1"):
+        return ("on" if forced == "1" else "off"), f"{ENCRYPTION_ENV}={forced}"
+    missing = [m for m in ("esp4", "xfrm_user") if not _kernel_has(m)]
+    if missing:
+        return "off", f"this kernel has no {' or '.join(missing)} (IPsec): the overlay is not encrypted"
+    return "on", "IPsec (esp4, xfrm_user) available: --opt encrypted"
+
+
+def _kernel_has(module: str) -> bool:
+    if Path(f"/sys/module/{module}").exists():
+        return True
+    release = os.uname().release
+    try:
+        builtin = Path(f"/lib/modules/{release}/modules.builtin").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return f"/{module}.ko" in builtin
