@@ -404,3 +404,22 @@ def test_the_commands_print_and_write_their_tables(sweeps, tmp_path):
     result = runner.invoke(cli, ["report", folder, "--weights", "0,1,0,0"])
     assert result.exit_code == 0 and "Fig 6: skipped" in result.output
     assert "weights 1" in (sweeps["fig8-ci"] / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fig6-ci", "fig7-ci", "fig8-ci"])
+def test_a_readers_check_of_the_ci_reports(sweeps, name):
+    """Issue 24's acceptance on the real CI sweeps: no caption, key or legend names what is not on the page,
+    report.md says nothing twice, and no optimum names a run key."""
+    from test_report_reading import check_page, paragraphs  # (tests/ is on the path pytest gives its tests)
+
+    result = report.build_report(sweeps[name])
+    drawn = [f for f in result.figures if f.path]
+    assert drawn
+    for figure in drawn:
+        check_page(figure)
+    md = result.path.read_text()
+    said = paragraphs(md)
+    assert not {p for p in said if said.count(p) > 1}
+    assert "requests=" not in md and "time_scale=" not in md and md.count("Q_r = cpu for both costs") == 1
+    assert "the fitted model's minimum over" in md
