@@ -244,7 +244,7 @@ def test_report_md_flags_a_large_error_after_fitting_and_a_fault_off_the_worst_m
     (t_c,) = [line for line in md.splitlines() if line.startswith("| t_c |")]
     assert not t_c.endswith("**large** |")
     assert "1 point(s) come from a fault that was not aimed at the worst moment: p1 (task:3)" in md
-    assert "| fault at |" in md and "| task:3 |" in md  # beside t_r in the points table
+    assert "| t_r meas [s] | fault at |" in md and "| task:3 |" in md  # beside t_r in the points table
 
 
 # --- tables off a terminal ----------------------------------------------------------------------------------------

@@ -253,8 +253,9 @@ def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures:
     md += [f"- {n}" for n in result.notes]
     primary = result.points[result.points["time_scale"] == ts]
     off = not_at_worst(primary)
-    shown = {"t_c meas [s]": "t_c_mean", **({"fault at": "fault_at"} if len(off) else {}), "R_a meas": "R_a_mean",
-             "R_r meas": "R_r_mean", "B_tot meas [kB/s]": "B_tot_mean", "Q_r_compute meas": "Q_r_compute_mean"} | \
+    shown = {"t_c meas [s]": "t_c_mean", "t_r meas [s]": "t_r_mean", **({"fault at": "fault_at"} if len(off) else {}),
+             "R_a meas": "R_a_mean", "R_r meas": "R_r_mean", "B_tot meas [kB/s]": "B_tot_mean",
+             "Q_r_compute meas": "Q_r_compute_mean"} | \
         {f"{m} fitted model{unit}": f"{m}_fitted" for m, unit in (("R_a", ""), ("R_r", ""), ("B_tot", " [kB/s]"),
                                                             ("Q_r_compute", ""))} | \
         {"host full": "host_full", "saturated": "saturated"}
