@@ -63,8 +63,9 @@ def evaluate_grid(
                            ("alpha", alpha), ("beta", beta), ("gamma", gamma), ("delta", delta)]
             z = config.build(config.apply_overrides(base, assignments))
             m = model.evaluate(z)
-            rows.append({"design": design, "mechanism": z.mechanism, **point,
-                         **{name: getattr(m, name) for name in model.METRICS}, "C": m.C})
+            # C first after the point: a terminal too narrow for every metric still shows the answer
+            rows.append({"design": design, "mechanism": z.mechanism, **point, "C": m.C,
+                         **{name: getattr(m, name) for name in model.METRICS}})
     # a NaN cost (no recovery) ranks last; ties keep grid order
     ranked = pd.DataFrame(rows).sort_values("C", na_position="last", kind="stable")
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
