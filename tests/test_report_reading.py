@@ -99,14 +99,15 @@ def test_fig6_names_only_the_series_it_draws(tmp_path):
     check_page(figure)
     text = " ".join([figure.caption, *(label for label, _ in figure.key), *figure.legends])
     assert "5/h_r" not in text and "distributed" not in text and not re.search(r"\bred\b", figure.caption)
-    assert "yellow: centralised, t_h = 3/h_r" in figure.caption
+    assert "yellow: t_h = 3/h_r" in figure.caption and "centralised, t_h = 3/h_r" in figure.legends
     assert "no interval" in figure.caption  # one repeat: no bar is drawn, and the key says so
     # the same code names the second multiple and the other design where they are drawn
     record, points, _ = sweep([{"h_r": h, "t_h_mult": m, "design": d} for h in (0.25, 1, 4) for m in (3, 5)
                                for d in ("centralised", "distributed")], ["h_r", "t_h_mult", "design"], repeats=2)
     both = figures.fig6(points.to_dict("records"), record, the_fit(), tmp_path / "fig6b.png")
     check_page(both)
-    assert "red: distributed, t_h = 5/h_r" in both.caption and "dashed lines distributed" in both.caption
+    assert "yellow: t_h = 3/h_r; red: t_h = 5/h_r" in both.caption and "dashed lines distributed" in both.caption
+    assert {"centralised, t_h = 5/h_r", "distributed, t_h = 3/h_r"} <= set(both.legends)
     assert "95% interval" in both.caption and ("distributed", "design|distributed") in both.key
 
 

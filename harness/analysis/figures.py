@@ -308,6 +308,11 @@ def _coincide(series: list[Series], panel: str) -> str:
     return "; ".join(notes)
 
 
+def _th_colour_word(mult: float) -> str:
+    """Fig 6's colour word of a t_h multiple."""
+    return COLOUR_WORDS[TH_COLOURS.get(mult, "tab:purple")]
+
+
 # --- Fig 6 ---------------------------------------------------------------------------------------------------------
 
 
@@ -365,14 +370,16 @@ def fig6(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit,
     _error_axis(err_b, worst["B_tot"])
     _value_axis(ax_r, "recovery ratio R_r = t_r / t_c", UNITS["R_r"])
     _value_axis(ax_b, "B_tot", UNITS["B_tot"])
-    ax_r.set_title(f"R_r against h_r ({_named(figure.series, 'R_r')})", fontsize=9)
+    mults = "; ".join(dict.fromkeys(f"{c}: t_h = {m:g}/h_r" for c, m in
+                                    ((_th_colour_word(m), m) for _, m in lines)))
+    ax_r.set_title(f"R_r against h_r ({mults})", fontsize=9)
     ax_b.set_title("B_tot against h_r (independent of t_h: one line per design)", fontsize=9)
     for ax in (ax_r, ax_b):
         _legend(ax)
     fig.suptitle("Fig 6: recovery ratio and bandwidth against the heartbeat rate", fontsize=12)
-    figure.caption = (f"R_r (left; {_named(figure.series, 'R_r')}) and B_tot (right; {_named(figure.series, 'B_tot')})"
-                      f" against h_r; {_styles(figure.series)}. Below each, the models' error at the measured "
-                      "points, % of the measured mean (filled: fitted, x: configured).")
+    figure.caption = (f"R_r (left; {mults}) and B_tot (right; blue) against h_r; {_styles(figure.series)}. Below "
+                      "each, the models' error at the measured points, % of the measured mean (filled: fitted, "
+                      "x: configured).")
     _finish(fig, figure, _error_key(figure.series))
     return figure
 
