@@ -180,7 +180,7 @@ def test_an_optimum_beyond_the_measured_range_is_stated():
     record, points, trials = fig7_like()
     grid = optimum.ModelGrid(points, record, the_fit())
     rows = optimum.cost_table(points, RECOVERY, record["swept"], "cpu", trials=trials)
-    (line, _overall) = optimum.optimum_lines(rows, grid, RECOVERY, "cpu")
+    (line,) = optimum.optimum_lines(rows, grid, RECOVERY, "cpu")  # one design: no second, overall line
     assert "a measured point" in line  # n = 6, the largest measured, is the model's best inside the range
     assert "its C still falls beyond the measured range (s_p=1, s_o=1, n=7" in line
     assert line.endswith("the model's optimum lies outside the measured grid") or \

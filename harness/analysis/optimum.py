@@ -358,7 +358,9 @@ def optimum_lines(rows: pd.DataFrame, grid: ModelGrid | None = None, weights: We
         lines.append(f"optimum {design} ({mechanism}): {_measured_text(best, keys)}; "
                      f"{_verdict(best, by_model, keys)}{model_says}{left_out}")
     measured = rows[np.isfinite(rows["C_measured"]) & rows["counted"]]
-    if not measured.empty:
+    if len(lines) == 1:  # one design: its optimum is the overall one, said once
+        lines[0] = lines[0].replace(":", " (the only design swept, so also the overall optimum):", 1)
+    elif not measured.empty:
         best = measured.sort_values("rank").iloc[0]
         by_model = rows.sort_values("rank_model").iloc[0]
         lines.append(f"optimum overall: {_measured_text(best, keys, design=True)}; "
