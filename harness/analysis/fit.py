@@ -429,7 +429,8 @@ def error_table(points: pd.DataFrame) -> pd.DataFrame:
         measured = tables.numeric(points, [f"{m}_mean"]).iloc[:, 0].replace(0, math.nan)
         err = {side: ((tables.numeric(points, [f"{m}_{kind}"]).iloc[:, 0] - measured).abs() / measured.abs())
                for side, kind in (("before", "model"), ("after", "fitted"))}
-        rows.append({"metric": m, "points": int(err["before"].count()),
+        rows.append({"metric": m, "points": int(measured.count()),  # measured there (the configured model may
+                     # have no value: Q_r_compute has no CPU costs)
                      **{f"{side}_{stat}": getattr(e, stat)() for side, e in err.items() for stat in ("mean", "max")}})
     return pd.DataFrame(rows)
 

@@ -149,7 +149,8 @@ def _error_lines(result: fit.FitResult, points: pd.DataFrame) -> list[str]:
     md = ["", "## Model error", "",
           "Relative error |model - measured| / measured over the points (means over repeats): with the configured "
           f"parameters (before) and with the fitted ones (after; in-sample). An error after fitting above "
-          f"{LARGE_ERROR:.0%} (mean or max) is flagged **large**: the fitted model does not carry that metric.", "",
+          f"{LARGE_ERROR:.0%} (mean or max) is flagged **large**: the fitted model does not carry that metric. "
+          "Q_r_compute has no configured model (it has no CPU costs), hence no error before fitting.", "",
           tables.markdown(errors, ["metric", "unit", "points", "before, mean", "before, max", "after, mean",
                                    "after, max", "flag"]), ""]
     large = [f"{m} ({_pct(a)} mean, {_pct(x)} max)" for m, a, x, f in
