@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -94,6 +96,39 @@ def test_the_parser_reads_commands_markers_and_what_a_command_needs() -> None:
     with pytest.raises(rr.ReadmeError, match="no earlier command"):
         analyse.as_run(None)
     assert not a.needs_docker() and not a.starts_deployments()
+
+
+def test_a_failing_command_fails_and_only_the_folders_a_command_names_are_removed() -> None:
+    """The runner itself: a non-zero exit is a failure; of two new folders in results/, the one the command
+    names is its own (removed at the end), the other is someone else's (left alone)."""
+    tag = uuid.uuid4().hex[:8]
+    mine, theirs = f"readme-probe-{tag}-mine", f"readme-probe-{tag}-theirs"
+    session = rr.ReadmeSession(None)
+    failing = rr.Command(1, "exit 3   # a README command that fails", "S", 0)
+    with pytest.raises(AssertionError, match="exit 3"):
+        rr.check(session, failing)
+    other_process = f"t=theirs; mkdir -p results/readme-probe-{tag}-$t"  # made now, but named nowhere
+    made = rr.Command(2, f"{other_process}; mkdir -p results/{mine} && echo results in results/{mine}", "S", 0)
+    try:
+        outcome = session.run(made)
+        assert outcome.code == 0 and outcome.made == [mine] and session.made == [mine]
+        assert session.close() == []
+        assert not (rr.RESULTS / mine).exists() and (rr.RESULTS / theirs).is_dir()
+    finally:
+        for name in (mine, theirs):
+            shutil.rmtree(rr.RESULTS / name, ignore_errors=True)
+
+
+def test_a_command_naming_a_folder_that_was_there_before_is_not_run() -> None:
+    """A README sweep would resume (and the test then could not tell apart) a folder someone already had."""
+    name = f"readme-probe-{uuid.uuid4().hex[:8]}"
+    (rr.RESULTS / name).mkdir(parents=True)
+    try:
+        cmd = rr.Command(1, f".venv/bin/harness fit results/{name}", "S", 0)
+        why = rr.ReadmeSession(None).stale_output(cmd)
+        assert why is not None and f"results/{name} was there before" in why
+    finally:
+        (rr.RESULTS / name).rmdir()
 
 
 # --- every MANOBENCH_* variable in one table ---------------------------------------------------------------
