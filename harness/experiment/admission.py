@@ -76,7 +76,9 @@ def cpu_cap() -> float:
 
 
 def board_dir() -> Path:
-    """The machine's admission board (0700, under the state root)."""
+    """The machine's admission board (0700, under the state root; its parent, the lock's folder, 0700 too:
+    state_dir makes missing parents with the umask's mode, so each level is made on its own)."""
+    state_dir("sweep")
     return state_dir("sweep", BOARD_NAME)
 
 
