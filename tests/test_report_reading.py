@@ -242,6 +242,7 @@ def test_report_md_flags_a_large_error_after_fitting_and_a_fault_off_the_worst_m
     md = write_report(tmp_path, record, points, trials)
     (row,) = [line for line in md.splitlines() if line.startswith("| Q_r_compute |")]
     assert row.endswith("| **large** |") and "Flagged: Q_r_compute (" in md
+    assert row.startswith("| Q_r_compute | monolith-equiv. | 4 | - | - |")  # 4 measured, no configured model
     (t_c,) = [line for line in md.splitlines() if line.startswith("| t_c |")]
     assert not t_c.endswith("**large** |")
     assert "1 point(s) come from a fault that was not aimed at the worst moment: p1 (task:3)" in md
