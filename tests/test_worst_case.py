@@ -59,8 +59,8 @@ def test_worst_crash_loses_the_models_t_l(tmp_path, cache, design, h_r, time_sca
     assert BAND[0] <= error <= BAND[1], (design, h_r, lost, row["t_l_model"], error)
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> tuple[int, dict | str]:
-    async with session.post(url, json=body) as resp:
+async def _post(session: aiohttp.ClientSession, url: str, body: dict, key: str | None) -> tuple[int, dict | str]:
+    async with session.post(url, json=body, headers={"X-Manobench-Secret": key or ""}) as resp:
         return resp.status, (await resp.json() if resp.status == 200 else await resp.text())
 
 
@@ -72,20 +72,21 @@ async def _control_calls(tmp: Path) -> dict[str, object]:
         spec = tb.deployment.service("m1a")
         url = f"http://{spec.bind}:{spec.ports['hb']}"
         interval = z.time_scale / z.h_r
-        got["now"] = await _post(session, url + "/hb-now", {})
-        got["silence"] = await _post(session, url + "/hb-now", {"silence": True})
+        key = spec.secret  # the instance's own key: the harness's control calls carry it (docs/security.md)
+        got["now"] = await _post(session, url + "/hb-now", {}, key)
+        got["silence"] = await _post(session, url + "/hb-now", {"silence": True}, key)
         silent_from = len(tb.collector.events)
         await asyncio.sleep(2 * interval)  # less than t_h = 3 intervals: the twin must not declare it dead
         got["while_silent"] = [e for e in tb.collector.events[silent_from:] if e["svc"] == "m1a"]
-        got["release"] = await _post(session, url + "/release", {})
-        got["release_again"] = await _post(session, url + "/release", {})
+        got["release"] = await _post(session, url + "/release", {}, key)
+        got["release_again"] = await _post(session, url + "/release", {}, key)
         req = await tb.bss.submit()
         await tb.bss.wait(req, timeout=30)
         owner = owner_of(tb.collector.events, req)  # of m1, the first `request_received`
         spec = tb.deployment.service(owner)
         owner_url = f"http://{spec.bind}:{spec.ports['hb']}"
-        got["passed"] = await _post(session, owner_url + "/hb-now", {"req": req, "task": 1})
-        got["bad"] = [await _post(session, url + "/hb-now", body)
+        got["passed"] = await _post(session, owner_url + "/hb-now", {"req": req, "task": 1}, spec.secret)
+        got["bad"] = [await _post(session, url + "/hb-now", body, key)
                       for body in ({"silence": "yes"}, {"req": req}, {"req": 7, "task": 1})]
         await asyncio.sleep(2 * interval)
     got["events"] = tb.collector.events
