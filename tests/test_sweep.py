@@ -416,3 +416,18 @@ def test_bad_jobs_or_cpu_share_on_the_command_line_is_one_line_and_makes_no_fold
         proc = cli("sweep", str(spec), "--out", str(out), *args, env={**os.environ, **env})
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_with_no_flags_runs_the_fast_path(tmp_path):
+    """No --load, no --jobs: the builtin load (no Locust files in a trial), admitted by CPU headroom (--jobs
+    auto), both recorded in the session."""
+    spec = write_spec(tmp_path / "tiny.yaml", {"base": TINY, "grid": {"h_r": [1, 2]}})
+    out = tmp_path / "sweep"
+    proc = cli("sweep", str(spec), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "as the CPU admits: --jobs auto, load builtin" in proc.stderr
+    assert len(rows(out)) == 2
+    assert not any((out / "trials").glob("*/locust*")), "no trial ran Locust"
+    session = yaml.safe_load((out / "sweep.yaml").read_text())["sessions"][-1]
+    assert session["load"] == "builtin" and session["jobs"] == "auto"
