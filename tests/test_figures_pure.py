@@ -138,7 +138,7 @@ def test_the_summary_row_is_a_function_of_the_record():
     assert (row["verdict"], row["history_holes"], row["false_suspicions"]) == ("pass", 0, 0)
     assert (row["t_c_measured"], row["t_r_measured"], row["R_a_measured"], row["R_r_measured"]) == (2.5, 4.0, 1.25, 1.6)
     assert row["detection_delay"] == pytest.approx(0.8)
-    assert row["Q_r_measured"] == pytest.approx((0.6 / 2) / 0.1 - 1)  # services only: proxyd is not the design's
+    assert row["cpu_ratio_to_monolith"] == pytest.approx((0.6 / 2) / 0.1)  # services only: proxyd is not the design's
     assert row["instances_extra"] == len(DEPLOYMENT.services) - 1 and row["harness_cpu_share"] == 0.25
     assert math.isnan(row["header_bytes_per_message"]) and row["wire_source"] == "proxy"
     assert [r["req"] for r in tables.affected] == ["r2"] and {r["service"] for r in tables.cpu} >= {"slm-a", "proxyd"}

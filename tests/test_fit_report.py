@@ -109,7 +109,7 @@ def test_measured_and_modelled_cost_take_q_r_by_the_same_rule(rule):
         "few-instances-much-cpu"])
     # Fig 8's per-trial cost takes the same column as the ranking's measured side (never the raw CPU ratio)
     trials = pd.DataFrame({"R_a_measured": [1.1], "R_r_measured": [1.5], "B_tot_measured": [100.0],
-                           "instances_extra": [3.0], "Q_r_measured": [40.0], "Q_r_compute": [0.40]})
+                           "instances_extra": [3.0], "cpu_ratio_to_monolith": [41.0], "Q_r_compute": [0.40]})
     assert figures.trial_cost(trials, w, rule).iloc[0] == measured["few-instances-much-cpu"]
 
 

@@ -172,8 +172,7 @@ def _raw_ratio_note() -> str:
     it is the measurement's column, not the report's), or nothing once it is gone."""
     from harness.measure.summary import SUMMARY_COLUMNS
 
-    raw = [c for c in SUMMARY_COLUMNS if c.startswith("Q_r") and c not in ("Q_r_model", "Q_r_compute")
-           and not c.endswith("_bus")]
+    raw = [c for c in SUMMARY_COLUMNS if c == "cpu_ratio_to_monolith"]
     return (f" Each trial's summary.csv also holds {', '.join(f'`{c}`' for c in raw)}: CPU per workflow over the "
             "monolith's, a raw ratio that is no Q_r of either rule; no figure or table here uses it.") if raw else ""
 

@@ -52,11 +52,15 @@ def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) ->
 
 
 def verdict_line(v: checker.Verdict, row: dict) -> str:
-    """One line a reliability engineer reads first: pass / fail / unknown, and what each count was."""
+    """One line a reliability engineer reads first: pass / fail / unknown, why (docs/checker.md), and what each
+    count was."""
     gaps = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in v.holes.items() if n)
-    return (f"verdict {v.status}: {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated "
+    refused = _number(row.get("refused"))
+    return (f"verdict {v.status}" + (f" ({v.reason})" if v.reason else "")
+            + f": {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated "
             f"{len(v.duplicated)}, tasks re-run {v.reexecuted_tasks}, takeovers {v.takeovers}, false suspicions "
             f"{row['false_suspicions']}" + _broker(row) + (f", history holes: {gaps}" if gaps else "")
+            + (f", refused for want of the run's key {int(refused)}" if refused else "")
             + f"; link backend {row['link_backend']}")
 
 
@@ -77,24 +81,31 @@ def summary_table(row: dict) -> str:
         table.add_column(col, justify="right" if col != "metric" else "left")
     blank = ("",) * (2 if bus else 0)
     table.add_row("t_m", _fmt(row["t_m_measured"]), _fmt(row["t_c_model"] / row["R_a_model"]), "", *blank)
+    # the model's t_r and R_r are the worst case: a fault struck elsewhere is expected to recover faster
+    off_worst = row.get("fault") not in (None, "", "none") and row.get("fault_at") not in (None, "", "worst")
     for name in model.COMPARED:
         meas = row[f"{name}_measured"]
         cells = [_fmt(meas)]
         for mod in (row[f"{name}_model"], *((row.get(f"{name}_model_bus"),) if bus else ())):
             ref = _number(mod)
             cells += ["-" if ref is None else _fmt(ref), _error(meas, ref)]
-        table.add_row(name, *cells)
+        label = f"{name} (fault at {row['fault_at']}; model: worst case)" if off_worst and name in ("t_r", "R_r") \
+            else name
+        table.add_row(label, *cells)
     # The paper's Q_r counts extra instances; this project's Q_r_compute is extra compute in monolith-
     # equivalents (docs/model.md); only a fitted model predicts it (`harness fit`: CPU costs), hence no model.
     table.add_row("Q_r", _fmt(float(row["instances_extra"])), _fmt(row["Q_r_model"]), "instances", *blank)
     table.add_row("Q_r compute", _fmt(row["Q_r_compute"]), "-", "monolith-equiv.", *blank)
-    busy = row.get("host_busy", math.nan)
-    table.add_row("host CPU busy", "-" if busy is None or math.isnan(busy) else f"{busy:.0%}", "",
+    # the saturation flag beside the statistic it is decided on (metrics.saturated: the share of the measured
+    # load with every core busy), and the mean busy figure on its own row
+    full, busy = _number(row.get("host_full")), _number(row.get("host_busy"))
+    table.add_row("host CPU full", "-" if full is None else f"{full:.0%} of load", "",
                   "SATURATED" if row.get("saturated") is True else "", *blank)
+    table.add_row("host CPU busy", "-" if busy is None else f"{busy:.0%} mean", "", "", *blank)
     clock = _number(row.get("clock_uncertainty"))
     if clock is not None:  # events from several hosts' clocks (swarm): what the offsets' uncertainty bounds
         table.add_row("clock offsets", f"+-{clock * 1e3:.2f} ms", "", "wall", *blank)
-        table.add_row("  bounds", f"+-{2 * clock / row['time_scale']:.4f}", "", "detection delay", *blank)
+        table.add_row("  bounds", f"+-{2 * clock / row['time_scale']:.4f} s", "", "detection delay (paper)", *blank)
     console = Console(width=100, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text()

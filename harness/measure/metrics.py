@@ -9,8 +9,8 @@ Definitions, as close to the paper as a measurement can be:
   4, 5, 8, 9). Bytes are the message bodies the services counted; `links` compares them with the proxies'.
   In the distributed chain each hop's state goes to both instances of the next module: one copy is the
   operational message (Eq 9), the other the reliability mechanism's (Eq 8).
-- Q_r: extra CPU relative to the monolith doing the same workflows: CPU per workflow / the monolith's - 1
-  (`Q_r_measured`, the raw ratio: with `work: sleep` the monolith burns almost nothing and it explodes).
+- cpu_ratio_to_monolith: CPU per workflow / the monolith's, raw (not a Q_r: with `work: sleep` the monolith
+  burns almost nothing and the ratio runs to tens); the paper's Q_r is the count of extra instances.
 - Q_r_compute: the same in monolith-equivalents of compute, the tasks' own compute counted whether the
   emulation burnt it or slept it (`compute_per_workflow`, docs/model.md "Q_r in compute").
 - saturated: the host had no CPU headroom while the load ran (`saturated`).
