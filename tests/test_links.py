@@ -501,7 +501,8 @@ def test_spec_round_trips_and_rejects_duplicates(tmp_path: Path) -> None:
 
 def _raw_post(ctl: ProxyControl, path: str, body: bytes) -> tuple[int, dict[str, object]]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    req = urllib.request.Request(ctl.base + path, data=body, method="POST")
+    req = urllib.request.Request(ctl.base + path, data=body, method="POST",
+                                 headers={"X-Manobench-Secret": ctl.secret or ""})
     try:
         with opener.open(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -615,8 +616,9 @@ def test_proxyd_serves_links_and_takes_control(proxyd) -> None:  # type: ignore[
 
 def _raw(ctl: ProxyControl, request: bytes) -> tuple[int, dict[str, object]]:
     """Send one raw request to the control API; the status and JSON body of its answer."""
+    line, _, rest = request.partition(b"\r\n")  # with the control key, as the harness's calls carry it
     with socket.create_connection((ctl.host, ctl.port), timeout=5) as sock:
-        sock.sendall(request)
+        sock.sendall(line + b"\r\nX-Manobench-Secret: " + (ctl.secret or "").encode() + b"\r\n" + rest)
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -693,7 +695,7 @@ def test_proxyd_exits_when_its_parent_dies(tmp_path: Path) -> None:
     parent = subprocess.Popen(
         ["sh", "-c", f'"{sys.executable}" -m harness.links.proxyd --spec "{tmp_path}/links.json" '
                      f'--control 127.0.0.1:0 --ready-file "{ready}" & wait'],
-        cwd=REPO, start_new_session=True,
+        cwd=REPO, start_new_session=True, env={**os.environ, "MANOBENCH_SECRET": "k"},
     )
     try:
         deadline = time.monotonic() + 10
