@@ -326,6 +326,8 @@ class ReadmeSession:
         if cmd.marker is not None and cmd.marker.kind == "if-no-swarm" and self.swarm_found != "inactive":
             return (f"the Engine was already in a swarm ({self.swarm_found}) before the README's commands: "
                     "the README runs this only if it was in none")
+        if re.match(r"docker swarm leave\b", cmd.code) and not self.swarm_initialised:
+            return "the README's `docker swarm init` did not make a swarm here: nothing of ours to leave"
         return None
 
     def stale_output(self, cmd: Command) -> str | None:
