@@ -17,7 +17,7 @@ from harness.runtime.local import SESSION_ENV
 
 SECTIONS = {"On a message bus", "On a Docker Swarm", "From many runs to the operator's answer"}
 # regex on a command -> reason: a README command known to be broken, as xfail(strict=True), so that it fails the
-# suite again once it works (the two bus commands were here until the broker got absolute paths, 4009e8b)
+# suite again once it works. None now: the two bus commands pass since the broker got absolute paths (4009e8b)
 XFAIL: dict[str, str] = {}
 
 
