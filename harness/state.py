@@ -40,10 +40,16 @@ def state_root() -> Path:
 
 
 def state_dir(*parts: str) -> Path:
-    """A sub-directory of the state root (0700, ours), made if missing."""
-    path = state_root().joinpath(*parts)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return _owned_dir(path)
+    """A sub-directory of the state root (each level 0700 and ours), made if missing."""
+    path = state_root()
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part:
+            raise ValueError(f"state_dir: {part!r} is not one folder name")
+        path = path / part
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        _owned_dir(path)
+    return path
 
 
 def _owned_dir(path: Path) -> Path:

@@ -21,6 +21,7 @@ from harness import model
 from harness.analysis import tables
 from harness.errors import ConfigError
 from harness.faults import explore
+from harness.history.reading import read_history
 from harness.plan import config
 
 BAND = (-0.05, 0.05)  # how near the corrected reading must come to the empirical worst to be "supported"
@@ -28,14 +29,8 @@ BAND = (-0.05, 0.05)  # how near the corrected reading must come to the empirica
 
 def target_lost_time(trial_dir: Path) -> float:
     """t_r - t_c of the request the crash aimed at (paper seconds), from the trial's own files."""
-    kill = None
-    with (trial_dir / "events.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            if '"fault"' in line and '"kill"' in line:
-                e = json.loads(line)
-                if e.get("kind") == "fault" and e.get("action") == "kill":
-                    kill = e
-                    break
+    events = read_history(trial_dir / "events.jsonl").events
+    kill = next((e for e in events if e["kind"] == "fault" and e.get("action") == "kill"), None)
     if kill is None or not kill.get("req"):
         return math.nan
     affected = tables.read_csv(trial_dir / "affected.csv")

@@ -26,7 +26,6 @@ time scale, p + o / ts.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
@@ -60,6 +59,7 @@ from harness.analysis.optimum import (  # noqa: F401 - the cost and optimum, re-
     primary_scale,
     trial_costs,
 )
+from harness.history.guarded import read_json
 from harness.measure import metrics
 from harness.model import compute
 from harness.plan.config import Experiment
@@ -169,8 +169,7 @@ def _run_window(t: TrialData) -> tuple[float, float]:
     the sampler ran (counters.json's host_cpu seconds), else up to the testbed's `down`."""
     start = history.load_start(t.events)
     counters = t.dir / "counters.json"
-    seconds = (json.loads(counters.read_text(encoding="utf-8")).get("host_cpu") or {}).get("seconds") \
-        if counters.exists() else None
+    seconds = (read_json(counters).get("host_cpu") or {}).get("seconds") if counters.exists() else None
     if seconds:
         return start, start + float(seconds)
     ends = [e["t"] for e in t.events if e["kind"] == "down"] or [max(e["t"] for e in t.events)]

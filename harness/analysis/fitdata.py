@@ -8,13 +8,13 @@ re-exports every name.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from scipy.optimize import least_squares
 
 from harness import checker, history
@@ -22,6 +22,8 @@ from harness.analysis import tables
 from harness.analysis.sweep_folder import read_record
 from harness.errors import UserError
 from harness.history import record as run_record
+from harness.history.guarded import guard, read_yaml
+from harness.history.reading import read_history
 from harness.measure import metrics, summary
 from harness.plan import config
 from harness.plan.config import Experiment
@@ -45,7 +47,8 @@ class TrialData:
     def events(self) -> list[dict[str, Any]]:
         if self._events is None:
             path = self.dir / "events.jsonl"
-            self._events = history.measured(history.read(path)) if path.exists() else []
+            # only what is an event: lines that are not count as the trial's holes (harness.history.reading)
+            self._events = history.measured(read_history(path).events) if path.exists() else []
         return self._events
 
 
@@ -56,25 +59,33 @@ def num(value: Any) -> float:
         return math.nan
 
 
+TRIAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*", re.ASCII)  # a folder under trials/, never a path
+
+
 def load_trials(out: Path) -> tuple[dict[str, Any], list[TrialData]]:
     """sweep.yaml and every finished trial (a row in trials.csv) with its resolved z and its figures."""
     record = read_record(out)
-    overrides = {p["id"]: p.get("overrides", {}) for p in record.get("points", [])}
+    overrides = {p["id"]: p.get("overrides") or {} for p in record.get("points") or []}
     trials = []
-    frame = tables.read_csv(out / "trials.csv")
+    index = out / "trials.csv"
+    frame = tables.read_csv(index)
     rows: list[dict[str, Any]] = frame.to_dict("records") if "trial" in frame else []  # type: ignore[assignment]
     for row in rows:
-        tdir = out / "trials" / row["trial"]
+        with guard(index, "a row"):
+            trial, point, repeat = str(row["trial"]), str(row["point"]), int(row["repeat"])
+            if not TRIAL_ID.fullmatch(trial):
+                raise ValueError(f"{trial!r} is not a trial id")
+        tdir = out / "trials" / trial
         cfg = tdir / "config.yaml"
         if not cfg.exists():
             continue
-        z = config.build((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {})["z"])
+        with guard(cfg):
+            z = config.build(read_yaml(cfg)["z"])
         if all((tdir / name).is_file() for name in run_record.REQUIRED):
             # trials.csv is the index and the progress record; the figures are recomputed from the trial's own
             # folder, so a fix to a metric reaches every trial of an old sweep (older folders keep their row)
             row = {**row, **summary.derive(run_record.load(tdir)).summary}
-        trials.append(TrialData(str(row["trial"]), str(row["point"]), int(row["repeat"]), tdir, z, row,
-                                overrides.get(row["point"], {})))
+        trials.append(TrialData(trial, point, repeat, tdir, z, row, overrides.get(point, {})))
     if not trials:
         raise UserError(f"{out}: no finished trials yet (trials.csv has no rows): run the sweep first")
     return record, trials
@@ -193,7 +204,12 @@ class Param:
 
 def _solve(X: np.ndarray, y: np.ndarray, lower: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
     """Robust linear least squares: (x, stderr). soft_l1 with the residual scale of an OLS start, so a
-    few messages delayed by a busy CPU do not drag the estimates."""
+    few messages delayed by a busy CPU do not drag the estimates. Rows with a value that is not finite (a
+    trial whose history was cut short has no end to count its time up to) carry nothing and are left out."""
+    keep = np.isfinite(X).all(axis=1) & np.isfinite(y)
+    X, y = X[keep], y[keep]
+    if not len(y):
+        raise UserError("fit: no usable observations (every one had a value that is not finite)")
     x0, *_ = np.linalg.lstsq(X, y, rcond=None)
     if lower > -np.inf:
         x0 = np.maximum(x0, lower + 1e-12)

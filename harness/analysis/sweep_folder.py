@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.errors import UserError
+from harness.history.guarded import guard, read_yaml
 
 
 def read_record(out: Path) -> dict[str, Any]:
@@ -18,4 +17,11 @@ def read_record(out: Path) -> dict[str, Any]:
     path = Path(out) / "sweep.yaml"
     if not path.exists():
         raise UserError(f"{out} is not a sweep folder (no sweep.yaml): run `harness sweep SPEC --out {out}` first")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    record = read_yaml(path)
+    with guard(path):  # the parts every reader walks: a list of points, each a mapping with an id
+        points = record.get("points") or []
+        if not isinstance(points, list) or not all(isinstance(p, dict) and "id" in p for p in points):
+            raise TypeError("points is not a list of points with ids")
+        if not isinstance(record.get("spec") or {}, dict):
+            raise TypeError("spec is not a mapping")
+    return record

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.history.guarded import guard, read_text
+
 STATS = ("mean", "min", "max", "std", "ci95_lo", "ci95_hi")
 
 
@@ -21,12 +23,13 @@ def read_csv(path: Path, *, text: bool = False) -> pd.DataFrame:
     appended elsewhere exactly as read), otherwise numbers are parsed and empty or `nan` cells are NaN."""
     if not path.exists():
         return pd.DataFrame()
-    raw = path.read_text(encoding="utf-8")
+    raw = read_text(path)  # one line naming the file if it is not text
     raw = raw[: raw.rfind("\n") + 1]  # a torn last line is no row
     if not raw.strip():
         return pd.DataFrame()
     options = {"dtype": str, "keep_default_na": False} if text else {}
-    return pd.read_csv(io.StringIO(raw), on_bad_lines="skip", **options)  # type: ignore[call-overload]
+    with guard(path, "not CSV"):
+        return pd.read_csv(io.StringIO(raw), on_bad_lines="skip", **options)  # type: ignore[call-overload]
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:

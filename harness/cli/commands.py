@@ -186,12 +186,16 @@ def clean_cmd(everything: bool, run_id: str | None) -> None:
         except Exception:
             click.echo(f"ending {proc.pid}")
     leftovers.end(found)
+    data = leftovers.remove_stale_data(run_id)  # recorded data dirs under the state root whose run is gone
     stale = leftovers.docker_objects(run_id, orphans=not everything)
     for obj in stale:
         click.echo(f"removing {obj['kind']} {obj['name']} (run {obj['run']})")
     leftovers.remove_docker(stale)
-    if found or stale:
-        click.echo(f"clean: {len(found)} leftover process(es) ended, {len(stale)} container(s)/network(s) removed")
+    for run in data:
+        click.echo(f"removing the broker data of run {run} (under the state root)")
+    if found or stale or data:
+        click.echo(f"clean: {len(found)} leftover process(es) ended, {len(stale)} container(s)/network(s) removed,"
+                   f" {len(data)} run(s)' broker data removed")
     else:
         click.echo("clean: nothing left behind")
 
