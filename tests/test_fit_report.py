@@ -245,7 +245,7 @@ class _Sweeps(dict):
 
     def __missing__(self, name: str) -> Path:
         out = self.base / name
-        outcome = run_sweep(str(ROOT / "experiments" / f"{name}.yaml"), out, load="builtin")
+        outcome = run_sweep(str(ROOT / "experiments" / f"{name}.yaml"), out, load="builtin", jobs=1)
         assert outcome.finished == len(read_rows(out / "trials.csv")) and not outcome.failed
         report.build_report(out)
         self[name] = out
