@@ -12,14 +12,14 @@ import pandas as pd
 from harness import model
 from harness.errors import UserError
 from harness.plan import config
+from harness.plan.bounds import NUMBER
 
 
 def parse_weights(text: str) -> tuple[float, float, float, float]:
     """`alpha,beta,gamma,delta` as four non-negative numbers."""
-    try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        weights = ()
+    parts = [part.strip() for part in text.split(",")]
+    # ASCII decimal numbers only: float() reads '١' as 1 and 'inf', 'nan', '1_0' as numbers
+    weights = tuple(float(p) for p in parts) if all(NUMBER.fullmatch(p) for p in parts) else ()
     if len(weights) != 4 or any(not math.isfinite(w) or w < 0 for w in weights):
         raise UserError(f"--weights expects four numbers >= 0 as alpha,beta,gamma,delta (got {text!r})")
     return weights  # type: ignore[return-value]

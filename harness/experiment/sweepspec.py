@@ -33,7 +33,7 @@ import yaml
 
 from harness.errors import ConfigError, UserError
 from harness.faults import explore
-from harness.plan import config
+from harness.plan import capacity, config
 from harness.plan.config import Experiment
 
 SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "phases", "load", "jobs", "description")
@@ -91,7 +91,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"sweep spec: no such file: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = config.safe_load_unique(path.read_text(encoding="utf-8"))  # a key given twice is refused
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         detail = str(err).replace("\n", " ")
         raise UserError(f"sweep spec: {path} does not parse: {detail}") from None
@@ -217,7 +217,12 @@ def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
             if pid in seen:
                 raise UserError(f"sweep spec: {where} ({desc}) is the same point as point {seen[pid] + 1}")
             seen[pid] = index
-            points.append(Point(pid, over, built or _build(base, over, f"{where} ({desc})")))
+            point = Point(pid, over, built or _build(base, over, f"{where} ({desc})"))
+            try:  # what this machine can run, for every point before the first trial starts
+                capacity.check_run(point.z)
+            except ConfigError as err:
+                raise UserError(f"sweep spec: {where} ({desc}): {str(err).removeprefix('config error: ')}") from None
+            points.append(point)
             swept += [k for k in over if k not in swept]
     return Plan(spec, base, points, repeat, swept, exploration)
 
