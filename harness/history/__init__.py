@@ -46,6 +46,7 @@ class Collector:
         self.secret = secret
         self.bad_lines = 0
         self.refused = 0  # connections without the right hello, and events not their sender's own
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[Any] | None] = {}  # connections: ended by close()
 
     async def start(self, host: str = "127.0.0.1") -> str:
         self._server = await asyncio.start_server(self._serve, host, 0, limit=1 << 22)
@@ -64,6 +65,7 @@ class Collector:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sender: str | None = None  # the name this connection's hello proved
+        self._open[writer] = asyncio.current_task()
         try:
             line = await asyncio.wait_for(reader.readline(), self.HELLO_TIMEOUT)
             while line:
@@ -93,6 +95,7 @@ class Collector:
         except (ValueError, asyncio.LimitOverrunError):  # a line beyond the limit: not a sender of events
             self.bad_lines += 1
         finally:
+            self._open.pop(writer, None)
             writer.close()
 
     def record(self, event: Event) -> None:
@@ -132,8 +135,15 @@ class Collector:
             unsubscribe()
 
     async def close(self) -> None:
+        """Stop listening and end every open connection (their handlers then finish, none is left to be
+        cancelled at the loop's end); then close events.jsonl."""
         if self._server:
             self._server.close()
+            handlers = [task for task in self._open.values() if task is not None]
+            for writer in list(self._open):
+                writer.close()
+            if handlers:
+                await asyncio.wait(handlers, timeout=1.0)
             await self._server.wait_closed()
         if self._file:
             self._file.close()
