@@ -275,3 +275,34 @@ def test_a_container_on_the_run_s_overlay_is_refused_by_the_agent_too(tmp_path: 
     refused["agent"] -= 2  # the harness-side checks above: the injection and the foreign container
     tb.refused = lambda: refused  # type: ignore[method-assign]
     unchanged(tb, tb.collector.events, what)
+
+
+def test_keys_are_per_name_and_a_spec_carries_only_its_own() -> None:
+    """Each name's key differs and none is the secret; a spec with no key (a hand-started service) leaves the
+    field out of its JSON, so the checked-in compose files stay as they are."""
+    from protocol.spec import ServiceSpec
+
+    secret = auth.new_secret()
+    keys = {name: auth.key(secret, name) for name in ("slm-a", "slm-b", auth.BSS, auth.CONTROL)}
+    assert len(set(keys.values())) == 4 and secret not in keys.values()
+    assert auth.key(auth.new_secret(), "slm-a") != keys["slm-a"]  # another run, another key
+    assert auth.matches(keys["slm-a"], keys["slm-a"]) and not auth.matches(keys["slm-a"], keys["slm-b"])
+    assert not auth.matches(keys["slm-a"], None) and not auth.matches(keys["slm-a"], 7)
+    spec = ServiceSpec("slm-a", "slm", "r", "127.0.0.2", {"op": 8000}, {})
+    assert "secret" not in json.loads(spec.to_json())
+    spec.secret = keys["slm-a"]
+    assert ServiceSpec.from_json(spec.to_json()).secret == keys["slm-a"]
+
+
+def test_the_overlay_is_encrypted_only_where_the_kernel_has_ipsec(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.runtime import swarm_nodes
+
+    for forced, state in (("1", "on"), ("0", "off")):
+        monkeypatch.setenv(swarm_nodes.ENCRYPTION_ENV, forced)
+        assert swarm_nodes.overlay_encryption() == (state, f"{swarm_nodes.ENCRYPTION_ENV}={forced}")
+    monkeypatch.delenv(swarm_nodes.ENCRYPTION_ENV)
+    state, why = swarm_nodes.overlay_encryption()
+    if all(Path(f"/sys/module/{m}").exists() for m in ("esp4", "xfrm_user")):  # loaded: certainly there
+        assert state == "on", why
+    elif state == "off":  # this machine (6.18, neither): the missing module is named
+        assert "(IPsec)" in why and ("esp4" in why or "xfrm_user" in why), why
