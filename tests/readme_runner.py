@@ -35,7 +35,9 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "results"
 ENV_DOC = ROOT / "docs" / "environment.md"
 REDUCTION = "--set requests=4"  # added to every `harness run`: one round of the default 4 users, not five
+RUN_START_LOCK = Path("/tmp/manobench-readme-run-start.lock")  # README runs of default folders: one second each
 SWARM_LOCK = Path("/tmp/manobench-swarm.lock")  # held while a test changes or relies on the Engine's swarm state
 TARGET_IMAGE = "manobench-target:latest"
 
@@ -341,25 +344,51 @@ class ReadmeSession:
 
     # running ----------------------------------------------------------------------------------------------
     def run(self, cmd: Command, timeout: float = 600) -> Outcome:
-        """Run one command as written (reduced by REDUCTION), record what it made; the caller asserts."""
+        """Run one command as written (reduced by REDUCTION), record what it made; the caller asserts.
+
+        The command runs in a session of its own, so a time-out ends the harness under `bash -c` too, not
+        only the shell."""
         runs = self.runs.get(cmd.section, [])
         line = cmd.as_run(runs[-1] if runs else None)
-        before = _entries()
-        t0 = time.monotonic()
-        proc = subprocess.run(["bash", "-c", line], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ}, stdin=subprocess.DEVNULL)
-        seconds = time.monotonic() - t0
-        said = f"{line}\n{proc.stdout}\n{proc.stderr}"
+        staggered = bool(re.search(r"\bharness run\b", line)) and "--out" not in line
+        with contextlib.ExitStack() as stack:
+            if staggered:
+                lock = stack.enter_context(RUN_START_LOCK.open("a"))
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            out = stack.enter_context(tempfile.TemporaryFile("w+"))
+            err = stack.enter_context(tempfile.TemporaryFile("w+"))
+            before = _entries()
+            t0 = time.monotonic()
+            proc = subprocess.Popen(["bash", "-c", line], cwd=ROOT, stdout=out, stderr=err, text=True,
+                                    env={**os.environ}, stdin=subprocess.DEVNULL, start_new_session=True)
+            if staggered:
+                _until_named(proc, before)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)  # the harness's ordered teardown
+                try:
+                    code = proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    code = proc.wait()
+            seconds = time.monotonic() - t0
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        said = f"{line}\n{stdout}\n{stderr}"
         made = sorted(n for n in _entries() - before if re.search(rf"results/{re.escape(n)}(\b|/|$)", said))
         self.made += made
         if re.search(r"\bharness (run|sweep)\b", line):
             self.runs.setdefault(cmd.section, []).extend(made)
-        if re.match(r"docker swarm init\b", cmd.code) and proc.returncode == 0:
+        if re.match(r"docker swarm init\b", cmd.code) and code == 0:
             self.swarm_initialised = True
-        if re.match(r"docker swarm leave\b", cmd.code) and proc.returncode == 0:
+        if re.match(r"docker swarm leave\b", cmd.code) and code == 0:
             self.swarm_initialised = False
             self._restore_networks()
-        outcome = Outcome(line, proc.returncode, proc.stdout, proc.stderr, seconds, made)
+        outcome = Outcome(line, code, stdout, stderr, seconds, made)
         self.outcomes.append(outcome)
         return outcome
 
@@ -422,6 +451,19 @@ class ReadmeSession:
                 self._lock.close()
                 self._lock = None
         return problems
+
+
+def _until_named(proc: subprocess.Popen[str], before: set[str], limit: float = 20.0) -> None:
+    """Wait until a started `harness run` has made its folder (or ended), then until the wall clock's second
+    has turned. Why: the default folder is `results/<time to the second>-<design>-<fault>`, and the suite's
+    two workers run the README's halves at once; both halves begin with a centralised slm-crash run (one on
+    the bus), and two such runs started in the same second collided on one folder (the second refused, exit
+    2: a harness bug, reported, that a user running the README's commands one after another does not meet).
+    Holding RUN_START_LOCK through this keeps the two halves' runs in different seconds."""
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and not (_entries() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0 - time.time() % 1.0 + 0.05)
 
 
 def _entries() -> set[str]:
