@@ -25,7 +25,9 @@ The rules, which the README states beside its blocks:
 `ReadmeSession` runs them for one test module: it removes exactly the top-level `results/` entries its commands
 made (new after the command, and named in its output or command line, so another process's runs in
 `results/` are never touched), checks that nothing of the suite's session is left running after each
-command, and leaves the swarm as it found it (serialised with other swarm users by `SWARM_LOCK`).
+command, and leaves the swarm as it found it (serialised with other swarm users by `SWARM_LOCK`). A README run
+into a default folder starts in a wall-clock second of its own (`RUN_START_LOCK`, `_until_named`): the two
+halves of the README test run at once on the suite's two workers.
 """
 
 from __future__ import annotations
