@@ -15,5 +15,10 @@ class UserError(ManobenchError):
     """Bad input from the user: reported as one line, exit code 2, no traceback."""
 
 
+class TestbedError(ManobenchError):
+    """A part of the testbed failed to start or to run (a service not ready, one that died while starting): the
+    CLI prints what failed and the tail of its log, exit code 1, no traceback."""
+
+
 class ConfigError(UserError):
     """An experiment configuration that breaks a rule; the message names the key and the rule."""

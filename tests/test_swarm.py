@@ -16,10 +16,12 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from readme_runner import swarm_lock
 
 from harness.plan import config
 from harness.runtime import clocks, engine, image, leftovers
@@ -158,14 +160,15 @@ def _swarm_state() -> str:
 @pytest.mark.docker
 def test_without_a_swarm_run_and_check_say_so_in_one_line(tmp_path):
     """Runs before the module's swarm exists (file order): an Engine in no swarm is refused in one line, exit 2."""
-    if _swarm_state() != "inactive":
-        pytest.skip(f"the Engine is already in a swarm ({_swarm_state()}): nothing to refuse")
-    for argv in (("swarm", "check"), ("run", "--runtime", "swarm", "--out", str(tmp_path / "r"), *FAST)):
-        proc = harness(*argv, timeout=60)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        (line,) = [x for x in proc.stderr.splitlines() if x.startswith("harness: ")]  # (run also prints its plan)
-        assert "in no swarm (state inactive)" in line and "docker swarm init" in line, line
-    assert _swarm_state() == "inactive"  # the harness never makes a swarm
+    with swarm_lock():  # the README test on the other worker may init or leave the swarm meanwhile
+        if _swarm_state() != "inactive":
+            pytest.skip(f"the Engine is already in a swarm ({_swarm_state()}): nothing to refuse")
+        for argv in (("swarm", "check"), ("run", "--runtime", "swarm", "--out", str(tmp_path / "r"), *FAST)):
+            proc = harness(*argv, timeout=60)
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+            (line,) = [x for x in proc.stderr.splitlines() if x.startswith("harness: ")]  # (run prints its plan)
+            assert "in no swarm (state inactive)" in line and "docker swarm init" in line, line
+        assert _swarm_state() == "inactive"  # the harness never makes a swarm
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +177,11 @@ def swarm():
     if not docker_ok:
         pytest.skip(docker_why)
     image.build(say=lambda _m: None)
+    with swarm_lock():  # held for the module: nothing else on the machine inits or leaves the swarm meanwhile
+        yield from _one_node_swarm()
+
+
+def _one_node_swarm() -> Iterator[None]:
     found = _swarm_state()
     networks = _network_names()
     if found == "inactive":

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from harness.errors import UserError
+from harness.errors import TestbedError, UserError
 from harness.signals import take_sigint
 
 
@@ -18,6 +18,9 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> None:
     except UserError as err:
         click.echo(f"harness: {err}", err=True)
         sys.exit(2)
+    except TestbedError as err:  # the testbed failed, not the user: what failed and its log, no traceback
+        click.echo(f"harness: {err}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("harness: aborted", err=True)
         sys.exit(130)

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness import checker, model
+from harness.experiment import outdir
 from harness.plan.config import Experiment
 
 
@@ -34,7 +35,7 @@ def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) ->
     capacity.check_run(z)
     stackdump.install()  # kill -USR1: where a run that seems stuck is
     console = Console(stderr=True)
-    target = Path(out) if out else default_out(z)
+    target = Path(out) if out else outdir.new_folder(default_out(z))
     console.print(f"harness run: {z.design} ({z.mechanism}), fault {z.fault} at {z.fault_at}, "
                   f"{z.requests} requests, time_scale {z.time_scale} -> {target}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -42,7 +43,7 @@ def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) ->
         task = progress.add_task("workflows completed", total=z.requests)
         try:
             result = asyncio.run(runner.experiment(
-                z, target, load=load, say=lambda m: console.print(m),
+                z, target, load=load, say=lambda m: console.print(m), fresh=out is None,
                 on_progress=lambda done, total: progress.update(task, completed=done)))
         except KeyboardInterrupt:
             console.print(f"interrupted: everything torn down; partial results kept in {target}")

@@ -38,6 +38,20 @@ def check_out(path: Path, force: bool = False) -> None:
     shutil.rmtree(path)
 
 
+def new_folder(base: Path) -> Path:
+    """A folder made here and now for one run: `base`, else `base-2`, `base-3`, ... (each made atomically, so two
+    runs started in the same second, whose default names are equal, never share one)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"--out: {base} and 999 numbered folders beside it exist: give --out")
+
+
 def claim(path: Path) -> bool:
     """Make the run's folder; refused when it holds another run's files (a sweep's trial folder holds its
     trial.json before the trial runs into it). True when this call made it, so a run that fails to start may

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import yaml
 
 from harness import checker, history, model
-from harness.errors import ManobenchError, UserError
+from harness.errors import UserError
 from harness.experiment import outdir, provenance
 from harness.experiment.testbed import Testbed, new_run_id
 from harness.experiment.warmup import prelude
@@ -187,17 +187,18 @@ async def drive_load(tb: Testbed, load: str, arm: Callable[[], Awaitable[None]],
 
 async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: Path | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
-                     say: Callable[[str], None] = print) -> RunResult:
-    """Run z once into `out` (a new folder: outdir.claim); see the module docstring for what is written. A run
-    that fails before its load started removes the folder it made (the error says why), so a failed start
-    leaves no partial folder; one that fails later keeps what it recorded."""
+                     say: Callable[[str], None] = print, fresh: bool = False) -> RunResult:
+    """Run z once into `out` (a new folder: outdir.claim; `fresh`: the caller made it, empty, for this run);
+    see the module docstring for what is written. A run refused before its load started (a UserError: the
+    error says why) removes the folder it made, so a refused start leaves no partial folder; a testbed that
+    failed keeps its folder for the logs, and a run that fails later keeps what it recorded."""
     capacity.check_run(z)  # what this machine can run (and fault_at: every belongs to a sweep), before anything
     out = out.absolute()  # every child process gets absolute paths, whatever the working directory
-    made = outdir.claim(out)
+    made = outdir.claim(out) or fresh
     started: list[bool] = []
     try:
         return await _experiment(z, out, load=load, cache=cache, on_progress=on_progress, say=say, started=started)
-    except (UserError, ManobenchError):
+    except UserError:
         if made and not started:
             shutil.rmtree(out, ignore_errors=True)
         raise

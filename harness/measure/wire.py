@@ -62,6 +62,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
+from harness.errors import ManobenchError
+
 ETH_P_IP = 0x0800
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
@@ -100,7 +102,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 Parsed = tuple[int, int, int, int, int, int, int]  # src, sport, dst, dport, ip_bytes, payload_bytes, tcp flags
 
 
-class CaptureError(RuntimeError):
+class CaptureError(ManobenchError):
     """The capture process failed (or was never started)."""
 
 
@@ -287,7 +289,7 @@ def _hatype(iface: str) -> int:
         raise CaptureUnavailable(f"cannot capture on interface {iface!r}: no link type ({e})") from e
 
 
-class FilterError(RuntimeError):
+class FilterError(ManobenchError):
     """libpcap could not compile (or is missing for) the capture's filter: the capture counts without it."""
 
 

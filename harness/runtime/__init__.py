@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from harness.errors import TestbedError
 from protocol.spec import ServiceSpec
 
 
@@ -23,7 +24,7 @@ async def wait_ready(session: aiohttp.ClientSession, spec: ServiceSpec, timeout:
     while time.monotonic() < deadline:
         why = exited()
         if why:
-            raise RuntimeError(f"{spec.id} {why} during start-up:\n{log_tail()}")
+            raise TestbedError(f"{spec.id} {why} during start-up:\n{log_tail()}")
         try:
             async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
                 if resp.status == 200:
@@ -31,4 +32,4 @@ async def wait_ready(session: aiohttp.ClientSession, spec: ServiceSpec, timeout:
         except (TimeoutError, aiohttp.ClientError, OSError):
             pass
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"{spec.id} not ready after {timeout:g} s:\n{log_tail()}")
+    raise TestbedError(f"{spec.id} not ready after {timeout:g} s:\n{log_tail()}")
