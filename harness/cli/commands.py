@@ -35,6 +35,8 @@ def cli() -> None:
 
     Symbols, units and equations follow Soenen et al., "Optimising Microservice-based Reliable NFV MANO
     Architectures": seconds, kB and kB/s.
+
+    Environment: every MANOBENCH_* variable, its default and what reads it: docs/environment.md.
     """
 
 
@@ -118,7 +120,12 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 @click.option("--fault", type=click.Choice(config.FAULTS), default=None, help="Default: none.")
 @click.option("--fault-at", "fault_at", default=None, metavar="worst|task:K|time:T",
               help="When the fault strikes (default worst: where the model says the lost time is largest).")
-@click.option("--runtime", type=click.Choice(config.RUNTIMES), default=None, help="Default: local.")
+@click.option("--runtime", type=click.Choice(config.RUNTIMES), default=None,
+              help="Default: local. docker: per-container limits from the config (container_cpus, "
+                   "container_memory), else $MANOBENCH_DOCKER_CPUS / $MANOBENCH_DOCKER_MEMORY; swarm: "
+                   "$MANOBENCH_SWARM_LABEL=key=value picks the nodes, $MANOBENCH_ORPHAN_GRACE (default 10 s) is "
+                   "how long services outlive a dead harness, $MANOBENCH_OVERLAY_ENCRYPTED=0|1 overrides the "
+                   "IPsec probe (docs/environment.md).")
 @click.option("--transport", type=click.Choice(config.TRANSPORTS), default=None,
               help="Default: http; amqp puts the services on a RabbitMQ bus (docs/transport.md).")
 @config_options
@@ -133,7 +140,10 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 @click.option("--force", is_flag=True, help="Replace the run folder --out names (only a run folder) whole.")
 def run_cmd(design, mechanism, fault, fault_at, runtime, transport, config_file, sets, requests, users, rate, seed,
             load, out, force) -> None:
-    """Run one experiment: bring a design up, load it, inject the fault, measure, check, report."""
+    """Run one experiment: bring a design up, load it, inject the fault, measure, check, report.
+
+    MANOBENCH_STATE moves the harness's state root (broker data, caches); MANOBENCH_FORKSERVER=0 starts every
+    service as its own interpreter."""
     from harness.cli.progress import report_run
     from harness.experiment import outdir
     from harness.experiment import run as runner
@@ -176,7 +186,8 @@ def analyse_cmd(run_dir: str, out: str | None) -> None:
 @click.option("--run", "run_id", default=None, metavar="RUN", help="Only what this run (its id) started.")
 def clean_cmd(everything: bool, run_id: str | None) -> None:
     """End processes and proxies that crashed runs left behind (found by their MANOBENCH_RUN label), and
-    remove their containers and networks (found by their manobench.run label)."""
+    remove their containers and networks (found by their manobench.run label) and the data directories of
+    their brokers recorded under the state root ($MANOBENCH_STATE)."""
     from harness.runtime import leftovers
 
     found = leftovers.processes(run_id, orphans=not everything)

@@ -19,7 +19,7 @@ def swarm_group() -> None:
 @click.option("--timeout", type=ASCII_FLOAT, default=30.0, show_default=True, help="Seconds to wait for every agent.")
 def swarm_check_cmd(timeout: float) -> None:
     """List nodes, labels, the image on every node and each node's clock offset; one line and exit 2 for what is
-    missing."""
+    missing. Only nodes labelled $MANOBENCH_SWARM_LABEL (key=value) when it is set."""
     from harness.experiment.testbed import new_run_id
     from harness.runtime.swarm_check import check
 
