@@ -26,6 +26,7 @@ from harness.runtime import image, leftovers
 from protocol import auth
 from tests.helpers import experiment
 from tests.hostile_probe import COLLECTOR_ATTEMPTS, FORGED_REQ
+from tests.readme_runner import swarm_lock
 
 PROBE = Path(__file__).with_name("hostile_probe.py")
 REQUESTS, USERS = 6, 3
@@ -210,12 +211,6 @@ def test_a_container_on_the_run_s_overlay_is_refused_by_the_agent_too(tmp_path: 
     z = experiment(design="centralised", requests=REQUESTS, users=USERS, runtime="swarm")
     source = PROBE.read_text(encoding="utf-8")
     client = engine.client()
-    state = client.info().get("Swarm", {}).get("LocalNodeState", "")
-    if state not in ("inactive", "active"):
-        pytest.skip(f"the Engine's swarm is {state}: neither usable nor ours to change")
-    if state == "inactive":
-        networks = {n["Name"] for n in client.api.networks()}
-        client.swarm.init(advertise_addr="127.0.0.1")
 
     def agent_status(rt: SwarmRuntime, agent: str, container: str) -> int:
         url = f"http://{agent}/stats?container={container}"
@@ -259,15 +254,22 @@ def test_a_container_on_the_run_s_overlay_is_refused_by_the_agent_too(tmp_path: 
             await asyncio.sleep(0.1)
         return tb, what, result, keyed
 
-    try:
-        tb, what, result, keyed = asyncio.run(go())
-    finally:
-        for container in made:
-            container.remove(force=True)
+    with swarm_lock():  # machine-wide: no other test inits or leaves the swarm meanwhile (tests/readme_runner.py)
+        state = client.info().get("Swarm", {}).get("LocalNodeState", "")
+        if state not in ("inactive", "active"):
+            pytest.skip(f"the Engine's swarm is {state}: neither usable nor ours to change")
+        networks = {n["Name"] for n in client.api.networks()}
         if state == "inactive":
-            client.swarm.leave(force=True)
-            if "docker_gwbridge" not in networks:
-                client.api.remove_network("docker_gwbridge")
+            client.swarm.init(advertise_addr="127.0.0.1")
+        try:
+            tb, what, result, keyed = asyncio.run(go())
+        finally:
+            for container in made:
+                container.remove(force=True)
+            if state == "inactive":
+                client.swarm.leave(force=True)
+                if "docker_gwbridge" not in networks:
+                    client.api.remove_network("docker_gwbridge")
     assert leftovers.docker_objects(run=tb.run) == []
     all_refused(result, what)
     assert keyed == {"leave": 403, "foreign": 403, "own": 200}
