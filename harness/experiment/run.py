@@ -281,11 +281,11 @@ async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None
                     counters = {}
                 cpu = await sampler.stop()
                 host_cpu = sampler.host()
-                refused = _refused(tb)
     finally:
         requests_csv.close()
         flows = stop_capture(capture)
         harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
+    refused = _refused(tb)  # after the teardown: the services and the swarm agents report theirs as they stop
     assert tb.deployment is not None
     mono = await monolith_reference(z, cache or default_cache(), out / "monolith")
     capture_stats = capture.stats() if capture is not None else {}

@@ -113,7 +113,8 @@ class Record:
 
 
 def deployment_to_dict(d: Deployment) -> dict[str, Any]:
-    return {"services": [dict(s.__dict__) for s in d.services], "links": [asdict(link) for link in d.links],
+    # every field of a service's spec but its key: a run folder is shared, the run's keys are not
+    return {"services": [{k: v for k, v in s.__dict__.items() if k != "secret"} for s in d.services], "links": [asdict(link) for link in d.links],
             "entry": d.entry, "entry_bytes": d.entry_bytes, "roles": d.roles}
 
 
