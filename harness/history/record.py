@@ -114,8 +114,9 @@ class Record:
 
 def deployment_to_dict(d: Deployment) -> dict[str, Any]:
     # every field of a service's spec but its key: a run folder is shared, the run's keys are not
-    return {"services": [{k: v for k, v in s.__dict__.items() if k != "secret"} for s in d.services], "links": [asdict(link) for link in d.links],
-            "entry": d.entry, "entry_bytes": d.entry_bytes, "roles": d.roles}
+    services = [{k: v for k, v in s.__dict__.items() if k != "secret"} for s in d.services]
+    return {"services": services, "links": [asdict(link) for link in d.links], "entry": d.entry,
+            "entry_bytes": d.entry_bytes, "roles": d.roles}
 
 
 def deployment_from_dict(z: Experiment, data: dict[str, Any]) -> Deployment:
