@@ -61,11 +61,12 @@ from harness.analysis.optimum import (  # noqa: F401 - the cost and optimum, re-
 )
 from harness.history.guarded import read_json
 from harness.measure import metrics
-from harness.model import compute
+from harness.model import compute, registry
 from harness.plan.config import Experiment
 
-METRIC_NAMES = ("t_m", "t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
-ERROR_METRICS = (*model.COMPARED, "Q_r_compute")  # the run's compared metrics, and Q_r in compute
+METRIC_NAMES = tuple(m.name for m in registry.REGISTRY if m.paper and m.measured)  # points.csv's, both models'
+MEASURED = tuple(m.name for m in registry.REGISTRY if m.measured)  # points.csv's statistics over the repeats
+ERROR_METRICS = registry.ERRORS  # the run's compared metrics, and Q_r in compute
 OFFSET_FAMILIES = {  # family -> (what it is, the config key of its configured value)
     "t_o": ("orchestrator time between tasks (task_reply -> next task_call)", "t_o"),
     "l_a": ("latency SLM -> m_i (task_call -> task_start)", "l_a"),
@@ -400,10 +401,14 @@ def point_table(record: dict[str, Any], trials: list[TrialData], fit: Fit) -> pd
     repeats saturated it. Q_r is the extra instances on every side (measured, `_model`, `_fitted`)."""
     order = [p["id"] for p in record.get("points", [])]
     trials = sorted(trials, key=lambda t: (order.index(t.point) if t.point in order else len(order), t.repeat))
-    per_trial = trial_table(trials, fit).rename(columns={f"{m}_measured": m for m in METRIC_NAMES if m != "Q_r"})
-    # Q_r as the paper counts it, the extra instances, so Q_r_mean sits beside Q_r_model and Q_r_fitted like for
-    # like; summary.csv's raw CPU ratio (whatever its column is named) stays out of points.csv
-    per_trial["Q_r"] = tables.numeric(per_trial, ["instances_extra"])["instances_extra"]
+    # each metric under its own name: Q_r as the paper counts it, the extra instances, so Q_r_mean sits beside
+    # Q_r_model and Q_r_fitted like for like; summary.csv's raw CPU ratio (whatever its column is named) stays out
+    # of points.csv
+    per_trial = trial_table(trials, fit)
+    for m in MEASURED:
+        column = registry.BY_NAME[m].measured
+        if column != m:
+            per_trial[m] = tables.numeric(per_trial, [column])[column]
     first = {t.point: t for t in reversed(trials)}  # the lowest repeat of each point stands for its z
     described = pd.DataFrame([_describe_point(first[p], list(record.get("swept") or []))
                               for p in dict.fromkeys(t.point for t in trials)]).set_index("point")
@@ -414,9 +419,9 @@ def point_table(record: dict[str, Any], trials: list[TrialData], fit: Fit) -> pd
     table = described.assign(repeats=by_point.size(), instances_extra=extra["instances_extra"].mean(),
                              host_busy=extra["host_busy"].mean(), host_full=extra["host_full"].mean(),
                              saturated=by_point["saturated"].sum().astype(int)) \
-        .join(tables.over_repeats(per_trial, "point", [*METRIC_NAMES, "Q_r_compute"])).join(models)
+        .join(tables.over_repeats(per_trial, "point", list(MEASURED))).join(models)
     columns = [*described.columns, "repeats", "instances_extra", "host_busy", "host_full", "saturated",
-               *(f"{m}_{s}" for m in (*METRIC_NAMES, "Q_r_compute") for s in (*tables.STATS, "model", "fitted"))]
+               *(f"{m}_{s}" for m in MEASURED for s in (*tables.STATS, "model", "fitted"))]
     return table.reset_index()[["point", *columns]]
 
 

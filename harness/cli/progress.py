@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness import checker, model
+from harness import checker
 from harness.experiment import outdir
+from harness.model import registry
 from harness.plan.config import Experiment
 
 
@@ -68,7 +69,7 @@ def verdict_line(v: checker.Verdict, row: dict) -> str:
 def _broker(row: dict) -> str:
     """On the bus: peers declared dead because of the broker (no false suspicions: a shared broker's real
     cost), and how long the services took to reconnect once it was back (paper s)."""
-    if _number(row.get("t_c_model_bus")) is None:  # not on the bus
+    if not _on_bus(row):
         return ""
     suspicions, recovery = _number(row.get("broker_suspicions")), _number(row.get("broker_recovery"))
     return (f", broker suspicions {0 if suspicions is None else int(suspicions)}"
@@ -76,18 +77,20 @@ def _broker(row: dict) -> str:
 
 
 def summary_table(row: dict) -> str:
-    bus = _number(row.get("t_c_model_bus")) is not None  # on the bus: the bus-aware model beside the paper's
+    bus = _on_bus(row)  # the bus-aware model beside the paper's
     table = Table(title="measured vs model", caption="paper units: s, kB/s")
     for col in ("metric", "measured", "model", "error", *(("bus model", "error") if bus else ())):
         table.add_column(col, justify="right" if col != "metric" else "left")
     blank = ("",) * (2 if bus else 0)
-    table.add_row("t_m", _fmt(row["t_m_measured"]), _fmt(row["t_c_model"] / row["R_a_model"]), "", *blank)
+    t_m, t_c, r_a = (registry.BY_NAME[m] for m in ("t_m", "t_c", "R_a"))  # the model's t_m: t_c / R_a (Eq 1)
+    table.add_row("t_m", _fmt(row[t_m.measured]), _fmt(row[t_c.model_column] / row[r_a.model_column]), "", *blank)
     # the model's t_r and R_r are the worst case: a fault struck elsewhere is expected to recover faster
     off_worst = row.get("fault") not in (None, "", "none") and row.get("fault_at") not in (None, "", "worst")
-    for name in model.COMPARED:
-        meas = row[f"{name}_measured"]
+    for name in registry.COMPARED:
+        metric = registry.BY_NAME[name]
+        meas = row[metric.measured]
         cells = [_fmt(meas)]
-        for mod in (row[f"{name}_model"], *((row.get(f"{name}_model_bus"),) if bus else ())):
+        for mod in (row[metric.model_column], *((row.get(metric.bus_column),) if bus else ())):
             ref = _number(mod)
             cells += ["-" if ref is None else _fmt(ref), _error(meas, ref)]
         label = f"{name} (fault at {row['fault_at']}; model: worst case)" if off_worst and name in ("t_r", "R_r") \
@@ -95,8 +98,9 @@ def summary_table(row: dict) -> str:
         table.add_row(label, *cells)
     # The paper's Q_r counts extra instances; this project's Q_r_compute is extra compute in monolith-
     # equivalents (docs/model.md); only a fitted model predicts it (`harness fit`: CPU costs), hence no model.
-    table.add_row("Q_r", _fmt(float(row["instances_extra"])), _fmt(row["Q_r_model"]), "instances", *blank)
-    table.add_row("Q_r compute", _fmt(row["Q_r_compute"]), "-", "monolith-equiv.", *blank)
+    q_r, q_r_compute = registry.BY_NAME["Q_r"], registry.BY_NAME["Q_r_compute"]
+    table.add_row("Q_r", _fmt(float(row[q_r.measured])), _fmt(row[q_r.model_column]), q_r.unit, *blank)
+    table.add_row("Q_r compute", _fmt(row[q_r_compute.measured]), "-", q_r_compute.unit, *blank)
     # the saturation flag beside the statistic it is decided on (metrics.saturated: the share of the measured
     # load with every core busy), and the mean busy figure on its own row
     full, busy = _number(row.get("host_full")), _number(row.get("host_busy"))
@@ -110,6 +114,11 @@ def summary_table(row: dict) -> str:
     console = Console(width=100, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text()
+
+
+def _on_bus(row: dict) -> bool:
+    """Whether the run was on the bus: summary.csv's bus-aware model is written empty on http."""
+    return _number(row.get(registry.BY_NAME["t_c"].bus_column)) is not None
 
 
 def _number(v: object) -> float | None:

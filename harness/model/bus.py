@@ -30,11 +30,12 @@ import math
 from dataclasses import dataclass
 
 from harness import model
+from harness.model import registry
 from harness.plan.config import Experiment
 from protocol.bus import task_call_timeout
 
 LEGS = 2  # publisher -> broker, broker -> consumer
-BUS_COLUMNS = ("t_c", "t_r", "B_op", "B_rel", "B_tot")  # summary.csv's <metric>_model_bus
+BUS_COLUMNS = registry.BUS  # summary.csv's <metric>_model_bus
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,6 @@ def evaluate(z: Experiment) -> model.Metrics:
 def columns(z: Experiment) -> dict[str, float]:
     """summary.csv's `<metric>_model_bus` (NaN on the HTTP transport: written empty)."""
     if z.transport != "amqp":
-        return {f"{m}_model_bus": math.nan for m in BUS_COLUMNS}
+        return {registry.BY_NAME[m].bus_column: math.nan for m in BUS_COLUMNS}
     row = evaluate(z).as_row()
-    return {f"{m}_model_bus": float(row[m]) for m in BUS_COLUMNS}  # type: ignore[arg-type]
+    return {registry.BY_NAME[m].bus_column: float(row[m]) for m in BUS_COLUMNS}  # type: ignore[arg-type]
