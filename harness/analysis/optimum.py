@@ -24,6 +24,7 @@ import pandas as pd
 from harness import model
 from harness.analysis import qr, tables
 from harness.errors import ConfigError
+from harness.model import registry
 from harness.plan import config
 from harness.plan.config import Experiment
 
@@ -82,9 +83,11 @@ def trial_costs(trials: pd.DataFrame, weights: Weights, rule: str = "cpu",
     the design, so it is left out (unless `include_saturated`) while its point's other repeats still count.
     Columns: point, R_a, R_r, B_tot, Q_r (means over the counted trials), C_measured, C_ci95_lo, C_ci95_hi,
     counted_repeats."""
-    t = tables.numeric(trials, ["R_a_measured", "R_r_measured", "B_tot_measured", "instances_extra", "Q_r_compute"])
-    q = qr.q_r(rule, instances=t["instances_extra"], cpu=t["Q_r_compute"])
-    terms: list[Any] = [t["R_a_measured"], t["R_r_measured"], t["B_tot_measured"], q]
+    *timed, instances = (registry.BY_NAME[m].measured for m in registry.COST_TERMS)
+    cpu = registry.BY_NAME["Q_r_compute"].measured
+    t = tables.numeric(trials, [*timed, instances, cpu])
+    q = qr.q_r(rule, instances=t[instances], cpu=t[cpu])
+    terms: list[Any] = [*(t[c] for c in timed), q]
     per_trial = pd.DataFrame({"point": trials["point"], "R_a": terms[0], "R_r": terms[1], "B_tot": terms[2],
                               "Q_r": q, "C": model.cost(weights, *terms)})
     saturated = trials["saturated"].map(flag) if "saturated" in trials else pd.Series(False, index=trials.index)

@@ -97,6 +97,8 @@ ERRORS: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.compared)
 FLAGGED: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.flagged)
 """report.md's interval check."""
 UNITS: dict[str, str] = {m.name: m.unit for m in REGISTRY}
+COST_TERMS: tuple[str, str, str, str] = ("R_a", "R_r", "B_tot", "Q_r")
+"""Eq 10's terms, in the order of harness.model.cost's weights alpha, beta, gamma, delta."""
 
 
 TIMED: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.paper and not m.resource)
