@@ -19,21 +19,19 @@ from harness import checker, history, model
 from harness.history.record import Record
 from harness.measure import metrics
 from harness.measure.wire import Flow, by_endpoint
-from harness.model import bus
+from harness.model import bus, registry
 from harness.plan.deploy import Deployment
 from harness.state import write_atomic
 
+_Q_R, _Q_R_COMPUTE = registry.BY_NAME["Q_r"], registry.BY_NAME["Q_r_compute"]
 SUMMARY_COLUMNS = [
     "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
     "s_o", "time_scale", "requests", "completed", "lost", "duplicated", "reexecuted_tasks", "takeovers",
     "verdict", "verdict_reason", "history_holes", "refused",
-    "detection_delay", "false_suspicions", "t_m_measured", "t_c_measured", "t_c_model", "t_l_model",
-    "t_r_measured", "t_r_model",
-    "R_a_measured", "R_a_model", "R_r_measured", "R_r_model", "B_op_measured", "B_op_model", "B_rel_measured",
-    "B_rel_model", "B_tot_measured", "B_tot_model", "t_c_model_bus", "t_r_model_bus", "B_op_model_bus",
-    "B_rel_model_bus", "B_tot_model_bus", "broker_suspicions", "broker_recovery",
-    "cpu_ratio_to_monolith", "Q_r_model", "instances_extra",
-    "Q_r_compute", "host_busy", "host_busy_p90", "host_full", "saturated", "clock_uncertainty",
+    "detection_delay", "false_suspicions", *registry.summary_columns(),
+    *(registry.BY_NAME[m].bus_column for m in registry.BUS), "broker_suspicions", "broker_recovery",
+    "cpu_ratio_to_monolith", _Q_R.model_column, _Q_R.measured, _Q_R_COMPUTE.measured,
+    "host_busy", "host_busy_p90", "host_full", "saturated", "clock_uncertainty",
     "wire_source", "wire_vs_service_op", "wire_vs_service_state", "header_bytes_per_message", "harness_cpu_share",
 ]
 AFFECTED_COLUMNS = ["req", "latency", "lost_time", "completions", "takeovers"]
@@ -111,20 +109,17 @@ def derive(record: Record) -> Tables:
         "detection_delay": delays[0] / z.time_scale if delays else math.nan,
         "false_suspicions": len(checker.false_suspicions(events, grace=2 * (z.t_h or 0) * z.time_scale + 0.5,
                                                          since=history.load_start(events))),
-        "t_m_measured": t_m, "t_c_measured": t_c, "t_c_model": m.t_c, "t_l_model": m.t_l,
-        "t_r_measured": measured["t_r"], "t_r_model": m.t_r,
-        "R_a_measured": t_c / t_m, "R_a_model": m.R_a,
-        "R_r_measured": measured["t_r"] / t_c, "R_r_model": m.R_r,
-        "B_op_measured": bw["B_op"], "B_op_model": m.B_op, "B_rel_measured": bw["B_rel"], "B_rel_model": m.B_rel,
-        "B_tot_measured": bw["B_tot"], "B_tot_model": m.B_tot, **bus.columns(z),  # NaN (empty) on http
+        **measured_beside_model({"t_m": t_m, "t_c": t_c, "t_r": measured["t_r"], "R_a": t_c / t_m,
+                                 "R_r": measured["t_r"] / t_c, **bw}, m),
+        **bus.columns(z),  # NaN (empty) on http
         "broker_suspicions": len(checker.broker_suspicions(events, grace=2 * (z.t_h or 0) * z.time_scale + 0.5)),
         "broker_recovery": _paper_seconds(checker.broker_recovery(events), z.time_scale),
         # raw: CPU s per workflow of the design's services / the monolith's (not a Q_r: with `work: sleep` the
         # monolith burns almost nothing and it runs to tens); Q_r_compute is the figure to compare
         "cpu_ratio_to_monolith": cpu_wf / ref["cpu_per_workflow"] if ref["cpu_per_workflow"] else math.nan,
-        "Q_r_model": m.Q_r, "instances_extra": len(deployment.services) - 1,
+        _Q_R.model_column: m.Q_r, _Q_R.measured: len(deployment.services) - 1,
         # in monolith-equivalents of compute (docs/model.md): (design's compute / the monolith's) - 1
-        "Q_r_compute": metrics.compute_per_workflow(cpu, deployment.roles, events, z, verdict.completed)
+        _Q_R_COMPUTE.measured: metrics.compute_per_workflow(cpu, deployment.roles, events, z, verdict.completed)
         / metrics.monolith_compute(ref, z) - 1,
         **host_columns(counters.host_cpu), "clock_uncertainty": clock_uncertainty(record.clock_offsets),
         "wire_source": source, "wire_vs_service_op": agree.get("op", math.nan),
@@ -133,6 +128,13 @@ def derive(record: Record) -> Tables:
         "harness_cpu_share": counters.harness_cpu_share,
     }
     return Tables(row, links, metrics.affected_rows(events, z, t_c), cpu_rows, verdict)
+
+
+def measured_beside_model(measured: dict[str, float], m: model.Metrics) -> dict[str, float]:
+    """summary.csv's measured and modelled cells of the timed and bandwidth metrics (registry.summary_columns):
+    a measured figure where the run measures it, the paper's model beside it or alone."""
+    return {column: measured[metric.name] if column == metric.measured else getattr(m, metric.name)
+            for metric in registry.TIMED for column in metric.run_columns()}
 
 
 def host_columns(host: dict[str, Any]) -> dict[str, Any]:
