@@ -25,7 +25,7 @@ def test_the_selections_are_the_lists_they_replace() -> None:
     assert model.COMPARED == ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot")
     assert bus.BUS_COLUMNS == ("t_c", "t_r", "B_op", "B_rel", "B_tot")
     assert fit.METRIC_NAMES == ("t_m", "t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r")
-    assert fit.ERROR_METRICS == (*model.COMPARED, "Q_r_compute")
+    assert fit.ERROR_METRICS == ("t_c", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r_compute")
     assert report.FLAGGED == ("t_c", "t_r", "R_a", "R_r", "B_tot", "Q_r_compute")
 
 
