@@ -143,8 +143,8 @@ async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[
 # --- the experiment -------------------------------------------------------------------------------------
 
 def workflow_timeout(z: Experiment) -> float:
-    """Wall seconds one workflow may take before it counts as timed out: 60 s plus ten modelled workflows."""
-    return 60 + 10 * model.evaluate(z).t_c * z.time_scale
+    """Wall seconds one workflow may take before it counts as timed out (harness.model.workflow_timeout)."""
+    return model.workflow_timeout(z)
 
 
 def builtin_warm_up(tb: Testbed) -> Callable[[int, int, float], Awaitable[int]]:

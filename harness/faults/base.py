@@ -47,7 +47,6 @@ class Fault:
     """Base class: setup checks prerequisites before the load starts; inject strikes; heal undoes."""
 
     name = "none"
-    designs: tuple[str, ...] = ("centralised", "distributed")
 
     def __init__(self, ctx: FaultContext) -> None:
         self.ctx = ctx

@@ -147,7 +147,7 @@ class LocustLoad:
         if timeout is None:
             from harness import model
 
-            timeout = 60.0 + 10.0 * model.evaluate(z).t_c * z.time_scale
+            timeout = model.workflow_timeout(z)
         rate = z.rate
         kw: dict[str, Any] = {
             "requests": z.requests, "timeout": timeout, "mode": "open" if rate else "closed", "users": z.users,

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from docker.types import EndpointConfig, HostConfig
 
+from harness.plan import config
 from protocol.spec import ServiceSpec
 
 COMPOSE_VERSION = "2.4"  # understood by docker-compose 1.29 (cpus, mem_limit, ipv4_address) and by v2
@@ -113,7 +114,7 @@ def dump(doc: dict[str, Any], header: str = "") -> str:
     return "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + body
 
 
-STANDALONE_SUBNETS = {"monolith": "10.203.0", "centralised": "10.203.1", "distributed": "10.203.2"}
+STANDALONE_SUBNETS = {d: f"10.203.{i}" for i, d in enumerate(config.DESIGNS)}  # one block per design, in order
 
 
 def standalone_name(z: Any) -> str:
