@@ -169,10 +169,12 @@ def retransmitted(sock: socket.socket) -> int:
 
 
 def capture_children() -> list[psutil.Process]:
+    """Capture processes below this one: WireCapture's (`-m harness.measure.capture_process`) and the CLI's
+    (`-m harness.measure.wire`, the same entry)."""
     found = []
     for p in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if "harness.measure.wire" in " ".join(p.cmdline()):
+            if any(m in " ".join(p.cmdline()) for m in ("harness.measure.wire", "harness.measure.capture_process")):
                 found.append(p)
     return found
 

@@ -32,9 +32,9 @@ from typing import Any
 from harness.checker import Evidence
 from harness.errors import UserError
 from harness.history import Event, manifest
+from harness.history.flows import Flow, read_flows
 from harness.history.guarded import guard, read_json, read_yaml
 from harness.history.reading import read_history
-from harness.measure.wire import Flow, read_flows
 from harness.plan.config import Experiment, build
 from harness.plan.deploy import Deployment, Link
 from harness.state import write_json_atomic

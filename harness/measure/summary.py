@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import checker, history, model
+from harness.history.flows import Flow
 from harness.history.record import Record
 from harness.measure import metrics
-from harness.measure.wire import Flow, by_endpoint
+from harness.measure.attribution import by_endpoint
 from harness.model import bus, registry
 from harness.plan.deploy import Deployment
 from harness.state import write_atomic

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from harness.measure.wire import CaptureUnavailable, Flow, by_endpoint
+from harness.history.flows import Flow
+from harness.measure.attribution import by_endpoint
+from harness.measure.capture_socket import CaptureUnavailable
 
 
 class Tcpdump:
