@@ -5,7 +5,7 @@ and to attribute traffic to links (a proxy's listen address) and planes (a servi
 
 `WireCapture` (start/stop or a context manager) runs the capture as its own process, so the harness's GIL never
 slows it down and it never slows the harness, and tells what it saw (`note`, `stats()`, `health()`: kernel
-drops are never hidden). The work is in four modules, re-exported here as the public API:
+drops are never hidden). The rest is in five modules, whose names callers use are re-exported here:
 
   * `harness.measure.capture_process`: the process (``python -m harness.measure.capture_process``, or
     ``python -m harness.measure.wire``), its counting loop and counting rules;
