@@ -82,7 +82,7 @@ def test_every_design_and_fault_loses_nothing(runs_dir, design, fault):
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("verdict ")]
     assert line.startswith(f"verdict {status}") and ": 6/6 completed, lost 0" in line, line
     if status == "fail":  # the verdict says why: what the history proves
-        assert "(1 request(s) completed more than once" in line or "completed more than once" in line, line
+        assert "completed more than once" in line.split(":")[0], line
     if fault in ("slm-crash", "worker-crash", "link-delay", "none"):
         assert row["false_suspicions"] == 0, "only a pause or a partition makes survivors suspect a live peer"
     _warm_up_came_first_and_is_left_out(out, users=3)
