@@ -33,11 +33,12 @@ from harness.experiment.warmup import prelude
 from harness.faults import FaultContext, make
 from harness.faults.broker import BrokerControl
 from harness.history import Event, manifest, record
+from harness.history.flows import Flow
 from harness.links.client import ProxyControlError
 from harness.links.wiring import select_backend
 from harness.measure import metrics, summary
 from harness.measure.cpu import CpuSampler
-from harness.measure.wire import CaptureError, CaptureUnavailable, Flow, WireCapture
+from harness.measure.wire import CaptureError, CaptureUnavailable, WireCapture
 from harness.plan import capacity
 from harness.plan.config import Experiment, build
 from harness.runtime import leftovers

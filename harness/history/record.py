@@ -12,7 +12,8 @@ them back, in a fresh process, on any machine, with no service running:
   collector's unreadable lines, the capture's kernel statistics
 - reference.json: the monolith reference (t_m, CPU per workflow) the run was compared with (the cache in
   results/.cache is only a cache)
-- wire.csv: the packet capture's flows, when it ran (`harness.measure.wire`)
+- wire.csv: the packet capture's flows, when it ran (its format: `harness.history.flows`; written by
+  `harness.measure.capture_process`)
 - manifest.json: the seal written as the run closes: the requests it expected and the digest of every file
   above (`harness.history.manifest`), so a doctored or half-written folder is recognised as such
 
