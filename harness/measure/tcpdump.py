@@ -59,10 +59,25 @@ class Tcpdump:
         self._err.seek(0)
         return self._err.read().decode(errors="replace")
 
-    def stop(self) -> str:
-        """SIGINT tcpdump (it flushes the file) and return its closing lines ('N packets captured, ... dropped')."""
+    def stop(self, settle: float = 0.5, wait: float = 10.0) -> str:
+        """Let tcpdump catch up, then SIGINT it (it flushes the file) and return its closing lines ('N packets
+        captured, ... dropped').
+
+        Catching up: on a busy host tcpdump can lag behind the kernel by a second or more, and a SIGINT then ends
+        it before it has read what is still in its socket buffer (not counted as dropped: those packets are
+        simply never written). So it is stopped only once its file (written per packet, -U) has not grown for
+        `settle` seconds, or after `wait`. Found when runs stopped measuring their monolith reference after each
+        run (a cache): the harness then exited at once, and the comparison missed the last heartbeats."""
         if self.proc is None:
             return self.summary
+        deadline, last, since = time.monotonic() + wait, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            size = self.pcap.stat().st_size if self.pcap.exists() else 0
+            if size != last:
+                last, since = size, time.monotonic()
+            elif time.monotonic() - since >= settle:
+                break
+            time.sleep(0.05)
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(10)
