@@ -55,6 +55,19 @@ def kill_when(tb: Testbed, predicate: Callable[[Event], bool], victim: Callable[
     return killed
 
 
+def assert_one_line_exit_2_or_ran(code: int, out: str, err: str, file: str | None = None) -> None:
+    """A command line's answer to a doctored folder: one line `harness: ...` and exit 2 (naming `file` when
+    given), or exit 0; never a traceback."""
+    assert "Traceback" not in out + err
+    if code == 2:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("harness: "), err
+        if file:
+            assert file in lines[0], lines[0]
+    else:
+        assert code == 0, (code, err[-2000:])
+
+
 def new_req() -> str:
     return str(uuid.uuid4())
 

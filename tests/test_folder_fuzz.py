@@ -18,6 +18,7 @@ import pytest
 from harness.cli.commands import cli
 from harness.cli.entry import run_cli
 from harness.history import manifest
+from tests.helpers import assert_one_line_exit_2_or_ran
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +55,9 @@ def analyse(folder: Path, capsys) -> tuple[int, str, str]:
 def assert_honest(folder: Path, capsys, file: str | None = None) -> str:
     """One line and exit 2 (naming `file` when given), or a verdict that is not `pass`; returns which."""
     code, out, err = analyse(folder, capsys)
-    assert "Traceback" not in out + err
+    assert_one_line_exit_2_or_ran(code, out, err, file)
     if code == 2:
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("harness: "), err
-        if file:
-            assert file in lines[0], lines[0]
         return "exit 2"
-    assert code == 0, (code, err)
     (verdict,) = [line for line in out.splitlines() if line.startswith("verdict ")]
     assert not verdict.startswith("verdict pass"), verdict
     assert verdict.startswith(("verdict unknown", "verdict fail")), verdict

@@ -14,6 +14,7 @@ import pytest
 
 from harness.cli.commands import cli
 from harness.cli.entry import run_cli
+from tests.helpers import assert_one_line_exit_2_or_ran
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +55,7 @@ def command(name: str, folder: Path, capsys) -> tuple[int, str, str]:
 
 def assert_one_line_or_done(name: str, folder: Path, capsys, file: str | None = None) -> int:
     code, out, err = command(name, folder, capsys)
-    assert "Traceback" not in out + err
-    if code == 2:
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("harness: "), err
-        if file:
-            assert file in lines[0], lines[0]
-    else:
-        assert code == 0, (code, err[-2000:])
+    assert_one_line_exit_2_or_ran(code, out, err, file)
     return code
 
 

@@ -65,14 +65,21 @@ def guard(path: Path | str, what: str = "") -> Iterator[None]:
         raise RecordFileError(f"{path}: {what + ': ' if what else ''}{_reason(err)}") from None
 
 
-def read_text(path: Path | str) -> str:
+def read_bytes(path: Path | str) -> bytes:
+    """A record file's bytes: one line if it is missing, not a file, or larger than any run of ours writes."""
     path = Path(path)
     with guard(path):
         if not path.is_file():
             raise RecordFileError(f"{path}: missing")
         if path.stat().st_size > MAX_BYTES:
             raise RecordFileError(f"{path}: larger than {MAX_BYTES >> 20} MiB: not a record file")
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes()
+
+
+def read_text(path: Path | str) -> str:
+    data = read_bytes(path)
+    with guard(path):
+        return data.decode("utf-8")
 
 
 _JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",

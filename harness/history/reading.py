@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.history.guarded import MAX_BYTES, RecordFileError, guard
+from harness.history.guarded import read_bytes
 from protocol.events import KINDS
 
 Event = dict[str, Any]
@@ -89,13 +89,7 @@ def parse_line(raw: bytes) -> tuple[Event | None, str | None]:
 
 def read_history(path: Path | str) -> HistoryFile:
     """events.jsonl read back with every non-event counted (a missing or unreadable file: RecordFileError)."""
-    path = Path(path)
-    with guard(path):
-        if not path.is_file():
-            raise RecordFileError(f"{path}: missing")
-        if path.stat().st_size > MAX_BYTES:
-            raise RecordFileError(f"{path}: larger than {MAX_BYTES >> 20} MiB: not a record file")
-        data = path.read_bytes()
+    data = read_bytes(path)
     out = HistoryFile()
     lines = data.split(b"\n")
     last = lines.pop()  # b"" when the file ends with a newline, as every whole history does
