@@ -78,7 +78,7 @@ async def worst_case(design: str, h_r: float, scale: float, out: Path) -> dict[s
     (kill,) = [e for e in result.events if e["kind"] == "fault" and e.get("action") == "kill"]
     lost = row["t_r_measured"] - row["t_c_measured"]
     return {"lost": lost, "t_l": row["t_l_model"], "error": lost / row["t_l_model"] - 1,
-            "early_by": kill.get("early_by", 0.0) / scale, "triggered": float(bool(kill.get("hb_triggered")))}
+            "late_by": kill.get("late_by", 0.0) / scale, "triggered": float(bool(kill.get("hb_triggered")))}
 
 
 def band(repeats: int, workdir: Path) -> None:
@@ -86,10 +86,10 @@ def band(repeats: int, workdir: Path) -> None:
         runs = [asyncio.run(worst_case(design, h_r, scale, workdir / f"{design}-{h_r:g}-r{r}")) for r in range(repeats)]
         errors = [r["error"] for r in runs]
         inside = sum(BAND[0] <= e <= BAND[1] for e in errors)
-        lost, early = statistics.fmean(r["lost"] for r in runs), statistics.fmean(r["early_by"] for r in runs)
+        lost, late = statistics.fmean(r["lost"] for r in runs), statistics.fmean(r["late_by"] for r in runs)
         print(f"worst case {design:11} h_r {h_r:<4g} (t_h {3 / h_r:5.2f} s, x{scale:g}): "
               f"t_l model {runs[0]['t_l']:.3f} s, t_r - t_c {lost:.3f} s, error mean {statistics.fmean(errors):+.1%} "
-              f"[{min(errors):+.1%}, {max(errors):+.1%}], early_by {early:+.3f} s, "
+              f"[{min(errors):+.1%}, {max(errors):+.1%}], late_by {late:+.3f} s, "
               f"heartbeat triggered {sum(r['triggered'] for r in runs):.0f}/{len(runs)}, "
               f"in [{BAND[0]:+.0%}, {BAND[1]:+.0%}] {inside}/{len(runs)}")
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from protocol.messages import PLANES
 
+BROKER_ID = "broker"  # the run's broker: its name among the run's hosts, links and processes, and as a fault's target
+
 EXCHANGE = "son-kernel"  # SONATA's topic exchange
 AMQP_PORT = 5672
 BUS_PREFIX = "bus:"

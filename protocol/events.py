@@ -88,7 +88,7 @@ KINDS: dict[str, Kind] = {
     "ready": Kind("harness", "", "every service answers its health check"),
     "load_start": Kind("harness", "waited, quiet, suspicions_before, warmup, warmup_completed",
                        "settled and warmed up: the measured load starts now"),
-    "fault": Kind("harness", "fault, action, target, req?, task?, early_by?, ...",
+    "fault": Kind("harness", "fault, action, target, req?, task?, late_by?, ...",
                   "a fault struck (`action` in FAULT_START) or was undone (FAULT_END)"),
     "fault_missed": Kind("harness", "fault", "the load ended before the fault's moment came"),
     "down": Kind("harness", "", "teardown finished"),

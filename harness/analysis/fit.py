@@ -307,10 +307,8 @@ def _mean_err(values: list[float]) -> tuple[float, float]:
 
 def fault_params(trials: list[TrialData]) -> list[Param]:
     """How far the crashes were from the model's worst case (a crash right after a heartbeat went out), and how
-    late the injector's crash came after the configured schedule's worst moment. The event field is the
-    injector's `early_by` (harness/faults/aim.py: negative when late); the parameter is its negation, so a
-    crash after the moment reads as a positive `late_by` (a `late_by` field, where the injector writes one, is
-    taken as it is)."""
+    late the injector's crash came after the configured schedule's worst moment: the event's `late_by`
+    (harness/faults/aim.py: positive when late); folders written before it carry `early_by`, its negation."""
     after, late = [], []
     for t in trials:
         ts = t.z.time_scale

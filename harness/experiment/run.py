@@ -31,7 +31,6 @@ from harness.experiment import outdir, provenance
 from harness.experiment.testbed import Testbed, new_run_id
 from harness.experiment.warmup import prelude
 from harness.faults import FaultContext, make
-from harness.faults.broker import BrokerControl
 from harness.history import Event, manifest, record
 from harness.history.flows import Flow
 from harness.links.client import ProxyControlError
@@ -42,6 +41,7 @@ from harness.measure.wire import CaptureError, CaptureUnavailable, WireCapture
 from harness.plan import capacity
 from harness.plan.config import Experiment, build
 from harness.runtime import leftovers
+from harness.runtime.broker import BrokerControl
 from harness.state import state_dir, write_atomic, write_json_atomic
 
 
@@ -250,7 +250,7 @@ async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None
             if tb.broker is not None:
                 sampler.add("broker", tb.broker.pid())
             ctx = FaultContext(z, tb.deployment, tb.collector, BrokerControl(tb.runtime, tb.broker), tb.wiring,
-                               target_index=max(1, min(z.requests, z.users + 1)))
+                               target_index=max(1, min(z.requests, z.users + 1)), broker=tb.broker)
             fault = make(ctx)
             injector: asyncio.Task | None = None
             armed = False

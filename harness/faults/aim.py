@@ -16,8 +16,8 @@ when the heartbeat left, so the lost work and the detection are the model's; the
 2 l_hb later (the acknowledgement's round trip), which changes nothing the survivors can see.
 
 The fault event records it: `hb_triggered`, `silent_at` (monotonic time of that last heartbeat: the
-crash as the rest of the system sees it), `hb_acked` (the peers that acknowledged it) and `early_by`
-(wall seconds from the last heartbeat to the worst moment of the configured schedule: negative when the
+crash as the rest of the system sees it), `hb_acked` (the peers that acknowledged it) and `late_by`
+(wall seconds from the worst moment of the configured schedule to the last heartbeat: positive when the
 real task ran longer than configured, since the heartbeat goes out at the real end of the task).
 A fault other than a crash struck at `worst` (pause, link faults) releases the driver (`POST /release`)
 once it has struck.
@@ -53,7 +53,7 @@ class Aim:
     req: str | None
     driver: str  # the SLM or module instance processing the target request at that moment
     task: int | None
-    early_by: float = 0.0  # wall seconds struck before the modelled worst moment
+    late_by: float = 0.0  # wall seconds struck after the modelled worst moment (negative: before it)
     silent_at: float | None = None  # the driver's last heartbeat, after which it fell silent (`worst`)
     acked: list[str] = field(default_factory=list)  # the peers that acknowledged that heartbeat
     phase: float | None = None  # task:K@F with F > 0: F, and the heartbeat's send time (the kill F intervals later)
@@ -61,7 +61,7 @@ class Aim:
 
     def fields(self) -> dict[str, Any]:
         """What the fault event records about the moment."""
-        out: dict[str, Any] = {"req": self.req, "task": self.task, "early_by": self.early_by}
+        out: dict[str, Any] = {"req": self.req, "task": self.task, "late_by": self.late_by}
         if self.silent_at is not None:
             out |= {"hb_triggered": True, "silent_at": self.silent_at, "hb_acked": self.acked}
         if self.phase is not None:
@@ -170,7 +170,7 @@ async def worst(ctx: FaultContext) -> Aim:
     if answer is None:  # the task ended before we could ask (a tiny t_i): the worst we can still do is now
         answer = await control(ctx, driver, "/hb-now", {"silence": True})
         assert answer is not None
-    return Aim(req, driver, k, early_by=due - answer["sent"], silent_at=answer["sent"], acked=answer["acked"])
+    return Aim(req, driver, k, late_by=answer["sent"] - due, silent_at=answer["sent"], acked=answer["acked"])
 
 
 async def at_phase(ctx: FaultContext, k: int, phase: float) -> Aim:
@@ -181,11 +181,11 @@ async def at_phase(ctx: FaultContext, k: int, phase: float) -> Aim:
     answer = await control(ctx, driver, "/hb-now", {"req": req, "task": k, "silence": phase == 0, "mute": True})
     if answer is None:
         raise RuntimeError(f"{driver} was past the end of task {k} of {req} before it could be asked")
-    early_by = due - answer["sent"]
+    late_by = answer["sent"] - due
     if phase == 0:
-        return Aim(req, driver, k, early_by=early_by, silent_at=answer["sent"], acked=answer["acked"])
+        return Aim(req, driver, k, late_by=late_by, silent_at=answer["sent"], acked=answer["acked"])
     await asyncio.sleep(max(0.0, answer["sent"] + phase * ctx.scaled(1 / ctx.z.h_r) - time.monotonic()))
-    return Aim(req, driver, k, early_by=early_by, acked=answer["acked"], phase=phase, last_hb=answer["sent"])
+    return Aim(req, driver, k, late_by=late_by, acked=answer["acked"], phase=phase, last_hb=answer["sent"])
 
 
 async def release(ctx: FaultContext, hit: Aim | None) -> None:

@@ -26,6 +26,18 @@ class LinkControl(Protocol):
     def heal(self, link: Link) -> None: ...
 
 
+class BrokerHandle(Protocol):
+    """What the bus runtime offers the broker faults (harness/runtime/broker.py's Broker): crash it, freeze and
+    thaw it, start it again on the same data directory."""
+
+    started_in: float  # wall seconds its last start took
+
+    def kill(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    async def start(self) -> None: ...
+
+
 @dataclass
 class FaultContext:
     z: Experiment
@@ -34,6 +46,7 @@ class FaultContext:
     processes: ProcessControl
     links: LinkControl | None = None
     target_index: int = 1  # which submitted request (1-based) the fault aims at
+    broker: BrokerHandle | None = None  # the run's broker, on the bus (transport amqp); None elsewhere
     notes: list[str] = field(default_factory=list)
 
     def record(self, action: str, target: str, **fields: object) -> None:

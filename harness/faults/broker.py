@@ -21,36 +21,20 @@ import math
 
 from harness.errors import UserError
 from harness.faults import aim
-from harness.faults.base import FaultContext
-from harness.faults.catalogue import Partition, _Aimed
-from harness.runtime.broker import BROKER_ID, Broker
-from harness.runtime.contract import Runtime
+from harness.faults.aimed import Aimed
+from harness.faults.base import BrokerHandle, FaultContext
+from harness.faults.links import Partition
+from protocol.bus import BROKER_ID
 
 
-class BrokerControl:
-    """The runtime's process control (faults' ProcessControl) with the run's broker as one more process."""
-
-    def __init__(self, runtime: Runtime, broker: Broker | None) -> None:
-        self.runtime, self.broker = runtime, broker
-
-    def kill(self, name: str) -> None:
-        self.broker.kill() if name == BROKER_ID and self.broker else self.runtime.kill(name)
-
-    def pause(self, name: str) -> None:
-        self.broker.pause() if name == BROKER_ID and self.broker else self.runtime.pause(name)
-
-    def resume(self, name: str) -> None:
-        self.broker.resume() if name == BROKER_ID and self.broker else self.runtime.resume(name)
-
-
-def _broker(ctx: FaultContext, fault: str) -> Broker:
-    broker = getattr(ctx.processes, "broker", None)
+def _broker(ctx: FaultContext, fault: str) -> BrokerHandle:
+    broker = ctx.broker
     if ctx.z.transport != "amqp" or broker is None:
         raise UserError(f"fault {fault} needs the bus: --transport amqp")
     return broker
 
 
-class _OnBroker(_Aimed):
+class _OnBroker(Aimed):
     """A fault on the broker itself, struck in the middle of the target request."""
 
     action = ""  # the `fault` event's action when it strikes

@@ -50,14 +50,14 @@ import psutil
 
 from harness.errors import UserError
 from harness.state import state_dir, write_json_atomic
-from protocol.bus import AMQP_PORT
+from protocol.bus import AMQP_PORT, BROKER_ID  # BROKER_ID: its one name, shared with the faults and the history
 
 if TYPE_CHECKING:
+    from harness.runtime.contract import Runtime
     from harness.runtime.docker import DockerRuntime
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")  # Debian's rabbitmq-server package
 BROKER_DATA_ENV = "MANOBENCH_BROKER_DATA"  # a broker's data directory: removed with its leftover processes
-BROKER_ID = "broker"  # its name among the run's hosts, links and processes
 CONFIG = "loopback_users = none\ndisk_free_limit.absolute = 1MB\n"  # guest from any address; tiny disks work
 
 
@@ -427,3 +427,19 @@ def make_broker(runtime: object, run: str, workdir: Path, host: str, env: dict[s
     if isinstance(runtime, DockerRuntime):
         return DockerBroker(runtime, host)
     return LocalBroker(run, workdir, host, env)
+
+
+class BrokerControl:
+    """The runtime's process control (faults' ProcessControl) with the run's broker as one more process."""
+
+    def __init__(self, runtime: Runtime, broker: Broker | None) -> None:  # (faults.base.ProcessControl)
+        self.runtime, self.broker = runtime, broker
+
+    def kill(self, name: str) -> None:
+        self.broker.kill() if name == BROKER_ID and self.broker else self.runtime.kill(name)
+
+    def pause(self, name: str) -> None:
+        self.broker.pause() if name == BROKER_ID and self.broker else self.runtime.pause(name)
+
+    def resume(self, name: str) -> None:
+        self.broker.resume() if name == BROKER_ID and self.broker else self.runtime.resume(name)

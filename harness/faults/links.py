@@ -1,0 +1,82 @@
+"""Faults on the links between the MANO's processes, through the link backend (proxies or netem): link-delay
+(`spike` more latency on the driver's operational links) and partition (its heartbeat and state links cut
+both ways), each for fault_for."""
+
+from __future__ import annotations
+
+import asyncio
+
+from harness.errors import UserError
+from harness.faults import aim
+from harness.faults.aimed import Aimed
+from harness.faults.base import FaultContext
+from harness.plan.deploy import Link
+
+
+class LinkFault(Aimed):
+    """A fault on some of the driver's links for fault_for: needs a link backend that can change them."""
+
+    planes: tuple[str, ...] = ()
+    both_ways = False
+    actions = ("", "")  # what the history calls striking and undoing
+
+    def __init__(self, ctx: FaultContext) -> None:
+        super().__init__(ctx)
+        self.touched: list[Link] = []
+
+    async def setup(self) -> None:
+        if self.ctx.links is None:
+            raise UserError(f"fault {self.name} needs a link backend that can change links (link_backend: proxy)")
+
+    def apply(self, link: Link) -> None:
+        raise NotImplementedError
+
+    def undo(self, link: Link) -> None:
+        raise NotImplementedError
+
+    async def strike(self, hit: aim.Aim) -> None:
+        self.touched = [link for link in self.ctx.deployment.links if link.plane in self.planes and (
+            link.src == hit.driver or (self.both_ways and link.dst == hit.driver))]
+        for link in self.touched:
+            self.apply(link)
+        self.record(self.actions[0], hit.driver, links=len(self.touched), duration=self.ctx.z.fault_duration)
+        await aim.release(self.ctx, hit)  # silenced by `worst` until its links were changed
+        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
+        await self.heal()
+
+    async def heal(self) -> None:
+        if self.touched:
+            for link in self.touched:
+                self.undo(link)
+            self.record(self.actions[1], self.hit.driver if self.hit else "", links=len(self.touched))
+            self.touched = []
+
+
+class LinkDelay(LinkFault):
+    name = "link-delay"
+    planes = ("op",)
+    actions = ("delay", "restore")
+
+    def apply(self, link: Link) -> None:
+        assert self.ctx.links is not None
+        spike = self.ctx.z.spike
+        self.ctx.links.set_delay(link, link.delay_fwd + spike, link.delay_rev + spike)
+
+    def undo(self, link: Link) -> None:
+        assert self.ctx.links is not None
+        self.ctx.links.set_delay(link, link.delay_fwd, link.delay_rev)
+
+
+class Partition(LinkFault):
+    name = "partition"
+    planes = ("hb", "state")
+    both_ways = True
+    actions = ("cut", "heal")
+
+    def apply(self, link: Link) -> None:
+        assert self.ctx.links is not None
+        self.ctx.links.cut(link)
+
+    def undo(self, link: Link) -> None:
+        assert self.ctx.links is not None
+        self.ctx.links.heal(link)
