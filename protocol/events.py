@@ -17,6 +17,7 @@ verdict is then "unknown", never "pass".
 from __future__ import annotations
 
 import json
+import math
 import socket
 import sys
 import time
@@ -93,6 +94,16 @@ KINDS: dict[str, Kind] = {
     "fault_missed": Kind("harness", "fault", "the load ended before the fault's moment came"),
     "down": Kind("harness", "", "teardown finished"),
 }
+def is_event(obj: object) -> bool:
+    """Whether a parsed line has what every event has: a finite number `t` (not a boolean), strings `svc` and
+    `kind`. The collector stores nothing else, and the history's reader counts anything else as unreadable."""
+    if not isinstance(obj, dict):
+        return False
+    t = obj.get("t")
+    return (isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+            and isinstance(obj.get("svc"), str) and isinstance(obj.get("kind"), str))
+
+
 FAULT_START = ("kill", "pause", "cut", "delay")  # a `fault` event's `action` when it strikes
 FAULT_END = ("resume", "heal", "restore", "restart")  # ... and when it is undone (restart: a crashed broker)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from protocol import auth
+from protocol.events import is_event
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
@@ -83,7 +83,7 @@ class Collector:
                 elif self.secret is not None and sender is None:
                     self.refused += 1  # no hello first: whatever this is, it is not from the run
                     return
-                elif not _is_event(event):
+                elif not is_event(event):
                     self.bad_lines += 1
                 elif event["svc"] == auth.HARNESS or (self.secret is not None and event["svc"] != sender):
                     self.refused += 1  # a forged event: counted, never stored
@@ -148,15 +148,6 @@ class Collector:
         if self._file:
             self._file.close()
             self._file = None
-
-
-def _is_event(event: object) -> bool:
-    """Whether a parsed line has what every event has: a finite number `t`, strings `svc` and `kind`."""
-    if not isinstance(event, dict):
-        return False
-    t = event.get("t")
-    return (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
-            and isinstance(event.get("svc"), str) and isinstance(event.get("kind"), str))
 
 
 def read(path: Path) -> list[Event]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.history.guarded import read_bytes
-from protocol.events import KINDS
+from protocol.events import KINDS, is_event
 
 Event = dict[str, Any]
 
@@ -59,12 +59,9 @@ class HistoryFile:
 
 def classify(obj: Any) -> str | None:
     """None for an event, else the hole it is (a key of HOLE_KINDS)."""
-    if not isinstance(obj, dict):
+    if not is_event(obj):
         return "unreadable_lines"
-    t, svc, kind = obj.get("t"), obj.get("svc"), obj.get("kind")
-    if (not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t)
-            or not isinstance(svc, str) or not isinstance(kind, str)):
-        return "unreadable_lines"
+    kind = obj["kind"]
     if kind not in KINDS:
         return "unknown_kinds"
     for name, types in REQUIRED_FIELDS[kind].items():
