@@ -26,14 +26,11 @@ def default_out(z: Experiment) -> Path:
 
 
 def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) -> None:
-    """Run z into `out` with a progress bar, then print measured beside modelled and the verdict.
-
-    Whether the run fits this machine (harness.plan.capacity: services, links, heartbeats, message sizes, its
-    modelled duration) is settled first, so a refusal is one line before the header, a folder or a process."""
+    """Run z into `out` with a progress bar, then print measured beside modelled and the verdict. `harness run`
+    has settled whether z fits this machine (harness.plan.capacity) before calling it, so a refusal is one line
+    before the header, a folder or a process."""
     from harness.cli import stackdump
-    from harness.plan import capacity
 
-    capacity.check_run(z)
     stackdump.install()  # kill -USR1: where a run that seems stuck is
     console = Console(stderr=True)
     target = Path(out) if out else outdir.new_folder(default_out(z))

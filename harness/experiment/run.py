@@ -127,7 +127,7 @@ async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[
     zm = build({**z.resolved(), "design": "monolith", "mechanism": "state-sharing", "fault": "none",
                 "worker_replicas": None, "requests": min(z.requests, 2 * z.users)})
     async with Testbed(zm, workdir) as tb:
-        timeout = workflow_timeout(zm)
+        timeout = model.workflow_timeout(zm)
         await prelude(tb.collector, zm, builtin_warm_up(tb), timeout, say=lambda _: None)
         sampler = CpuSampler({s.id: tb.runtime.pid(s.id) for s in tb.deployment.services})  # type: ignore[union-attr]
         sampler.start()
@@ -143,11 +143,6 @@ async def monolith_reference(z: Experiment, cache: Path, workdir: Path) -> dict[
 
 # --- the experiment -------------------------------------------------------------------------------------
 
-def workflow_timeout(z: Experiment) -> float:
-    """Wall seconds one workflow may take before it counts as timed out (harness.model.workflow_timeout)."""
-    return model.workflow_timeout(z)
-
-
 def builtin_warm_up(tb: Testbed) -> Callable[[int, int, float], Awaitable[int]]:
     async def warm(n: int, users: int, timeout: float) -> int:
         reqs = await tb.bss.drive(n, users=users, timeout=timeout, warmup=True)
@@ -162,7 +157,7 @@ async def drive_load(tb: Testbed, load: str, arm: Callable[[], Awaitable[None]],
     """Settle and warm up (harness.experiment.warmup), `arm` the fault, then run the measured load to completion;
     returns the load generator's own figures."""
     z = tb.z
-    per_workflow = workflow_timeout(z)
+    per_workflow = model.workflow_timeout(z)
     timeout = 120 + 20 * model.evaluate(z).t_c * z.time_scale * (z.requests / max(1, z.users) + 2)
     if load == "locust":
         from harness.load.locust_runner import LocustLoad
@@ -286,7 +281,7 @@ async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None
         requests_csv.close()
         flows = stop_capture(capture)
         harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
-    refused = _refused(tb)  # after the teardown: the services and the swarm agents report theirs as they stop
+    refused = tb.refused()  # after the teardown: the services and the swarm agents report theirs as they stop
     assert tb.deployment is not None
     mono = await monolith_reference(z, cache or default_cache(), out / "monolith")
     capture_stats = capture.stats() if capture is not None else {}
@@ -303,12 +298,6 @@ async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None
     tables = summary.derive(record.load(out))
     summary.write(tables, out)
     return RunResult(out, tables.summary, tables.verdict, history.measured(tb.collector.events))
-
-
-def _refused(tb: Testbed) -> dict[str, int]:
-    """Requests the run's instruments refused for want of its secret (docs/security.md), by instrument."""
-    counts = getattr(tb, "refused", None)
-    return dict(counts()) if callable(counts) else {}
 
 
 def _lines(path: Path) -> int:

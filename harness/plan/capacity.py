@@ -66,7 +66,8 @@ def modelled_duration(z: Experiment) -> tuple[float, str]:
 def check_run(z: Experiment) -> None:
     """Raise a one-line ConfigError if one run of z would not fit this machine (CAPS, docs/parameters.md).
 
-    Call it before a run prints or starts anything: `harness run` does, in harness.cli.progress.report_run.
+    Call it before a run prints or starts anything: `harness run` does, in harness.cli.commands.run_cmd (before
+    `--force` may remove anything), and harness.experiment.run.experiment again for every other caller.
     """
     if z.fault_at == "every":
         raise ConfigError("config error: fault_at: every explores every crash point, one run each: put it in a "
