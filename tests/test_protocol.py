@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import checker, history
+from harness import checker
 from harness.analysis import fit
+from harness.checker import detection, fault_timeline, outcomes, verdicts
 from harness.experiment import warmup
 from harness.faults import aim
 from harness.history import Collector
+from harness.history import events as history_events
 from harness.measure import metrics, summary
 from protocol.events import KINDS, EventSink
 from protocol.messages import PLANES, ROUTES, padded
@@ -39,7 +41,7 @@ def test_every_event_kind_the_code_emits_is_in_the_contract():
 
 
 def test_every_event_kind_the_checker_and_metrics_read_is_in_the_contract():
-    readers = (checker, metrics, summary, history, warmup, fit, aim)
+    readers = (outcomes, detection, fault_timeline, verdicts, metrics, summary, history_events, warmup, fit, aim)
     text = "\n".join(Path(module.__file__ or "").read_text() for module in readers)
     read = set(re.findall(r'\["kind"\]\s*==\s*"([a-z_]+)"', text))
     groups = re.findall(r'\["kind"\]\s*in\s*\(([^)]*)\)', text) + re.findall(r"of_kind\([^,]+,\s*([^)]*)\)", text)
