@@ -29,8 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness import model
-from harness.model import registry
+from harness.model import equations, registry, tasks
 from harness.plan.config import Experiment
 from protocol.bus import task_call_timeout
 
@@ -51,9 +50,9 @@ class BusTerms:
 
 def terms(z: Experiment) -> BusTerms:
     if z.design == "centralised":
-        shares = 0 if z.mechanism == "restart" else len(model.share_points(z.n, z.s_o, z.s_p))
-        redone = z.n if z.mechanism == "restart" else max(len(r) for r in model.unshared_runs(
-            z.n, model.share_points(z.n, z.s_o, z.s_p)))
+        shares = 0 if z.mechanism == "restart" else len(tasks.share_points(z.n, z.s_o, z.s_p))
+        redone = z.n if z.mechanism == "restart" else max(len(r) for r in tasks.unshared_runs(
+            z.n, tasks.share_points(z.n, z.s_o, z.s_p)))
         return BusTerms(2 * z.n, 1 + 2 * redone, z.n, (z.k - 1) * (shares + 1), z.k * (z.k - 1))
     if z.design == "distributed":
         # hops 1..n-1 on the bus, each to both instances of the next module; a 'done' per module
@@ -66,7 +65,7 @@ def worker_timeout(z: Experiment) -> float | None:
     time-out for the task struck: `fault_at task:K`, else the longest task), None where Eq 3 applies."""
     if z.fault != "worker-crash" or z.design != "centralised" or z.queues != "transient":
         return None
-    durations = model.task_durations(z)
+    durations = tasks.task_durations(z)
     t_k = durations[z.fault_task - 1] if z.fault_task else max(durations)
     return task_call_timeout(t_k * z.time_scale, z.time_scale) / z.time_scale
 
@@ -78,9 +77,9 @@ def heartbeat_rate(z: Experiment) -> float:
     return (z.n if z.model_reading == "literal" else 2 * z.n) * z.h_s * z.h_r
 
 
-def evaluate(z: Experiment) -> model.Metrics:
+def evaluate(z: Experiment) -> equations.Metrics:
     """The bus-aware figures of z (the monolith has no bus: the paper's figures)."""
-    paper = model.evaluate(z)
+    paper = equations.evaluate(z)
     if z.design == "monolith":
         return paper
     bus = terms(z)
@@ -92,10 +91,10 @@ def evaluate(z: Experiment) -> model.Metrics:
     if z.design == "centralised":
         op = LEGS * (sum(z.per_task("P_a")) + sum(z.per_task("P_b")) + bus.op_messages * frame)
         if z.model_reading == "literal":
-            shares = 0 if z.mechanism == "restart" else model.literal_share_count(z.n, z.s_o, z.s_p)
+            shares = 0 if z.mechanism == "restart" else tasks.literal_share_count(z.n, z.s_o, z.s_p)
             rel = LEGS * z.s_z * shares
         else:
-            shares = 0 if z.mechanism == "restart" else len(model.share_points(z.n, z.s_o, z.s_p))
+            shares = 0 if z.mechanism == "restart" else len(tasks.share_points(z.n, z.s_o, z.s_p))
             rel = LEGS * (z.k - 1) * (z.s_z * shares + z.p_c)
         b_rel = z.h_m + hb + (rel + LEGS * bus.rel_messages * frame) / t_c
     else:
@@ -103,7 +102,7 @@ def evaluate(z: Experiment) -> model.Metrics:
         copy = hops[0] + LEGS * (sum(hops[1:]) + bus.op_messages / 2 * frame)  # one copy of every hop
         op = copy
         b_rel = hb + (copy + LEGS * (z.n * z.p_c + bus.rel_messages * frame)) / t_c  # the twin's copy, 'done'
-    return model._metrics(z, paper.t_m, t_c, t_l, op / t_c, b_rel, paper.Q_r)
+    return equations.assemble(z, paper.t_m, t_c, t_l, op / t_c, b_rel, paper.Q_r)
 
 
 def columns(z: Experiment) -> dict[str, float]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness import model
+from harness.model import tasks
 from harness.plan.config import Experiment
 
 
@@ -72,11 +72,11 @@ def services(z: Experiment) -> int:
 def _crash_at(z: Experiment) -> float:
     """Where in its workflow the crash strikes, as paper seconds from the workflow's start: the end of the
     longest unshared run (centralised) or of the longest task (distributed), Eqs 3 and 7."""
-    t_i = model.task_durations(z)
+    t_i = tasks.task_durations(z)
     if z.design == "centralised":
-        costs = model.centralised_task_costs(z)
+        costs = tasks.centralised_task_costs(z)
         runs = [range(1, z.n + 1)] if z.mechanism == "restart" else \
-            model.unshared_runs(z.n, model.share_points(z.n, z.s_o, z.s_p))
+            tasks.unshared_runs(z.n, tasks.share_points(z.n, z.s_o, z.s_p))
         worst = max(runs, key=lambda run: sum(costs[k - 1] for k in run))
         return sum(costs[: worst[-1]])
     hops = z.per_task("l")
@@ -94,9 +94,9 @@ def redone_tasks(z: Experiment) -> float:
     others = max(0, min(z.requests, z.users) - 1)
     if z.design == "distributed":
         return 1 + others / 2
-    costs = model.centralised_task_costs(z)
+    costs = tasks.centralised_task_costs(z)
     runs = [range(1, z.n + 1)] if z.mechanism == "restart" else \
-        model.unshared_runs(z.n, model.share_points(z.n, z.s_o, z.s_p))
+        tasks.unshared_runs(z.n, tasks.share_points(z.n, z.s_o, z.s_p))
     worst = max(runs, key=lambda run: sum(costs[k - 1] for k in run))
     return len(worst) * (1 + others / z.k)
 
@@ -104,7 +104,7 @@ def redone_tasks(z: Experiment) -> float:
 def work_per_workflow(z: Experiment) -> float:
     """W: paper seconds of emulated work of one workflow, as configured: the tasks and the orchestrator's
     (n + 1) steps (centralised)."""
-    return model.t_m(z) + ((z.n + 1) * z.t_o if z.design == "centralised" else 0.0)
+    return tasks.t_m(z) + ((z.n + 1) * z.t_o if z.design == "centralised" else 0.0)
 
 
 def _messages(z: Experiment, alive: int) -> float:
@@ -112,7 +112,7 @@ def _messages(z: Experiment, alive: int) -> float:
     (distributed, alive = 2) or one module's twin gone (alive = 1)."""
     n = z.n
     if z.design == "centralised":
-        shares = 0 if z.mechanism == "restart" else len(model.share_points(n, z.s_o, z.s_p))
+        shares = 0 if z.mechanism == "restart" else len(tasks.share_points(n, z.s_o, z.s_p))
         # every SLM receives the request; call, reply at the SLM, start, end at the worker per task; each share
         # and the 'done' sent to, and received by, every live peer
         return alive + 4 * n + 2 * (alive - 1) * (shares + 1)
@@ -156,7 +156,7 @@ def monolith_activity(z: Experiment) -> Activity:
     """The monolith reference's activity for the same tasks (harness.experiment.run.monolith_reference:
     min(requests, 2 users) workflows, no fault)."""
     zm = z.model_copy(update={"design": "monolith", "fault": "none", "requests": min(z.requests, 2 * z.users)})
-    t_m = model.t_m(zm)
+    t_m = tasks.t_m(zm)
     return activity(zm, t_m, math.nan)
 
 
