@@ -81,6 +81,12 @@ KINDS: dict[str, Kind] = {
     # the BSS (harness.load.bss, or the Locust BSS)
     "submitted": Kind("bss", "req, to, warmup?", "a request went to every entry point"),
     "completed": Kind("bss", "req, by, n, warmup?", "a completion notice arrived (n > 1: a duplicate)"),
+    "failed": Kind("bss", "req, state?, detail?, warmup?", "a python client (protocol.client) saw the target refuse or "
+                   "fail the workflow: certainly not done"),
+    "indeterminate": Kind("bss", "req, state?, detail?, warmup?", "a python client could not tell how the workflow "
+                          "ended (timed out, stuck, the connection died): neither done nor not done"),
+    "client_action": Kind("bss", "action, req?, warmup?", "a python client did something an operator would (a retry, "
+                          "a package onboarded): recorded, never hidden in a figure"),
     # the harness
     "deploy": Kind("harness", "design, run, services", "the deployment was planned"),
     "links_shaped": Kind("harness", "backend, places, directions", "tc is installed in every namespace (netem)"),

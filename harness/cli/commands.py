@@ -117,8 +117,12 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 @cli.command("run")
 @click.option("--design", type=click.Choice(config.DESIGNS), default=None, help="Default: centralised.")
 @click.option("--mechanism", type=click.Choice(config.MECHANISMS), default=None, help="Default: state-sharing.")
+@click.option("--target", "target", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Deploy the orchestrator a target file describes instead of a design (docs/targets.md).")
 @click.option("--fault", type=click.Choice(config.FAULTS), default=None, help="Default: none.")
-@click.option("--fault-at", "fault_at", default=None, metavar="worst|task:K|time:T",
+@click.option("--fault-target", "fault_target", multiple=True, metavar="ID|role:NAME",
+              help="crash, pause, partition, link-delay: the instances struck (repeat for several).")
+@click.option("--fault-at", "fault_at", default=None, metavar="worst|task:K|time:T|request:K+D",
               help="When the fault strikes (default worst: where the model says the lost time is largest).")
 @click.option("--runtime", type=click.Choice(config.RUNTIMES), default=None,
               help="Default: local. docker: per-container limits from the config (container_cpus, "
@@ -138,8 +142,8 @@ def optimise_cmd(sweep_dir: str | None, designs: tuple[str, ...], mechanisms: tu
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="A new (or empty) folder. Default: results/<time>-<design>-<fault>.")
 @click.option("--force", is_flag=True, help="Replace the run folder --out names (only a run folder) whole.")
-def run_cmd(design, mechanism, fault, fault_at, runtime, transport, config_file, sets, requests, users, rate, seed,
-            load, out, force) -> None:
+def run_cmd(design, mechanism, target, fault, fault_target, fault_at, runtime, transport, config_file, sets, requests,
+            users, rate, seed, load, out, force) -> None:
     """Run one experiment: bring a design up, load it, inject the fault, measure, check, report.
 
     MANOBENCH_STATE moves the harness's state root (broker data, caches); MANOBENCH_FORKSERVER=0 starts every
@@ -148,9 +152,12 @@ def run_cmd(design, mechanism, fault, fault_at, runtime, transport, config_file,
     from harness.experiment import outdir
     from harness.experiment import run as runner
     from harness.plan import capacity
+    from harness.plan.target import experiment_for
 
     z = config.load(config_file, sets, design=design, mechanism=mechanism, fault=fault, fault_at=fault_at,
-                    runtime=runtime, transport=transport, requests=requests, users=users, rate=rate, seed=seed)
+                    runtime=runtime, transport=transport, requests=requests, users=users, rate=rate, seed=seed,
+                    target=target, fault_target=list(fault_target) or None)
+    z, _ = experiment_for(z)  # a target file: read and checked with the run's rules, before anything starts
     capacity.check_run(z)  # before --force may remove anything: a refused run deletes nothing
     if z.rate is not None and load == "builtin":
         raise UserError("rate: an open loop (--rate) needs the Locust load (--load locust)")

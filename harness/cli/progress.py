@@ -34,7 +34,9 @@ def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) ->
     stackdump.install()  # kill -USR1: where a run that seems stuck is
     console = Console(stderr=True)
     target = Path(out) if out else outdir.new_folder(default_out(z))
-    console.print(f"harness run: {z.design} ({z.mechanism}), fault {z.fault} at {z.fault_at}, "
+    what = f"target {z.target}" if z.target else f"{z.design} ({z.mechanism})"
+    aimed = f" at {', '.join(z.fault_target)}" if z.fault_target else ""
+    console.print(f"harness run: {what}, fault {z.fault}{aimed} at {z.fault_at}, "
                   f"{z.requests} requests, time_scale {z.time_scale} -> {target}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -55,10 +57,12 @@ def verdict_line(v: checker.Verdict, row: dict) -> str:
     count was."""
     gaps = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in v.holes.items() if n)
     refused = _number(row.get("refused"))
+    inside = (f", tasks re-run {v.reexecuted_tasks}, takeovers {v.takeovers}, false suspicions "
+              f"{row['false_suspicions']}" if not _black_box(row) else  # what a client saw: no events from inside
+              f", failed {row.get('failed', 0)}, indeterminate {row.get('indeterminate', 0)}")
     return (f"verdict {v.status}" + (f" ({v.reason})" if v.reason else "")
             + f": {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated "
-            f"{len(v.duplicated)}, tasks re-run {v.reexecuted_tasks}, takeovers {v.takeovers}, false suspicions "
-            f"{row['false_suspicions']}" + _broker(row) + (f", history holes: {gaps}" if gaps else "")
+            f"{len(v.duplicated)}" + inside + _broker(row) + (f", history holes: {gaps}" if gaps else "")
             + (f", refused for want of the run's key {int(refused)}" if refused else "")
             + f"; link backend {row['link_backend']}")
 
@@ -73,7 +77,33 @@ def _broker(row: dict) -> str:
             + (f", broker recovery {recovery:.3g} s" if recovery is not None else ""))
 
 
+def _black_box(row: dict) -> bool:
+    """A target file's orchestrator measured from outside only (harness.measure.blackbox: "n/a" cells)."""
+    return row.get("reexecuted_tasks") == "n/a"
+
+
+def target_table(row: dict) -> str:
+    """What a black-box run measured: the client's times and the wire's bytes, the model beside them where
+    the target file gave the paper's parameters."""
+    table = Table(title="measured from outside", caption="paper units: s, kB/s; n/a: needs the target's events")
+    for col in ("metric", "measured", "model", "error"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for name in registry.COMPARED:
+        metric = registry.BY_NAME[name]
+        meas, mod = row[metric.measured], row[metric.model_column]
+        ref = _number(mod)
+        table.add_row(name, _fmt(meas), "-" if ref is None else _fmt(ref),
+                      _error(meas, ref) if isinstance(meas, float) else "-")
+    for name in ("failed", "indeterminate", "client_actions"):
+        table.add_row(name, str(row.get(name, 0)), "", "")
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
+
+
 def summary_table(row: dict) -> str:
+    if _black_box(row):
+        return target_table(row)
     bus = _on_bus(row)  # the bus-aware model beside the paper's
     table = Table(title="measured vs model", caption="paper units: s, kB/s")
     for col in ("metric", "measured", "model", "error", *(("bus model", "error") if bus else ())):
@@ -133,5 +163,9 @@ def _error(measured: float, model_value: float | None) -> str:
     return f"{(measured - model_value) / model_value:+.1%}"
 
 
-def _fmt(v: float) -> str:
+def _fmt(v: float | str | None) -> str:
+    """A figure, "-" when missing, or the text a figure that cannot be had says instead ("n/a": it needs the
+    target's events, harness.measure.blackbox)."""
+    if isinstance(v, str):
+        return v
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"

@@ -40,6 +40,7 @@ from harness.measure.cpu import CpuSampler
 from harness.measure.wire import CaptureError, CaptureUnavailable, WireCapture
 from harness.plan import capacity
 from harness.plan.config import Experiment, build
+from harness.plan.target import PythonClient, TargetFile, experiment_for
 from harness.runtime import leftovers
 from harness.runtime.broker import BrokerControl
 from harness.state import state_dir, write_atomic, write_json_atomic
@@ -159,6 +160,8 @@ async def drive_load(tb: Testbed, load: str, arm: Callable[[], Awaitable[None]],
     z = tb.z
     per_workflow = model.workflow_timeout(z)
     timeout = 120 + 20 * model.evaluate(z).t_c * z.time_scale * (z.requests / max(1, z.users) + 2)
+    if tb.target is not None and isinstance(tb.target.client, PythonClient):
+        return await drive_client(tb, tb.target, arm, per_workflow, say)
     if load == "locust":
         from harness.load.locust_runner import LocustLoad
 
@@ -181,6 +184,26 @@ async def drive_load(tb: Testbed, load: str, arm: Callable[[], Awaitable[None]],
     return {"load": "builtin", "requests": len(reqs)}
 
 
+async def drive_client(tb: Testbed, target: TargetFile, arm: Callable[[], Awaitable[None]], per_workflow: float,
+                       say: Callable[[str], None]) -> dict[str, Any]:
+    """A target's python client (harness.load.client_load) as the load: opened before the warm-up, closed
+    always; each workflow waits at most the target's `client_options.deadline` (wall s), else the model's."""
+    from harness.load.client_load import ClientLoad
+
+    assert tb.deployment is not None
+    deadline = float(target.client_options.get("deadline", per_workflow))
+    client = ClientLoad(target, tb.deployment, tb.collector, tb.run, tb.workdir / "client")
+    try:
+        await client.open()
+        await prelude(tb.collector, tb.z, client.warm_up, deadline, say=say)
+        await arm()
+        completed = await client.drive(tb.z.requests, tb.z.users, deadline)
+    finally:
+        await client.close()
+    return {"load": f"client {target.client.python}" if isinstance(target.client, PythonClient) else "client",
+            "requests": tb.z.requests, "completed": completed}
+
+
 async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: Path | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
                      say: Callable[[str], None] = print, fresh: bool = False) -> RunResult:
@@ -188,6 +211,7 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     see the module docstring for what is written. A run refused before its load started (a UserError: the
     error says why) removes the folder it made, so a refused start leaves no partial folder; a testbed that
     failed keeps its folder for the logs, and a run that fails later keeps what it recorded."""
+    z, _ = experiment_for(z)  # a target file: read, merged and checked (one line, exit 2) before anything starts
     capacity.check_run(z)  # what this machine can run (and fault_at: every belongs to a sweep), before anything
     out = out.absolute()  # every child process gets absolute paths, whatever the working directory
     made = outdir.claim(out) or fresh
@@ -204,6 +228,11 @@ async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None
                       on_progress: Callable[[int, int], None] | None, say: Callable[[str], None],
                       started: list[bool]) -> RunResult:
     run = new_run_id()
+    z, target = experiment_for(z)
+    if target is not None and isinstance(target.client, PythonClient):
+        from harness.load.client_load import client_class
+
+        client_class(target)  # importable, and a class with open, invoke, close: before anything starts
     found = leftovers.processes(orphans=True, session=leftovers.this_session())
     if found:
         say(f"found {len(found)} leftover process(es) of crashed runs: ending them")
@@ -215,12 +244,17 @@ async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None
     backend, why = select_backend(z.link_backend, z.runtime)
     stamp = provenance.stamp()
     requests_csv = RequestLog(out / "requests.csv", z.time_scale)
-    tb = Testbed(z, out, run=run, links_backend=backend, external_bss=load == "locust")
+    http = target is None or target.client == "http"
+    tb = Testbed(z, out, run=run, links_backend=backend, external_bss=load == "locust" and http, target=target)
     capture, capture_note = start_capture(tb, out)
     tb.on_teardown.append(lambda: stop_capture(capture))  # again in `finally`: a stopped capture keeps its flows
     stamp["wire_capture"] = capture_note
+    extra: dict[str, Any] = {}
+    if target is not None:  # the file itself, as read, into the run folder: the record of what ran
+        write_atomic(out / record.TARGET, Path(str(z.target)).read_text(encoding="utf-8"))
+        extra["target"] = {"name": target.name, "file": z.target, "instrumented": target.instrumented}
     write_config(out, z, run, {"runtime": z.runtime, "link_backend": backend, "link_backend_why": why,
-                               "load": load, **stamp})
+                               "load": load if http else "client", **extra, **stamp})
     tb.collector.subscribe(requests_csv)
     if on_progress:
         tb.collector.subscribe(lambda e: on_progress(requests_csv.completed, z.requests)
@@ -283,7 +317,8 @@ async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None
         harness_share = (time.process_time() - harness_cpu) / max(1e-9, time.monotonic() - wall)
     refused = tb.refused()  # after the teardown: the services and the swarm agents report theirs as they stop
     assert tb.deployment is not None
-    mono = await monolith_reference(z, cache or default_cache(), out / "monolith")
+    mono = (await monolith_reference(z, cache or default_cache(), out / "monolith") if target is None
+            else {"t_m": math.nan, "cpu_per_workflow": math.nan})  # a target names no monolith of its own
     capture_stats = capture.stats() if capture is not None else {}
     if capture is not None and capture.health().startswith("INCOMPLETE"):
         say(f"wire capture {capture.health()}: the verdict is unknown")  # counted in summary.csv's history_holes

@@ -21,8 +21,10 @@ from harness.links.wiring import ProxyWiring
 from harness.load.bss import Bss
 from harness.plan.config import LINK_BACKENDS, Experiment
 from harness.plan.deploy import BROKER, Deployment, Route, direct, plan, uses_broker
+from harness.plan.deploy_target import plan_target
+from harness.plan.target import TargetFile
 from harness.runtime.broker import Broker, make_broker
-from harness.runtime.contract import Runtime
+from harness.runtime.contract import Launch, Runtime
 from harness.runtime.local import LocalRuntime
 from protocol import auth
 
@@ -51,12 +53,15 @@ class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, z: Experiment, workdir: Path, run: str | None = None, external_bss: bool = False,
-                 links_backend: str | None = None) -> None:
+                 links_backend: str | None = None, target: TargetFile | None = None) -> None:
         """`links_backend`: what carries each link's latency: "proxy" (every link through the latency proxy),
         "netem" (tc inside each container's namespace: docker runtime only; installed once the containers
         are up, before any load) or None (direct, no latency). `external_bss`: the load generator (Locust)
-        hosts the BSS at `bss_address` instead of the harness's asyncio BSS."""
-        self.z, self.workdir = z, Path(workdir)
+        hosts the BSS at `bss_address` instead of the harness's asyncio BSS. `target`: deploy that target
+        file's orchestrator (harness.plan.target) instead of z's design."""
+        self.z, self.workdir, self.target = z, Path(workdir), target
+        if target is not None:
+            target.check_runtime(z.runtime)
         self.run = run or new_run_id()
         backend = links_backend
         if backend is not None and backend not in LINK_BACKENDS[1:]:  # "auto" is resolved before a testbed
@@ -103,22 +108,26 @@ class Testbed:
             collector = await self.collector.start(self.runtime.collector_host)
             if not self.external_bss:
                 await self.bss.start()
-            self.deployment = plan(self.z, self.run, self.runtime.host_of, self.bss_address, collector, self.route)
+            if self.target is not None:
+                self.deployment = plan_target(self.target, self.z, self.run, self.runtime.host_of, self.bss_address,
+                                              collector, self.route)
+            else:
+                self.deployment = plan(self.z, self.run, self.runtime.host_of, self.bss_address, collector, self.route)
             for spec in self.deployment.services:
                 spec.secret = auth.key(self.secret, spec.id)
             self.bss.entry = self.deployment.entry
             self.bss.entry_bytes = self.deployment.entry_bytes
             if self.wiring:
                 self.wiring.before_up(self.runtime)
-            if uses_broker(self.z):  # before the services, which connect to it as they start
+            if uses_broker(self.z) and self.target is None:  # before the services, which connect to it as they start
                 self.broker = make_broker(self.runtime, self.run, self.workdir, self.runtime.host_of(BROKER),
                                           self.runtime.env({}))
                 await self.broker.start()
                 self.collector.emit("harness", "broker_ready", address=self.broker.address,
                                     started_in=self.broker.started_in)
-            self.collector.emit("harness", "deploy", design=self.z.design, run=self.run,
+            self.collector.emit("harness", "deploy", design=self.design, run=self.run,
                                 services=[s.id for s in self.deployment.services])
-            await self.runtime.up(self.deployment.services)
+            await self.runtime.up(self.deployment.services, launches=await self._launches())
             if self.wiring:
                 shaped = await asyncio.to_thread(self.wiring.after_up)
                 if shaped:
@@ -128,6 +137,33 @@ class Testbed:
             await self.close()
             raise
         return self
+
+    @property
+    def design(self) -> str:
+        """What runs: one of our designs, or `target:NAME`."""
+        return self.z.design if self.target is None else f"target:{self.target.name}"
+
+    async def _launches(self) -> dict[str, Launch] | None:
+        """How to start each instance of a target file (None: our reference services); the images it says how
+        to build are built first (docker)."""
+        target = self.target
+        if target is None:
+            return None
+        if self.z.runtime == "docker":
+            from harness.runtime import image
+
+            builds = {tag: (target.base / b.context, b.dockerfile) for tag, b in target.images.items()}
+            needed = sorted({i.image for i in target.instances if i.image})
+            await asyncio.to_thread(image.build_declared, builds, needed, lambda _m: None)
+        health = (target.ready.plane, target.ready.path) if target.ready else None
+        launches = {}
+        for inst in target.instances:
+            command = inst.command
+            if self.z.runtime == "local" and command is not None:
+                command = [target.program(inst) or command[0], *command[1:]]
+            launches[inst.id] = Launch(command=command, image=inst.image, cwd=str(target.base), env=dict(inst.env),
+                                       health=health)
+        return launches
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -14,6 +14,8 @@ them back, in a fresh process, on any machine, with no service running:
   results/.cache is only a cache)
 - wire.csv: the packet capture's flows, when it ran (its format: `harness.history.flows`; written by
   `harness.measure.capture_process`)
+- target.yaml: the target file the run deployed, as it was read (`harness run --target`); absent for our
+  designs
 - manifest.json: the seal written as the run closes: the requests it expected and the digest of every file
   above (`harness.history.manifest`), so a doctored or half-written folder is recognised as such
 
@@ -38,12 +40,15 @@ from harness.history.guarded import guard, read_json, read_yaml
 from harness.history.reading import read_history
 from harness.plan.config import Experiment, build
 from harness.plan.deploy import Deployment, Link
+from harness.plan.target import TargetFile
+from harness.plan.target import load as load_target
 from harness.state import write_json_atomic
 from protocol.spec import ServiceSpec
 
 DEPLOYMENT = "deployment.json"
 COUNTERS = "counters.json"
 REFERENCE = "reference.json"
+TARGET = "target.yaml"
 REQUIRED = ("config.yaml", "events.jsonl", DEPLOYMENT, COUNTERS, REFERENCE)
 
 
@@ -111,18 +116,20 @@ class Record:
     history_holes: dict[str, int] = field(default_factory=dict)
     # what the folder says about itself: the requests the run expected, whether it is the folder it sealed
     evidence: Evidence = field(default_factory=Evidence)
+    target: TargetFile | None = None  # the target file deployed (target.yaml), None for our designs
 
 
 def deployment_to_dict(d: Deployment) -> dict[str, Any]:
     # every field of a service's spec but its key: a run folder is shared, the run's keys are not
     services = [{k: v for k, v in s.__dict__.items() if k != "secret"} for s in d.services]
     return {"services": services, "links": [asdict(link) for link in d.links], "entry": d.entry,
-            "entry_bytes": d.entry_bytes, "roles": d.roles}
+            "entry_bytes": d.entry_bytes, "roles": d.roles, "entries": d.entries}
 
 
 def deployment_from_dict(z: Experiment, data: dict[str, Any]) -> Deployment:
     return Deployment(z, [ServiceSpec(**s) for s in data["services"]], [Link(**link) for link in data["links"]],
-                      list(data["entry"]), int(data["entry_bytes"]), dict(data["roles"]))
+                      list(data["entry"]), int(data["entry_bytes"]), dict(data["roles"]),
+                      {str(k): dict(v) for k, v in data.get("entries", {}).items()})
 
 
 def _dump(path: Path, data: Any) -> None:
@@ -174,9 +181,11 @@ def load(folder: str | Path) -> Record:
     if counters.capture.get("flows_used"):  # a capture that failed at its end left a partial wire.csv
         with guard(folder / "wire.csv"):
             flows = read_flows(folder / "wire.csv")
+    target = load_target(folder / TARGET) if (folder / TARGET).exists() else None
     return Record(
         z=z, run=run, link_backend=backend, events=history.events, deployment=deployment, counters=counters,
         reference=reference, flows=flows, clock_offsets=offsets, history_holes=history.holes,
         evidence=Evidence(expected_requests=requests if isinstance(requests, int) else z.requests,
                           sealed=expected is not None, integrity=tuple(integrity)),
+        target=target,
     )

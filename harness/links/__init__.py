@@ -6,10 +6,10 @@ Importing this package does not import aiohttp; only the daemon (`harness.links.
 from harness.links.client import ProxyControl, ProxyControlError, launch_proxyd
 from harness.links.netem import NetemProbe, choose_backend, probe_netem
 from harness.links.proxy import LinkProxy
-from harness.links.spec import PLANES, LinkSpec, dump_specs, load_specs, parse_hostport
+from harness.links.spec import PLANE_NAME, LinkSpec, dump_specs, load_specs, parse_hostport
 
 __all__ = [
-    "PLANES",
+    "PLANE_NAME",
     "LinkProxy",
     "LinkSpec",
     "NetemProbe",

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.links.proxy import check_delay
 
-PLANES = ("op", "hb", "state")
+PLANE_NAME = re.compile(r"[a-z][a-z0-9_]{0,15}", re.ASCII)  # our planes (op, hb, state) or a target file's
 _KEYS = {"name", "listen", "target", "delay_fwd", "delay_rev", "jitter", "plane", "seed"}
 
 
@@ -94,8 +95,9 @@ class LinkSpec:
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"link name must be a non-empty string without '/', got {name!r}")
         plane = raw.get("plane", "op")
-        if plane not in PLANES:
-            raise ValueError(f"link {name!r}: plane must be one of {', '.join(PLANES)}, got {plane!r}")
+        if not isinstance(plane, str) or not PLANE_NAME.fullmatch(plane):
+            raise ValueError(f"link {name!r}: a plane is a name of [a-z0-9_] (op, hb, state, or a target file's), "
+                             f"got {plane!r}")
         seed = raw.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"link {name!r}: seed must be an integer, got {seed!r}")

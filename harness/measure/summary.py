@@ -18,7 +18,7 @@ from typing import Any
 from harness import checker, history, model
 from harness.history.flows import Flow
 from harness.history.record import Record
-from harness.measure import metrics
+from harness.measure import blackbox, metrics
 from harness.measure.attribution import by_endpoint
 from harness.model import bus, registry
 from harness.plan.deploy import Deployment
@@ -27,7 +27,8 @@ from harness.state import write_atomic
 _Q_R, _Q_R_COMPUTE = registry.BY_NAME["Q_r"], registry.BY_NAME["Q_r_compute"]
 SUMMARY_COLUMNS = [
     "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
-    "s_o", "time_scale", "requests", "completed", "lost", "duplicated", "reexecuted_tasks", "takeovers",
+    "s_o", "time_scale", "requests", "completed", "lost", "duplicated", *blackbox.CLIENT_COUNTS,
+    "reexecuted_tasks", "takeovers",
     "verdict", "verdict_reason", "history_holes", "refused",
     "detection_delay", "false_suspicions", *registry.summary_columns(),
     *(registry.BY_NAME[m].bus_column for m in registry.BUS), "broker_suspicions", "broker_recovery",
@@ -127,7 +128,13 @@ def derive(record: Record) -> Tables:
         "wire_vs_service_state": agree.get("state", math.nan),
         "header_bytes_per_message": overhead if overhead is not None else math.nan,
         "harness_cpu_share": counters.harness_cpu_share,
+        **blackbox.client_outcomes(record.events),
     }
+    target = record.target
+    if target is not None and not target.instrumented:  # from outside only: the client's history and the wire
+        row = blackbox.fill(row, record, target)
+        return Tables(row, links, blackbox.affected_rows(events, z.time_scale, row["t_c_measured"]), cpu_rows,
+                      verdict)
     return Tables(row, links, metrics.affected_rows(events, z, t_c), cpu_rows, verdict)
 
 

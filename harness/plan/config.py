@@ -40,7 +40,7 @@ Design = Literal["monolith", "centralised", "distributed"]
 Mechanism = Literal["state-sharing", "restart"]
 Reading = Literal["corrected", "literal"]
 FaultName = Literal["none", "slm-crash", "worker-crash", "slm-pause", "link-delay", "partition",
-                    "broker-crash", "broker-pause", "broker-partition"]
+                    "broker-crash", "broker-pause", "broker-partition", "crash", "pause"]
 Runtime = Literal["local", "docker", "swarm"]
 LinkBackend = Literal["auto", "proxy", "netem"]
 Work = Literal["sleep", "burn"]
@@ -51,6 +51,9 @@ Queues = Literal["transient", "durable"]
 DESIGNS: tuple[str, ...] = get_args(Design)
 MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 FAULTS: tuple[str, ...] = get_args(FaultName)  # harness.faults.catalogue.FAULTS holds the class of each but "none"
+# faults aimed at instances by id or role (fault_target), on any target: the others are white-box aims at the
+# driver of a request in our own designs; partition and link-delay are both, by whether fault_target is given
+BY_INSTANCE: tuple[str, ...] = ("crash", "pause", "partition", "link-delay")
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 LINK_BACKENDS: tuple[str, ...] = get_args(LinkBackend)
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
@@ -62,6 +65,8 @@ PER_TASK_KEYS = ("t_i", "l_a", "l_b", "l", "P_a", "P_b", "P")
 _EPS = 1e-9
 _INT_KEYS = frozenset(k for k, b in BOUNDS.items() if b.integer)
 _TASK = re.compile(r"task:(?P<k>[0-9]+)(?:@(?P<f>.*))?", re.ASCII | re.DOTALL)
+_AIM = re.compile(r"(?:role:)?[a-z][a-z0-9-]{0,39}", re.ASCII)
+_REQUEST = re.compile(r"request:(?P<k>[0-9]+)\+(?P<d>[0-9]+(?:\.[0-9]+)?)", re.ASCII)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 
@@ -113,9 +118,13 @@ class Experiment(BaseModel):
     t_bus: float = Field(0.02, description="bus-aware model: the broker's forwarding time per message [s]")
     amqp_frame: float = Field(0.0, description="bus-aware model: AMQP framing per message and leg [kB]")
     fault: FaultName = Field("none", description="the fault to inject (faults/)")
-    fault_at: str = Field("worst", description="worst | task:K | task:K@F | time:T | every (T in paper seconds "
-                          "after load starts; F heartbeat intervals after the end of task K; every: a sweep "
-                          "explores every crash point)")
+    fault_at: str = Field("worst", description="worst | task:K | task:K@F | time:T | request:K+D | every (T in "
+                          "paper seconds after load starts; F heartbeat intervals after the end of task K; D paper "
+                          "seconds after request K was submitted; every: a sweep explores every crash point)")
+    fault_target: list[str] = Field(default_factory=list, description="crash, pause, partition, link-delay: the "
+                                    "instances struck, by id or role:NAME (a target file's, or our designs')")
+    target: str | None = Field(None, description="a target file (docs/targets.md): deploy that orchestrator "
+                               "instead of a design")
     fault_for: float | None = Field(None, description="pause/partition/delay duration [s]; default 2 t_h")
     spike: float = Field(1.0, description="link-delay: latency added to the links hit [s]")
     requests: StrictInt = Field(20, description="workflows the BSS submits")
@@ -146,6 +155,15 @@ class Experiment(BaseModel):
         if not (value > bound.low if bound.open_low else value >= bound.low):
             raise ValueError(f"Input should be greater than {'' if bound.open_low else 'or equal to '}{_g(bound.low)}")
         raise ValueError(f"Input should be less than or equal to {_g(bound.high)}")
+
+    @field_validator("fault_target")
+    @classmethod
+    def _aims(cls, value: list[str]) -> list[str]:
+        """Each aim an instance id or role:NAME, written as the target file's names are ([a-z0-9-])."""
+        for aim in value:
+            if not _AIM.fullmatch(aim):
+                raise ValueError(f"an instance id or role:NAME of [a-z0-9-] (got {aim!r})")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -217,8 +235,23 @@ class Experiment(BaseModel):
     def _check_fault(self) -> None:
         """fault_at's form, and its numbers in ASCII digits and inside their bounds (docs/parameters.md)."""
         kind, _, arg = self.fault_at.partition(":")
-        if self.fault_at not in ("worst", "every") and kind not in ("task", "time"):
-            raise ValueError(f"fault_at: use worst, task:K, task:K@F, time:T or every (got {self.fault_at!r})")
+        if self.fault_at not in ("worst", "every") and kind not in ("task", "time", "request"):
+            raise ValueError(f"fault_at: use worst, task:K, task:K@F, time:T, request:K+D or every "
+                             f"(got {self.fault_at!r})")
+        request = _REQUEST.fullmatch(self.fault_at)
+        if kind == "request" and not (request and 1 <= int(request["k"]) <= self.requests
+                                      and BOUNDS["fault_at time:T"].admits(float(request["d"]))):
+            raise ValueError(f"fault_at: request:K+D needs 1 <= K <= requests={self.requests} and D seconds in "
+                             f"{BOUNDS['fault_at time:T'].text()}, in ASCII digits (got {self.fault_at!r})")
+        by_instance = self.fault in BY_INSTANCE and (self.fault_target or self.fault in ("crash", "pause"))
+        if self.fault in ("crash", "pause") and not self.fault_target:
+            raise ValueError(f"fault: {self.fault} strikes the instances fault_target names (an id or role:NAME); "
+                             "none given")
+        if self.fault_target and self.fault not in BY_INSTANCE:
+            raise ValueError(f"fault_target: only {', '.join(BY_INSTANCE)} take a target (got fault {self.fault})")
+        if kind == "request" and not by_instance:
+            raise ValueError(f"fault_at: request:K+D is for faults by instance ({', '.join(BY_INSTANCE)} with "
+                             f"fault_target), not {self.fault}")
         task = _TASK.fullmatch(self.fault_at)
         if kind == "task" and not (task and 1 <= int(task["k"]) <= self.n):
             raise ValueError(f"fault_at: task:K needs 1 <= K <= n={self.n} (got {self.fault_at!r})")
@@ -227,7 +260,7 @@ class Experiment(BaseModel):
         if kind == "time" and not (NUMBER.fullmatch(arg) and BOUNDS["fault_at time:T"].admits(float(arg))):
             raise ValueError(f"fault_at: time:T needs a number of seconds in {BOUNDS['fault_at time:T'].text()}, "
                              f"in ASCII digits (got {self.fault_at!r})")
-        if self.fault != "none" and self.design == "monolith":
+        if self.fault != "none" and self.design == "monolith" and self.target is None:
             raise ValueError(f"fault: the monolith has no reliability mechanism to test; {self.fault} needs the "
                              "centralised or distributed design")
         if self.worker_replicas is None:
@@ -247,6 +280,17 @@ class Experiment(BaseModel):
         of task K (harness/faults/aim.py)."""
         kind, _, arg = self.fault_at.partition(":")
         return float(arg.partition("@")[2]) if kind == "task" and "@" in arg else None
+
+    @property
+    def fault_request(self) -> tuple[int, float] | None:
+        """(K, D) of fault_at request:K+D: D paper seconds after the K-th measured request was submitted."""
+        found = _REQUEST.fullmatch(self.fault_at)
+        return (int(found["k"]), float(found["d"])) if found else None
+
+    @property
+    def by_instance(self) -> bool:
+        """Whether the fault strikes instances named by fault_target (else the driver of a request)."""
+        return bool(self.fault_target)
 
     @property
     def fault_time(self) -> float | None:

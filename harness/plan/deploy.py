@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness.errors import UserError
 from harness.plan.config import Experiment
 from protocol.bus import AMQP_PORT, bus_address
 from protocol.messages import PLANES
@@ -45,6 +46,9 @@ class Deployment:
     entry: list[str]  # where the BSS sends each request (every SLM, both instances of m_1, or the monolith)
     entry_bytes: int = 0  # size of a request body: P_{0,1} for the distributed chain's hop 0, else minimal
     roles: dict[str, str] = field(default_factory=dict)
+    # a target file's client: entry id -> plane -> the address it dials (harness.plan.deploy_target); the
+    # reference designs' BSS needs only `entry`
+    entries: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def service(self, svc_id: str) -> ServiceSpec:
         return next(s for s in self.services if s.id == svc_id)
@@ -54,6 +58,26 @@ class Deployment:
 
 
 Route = Callable[[Link], str]
+ROLE_PREFIX = "role:"
+
+
+def select_instances(roles: dict[str, str], aims: list[str]) -> list[str]:
+    """The instance ids `aims` names (fault_target: ids, or role:NAME for every instance of a role), in the
+    deployment's order, each once; a name that matches nothing is a UserError naming what there is."""
+    chosen: list[str] = []
+    for aim in aims:
+        if aim.startswith(ROLE_PREFIX):
+            role = aim[len(ROLE_PREFIX):]
+            found = [svc for svc, r in roles.items() if r == role]
+            if not found:
+                known = ", ".join(sorted(set(roles.values())))
+                raise UserError(f"fault_target: no instance has role {role!r} (roles: {known})")
+        elif aim in roles:
+            found = [aim]
+        else:
+            raise UserError(f"fault_target: {aim!r} is not an instance (instances: {', '.join(roles)})")
+        chosen += [svc for svc in found if svc not in chosen]
+    return chosen
 
 
 def direct(link: Link) -> str:

@@ -35,7 +35,7 @@ ONEOFF_LABEL = "com.docker.compose.oneoff"
 RUN_FILE_KEYS = {"image", "command", "environment", "labels", "networks", "stop_grace_period", "cpus", "mem_limit"}
 
 
-def _escape(value: str) -> str:
+def escape(value: str) -> str:
     return value.replace("$", "$$")  # compose interpolates $VAR in values
 
 
@@ -57,7 +57,7 @@ def render(services: list[ServiceSpec], *, image: str, network: str, subnet: str
         svc: dict[str, Any] = {
             "image": image,
             "command": ["python3", "-m", "targets"],
-            "environment": {"MANOBENCH_SPEC": _escape(spec.to_json())},
+            "environment": {"MANOBENCH_SPEC": escape(spec.to_json())},
             "labels": {**labels, "manobench.service": spec.id, "manobench.role": spec.role},
             "networks": {network: {"ipv4_address": spec.bind}},
             "stop_grace_period": "2s",

@@ -5,9 +5,23 @@ is its own business; nobody probes for it."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from protocol.spec import ServiceSpec
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start an instance that is not one of our reference services: a target file's
+    (harness.plan.target). Without one, a runtime starts `targets` with the spec, as always."""
+
+    command: list[str] | None = None  # local: argv (its program resolved); docker: the container's command
+    image: str | None = None  # docker: the image, made or found before anything starts
+    cwd: str | None = None  # local: where the command runs (the target file's folder)
+    env: dict[str, str] = field(default_factory=dict)
+    health: tuple[str, str] | None = ("op", "/health")  # (plane, path) that answers 200 once ready; None:
+    # ready when every port accepts a TCP connection
 
 
 class Runtime(Protocol):
@@ -31,8 +45,9 @@ class Runtime(Protocol):
                             ) -> asyncio.subprocess.Process:
         """A harness-side helper (the load generator) as a process labelled like the run's services."""
 
-    async def up(self, services: list[ServiceSpec], timeout: float = 30.0) -> None:
-        """Start every service and return once each answers its health check."""
+    async def up(self, services: list[ServiceSpec], timeout: float = 30.0,
+                 launches: dict[str, Launch] | None = None) -> None:
+        """Start every service (those in `launches` as told there) and return once each is ready."""
 
     def pid(self, name: str) -> int:
         """The host pid of a service's main process (CPU accounting, namespaces)."""

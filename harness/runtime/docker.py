@@ -55,6 +55,7 @@ from harness.errors import UserError
 from harness.runtime import compose, engine, wait_ready
 from harness.runtime import image as images
 from harness.runtime.cgroups import CgroupFiles, host_veth, runs_here, veth_bytes
+from harness.runtime.contract import Launch
 from harness.runtime.freezing import Freezing
 from harness.runtime.local import SESSION_ENV, LocalRuntime
 from protocol.spec import ServiceSpec
@@ -174,6 +175,7 @@ class DockerRuntime(Freezing):
         self.hosts: dict[str, str] = {}
         self.containers: dict[str, Container] = {}
         self.image: str | None = None
+        self.launches: dict[str, Launch] = {}
         # compose entries of containers started before `up` (the run's broker: harness.runtime.broker): in the
         # run's compose.yml, the record, but not started again
         self.started: dict[str, dict[str, Any]] = {}
@@ -241,6 +243,12 @@ class DockerRuntime(Freezing):
                                  gateway=self.gateway, external=True, labels=self.labels, cpus=self.cpus,
                                  memory=self.memory)
             doc["services"].update(self.started)
+            for name, launch in self.launches.items():
+                svc = doc["services"][name]
+                svc["image"] = launch.image
+                if launch.command is not None:
+                    svc["command"] = list(launch.command)
+                svc["environment"].update({k: compose.escape(v) for k, v in launch.env.items()})
             return doc
 
         record = document([dataclasses.replace(s, secret=None) for s in services])
@@ -249,12 +257,14 @@ class DockerRuntime(Freezing):
         self.compose_file.write_text(text, encoding="utf-8")
         return document(services)
 
-    async def up(self, services: list[ServiceSpec], timeout: float = 60.0) -> None:
-        """Create and start every service's container from the compose document, find them by compose's labels,
-        wait until each /health says ready."""
+    async def up(self, services: list[ServiceSpec], timeout: float = 60.0,
+                 launches: dict[str, Launch] | None = None) -> None:
+        """Create and start every service's container from the compose document (a target file's instance
+        with its own image and command), find them by compose's labels, wait until each says it is ready."""
         if not self.network_created:
             await self.prepare()
         t0 = time.monotonic()
+        self.launches = dict(launches or {})
         doc = self.render(services)
         await asyncio.to_thread(self._start_all, doc)
         self.timings["start"] = time.monotonic() - t0
@@ -300,8 +310,9 @@ class DockerRuntime(Freezing):
 
     async def _wait_ready(self, session: aiohttp.ClientSession, spec: ServiceSpec, timeout: float) -> None:
         pid = self.containers[spec.id].pid
+        launch = self.launches.get(spec.id)
         await wait_ready(session, spec, timeout, lambda: None if psutil.pid_exists(pid) else "exited",
-                         lambda: self.log_tail(spec.id))
+                         lambda: self.log_tail(spec.id), launch.health if launch else ("op", "/health"))
 
     async def _sample_loop(self) -> None:
         while True:

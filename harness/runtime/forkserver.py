@@ -67,7 +67,7 @@ def preload(names: list[str]) -> None:
                     importlib.import_module(found.name)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -83,7 +83,7 @@ def _child(module: str, request: dict[str, Any], keep: list[int], server: int) -
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, as in a fresh interpreter
         os.setsid()
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != server:  # the server died before the death signal was armed
             os._exit(1)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -115,7 +115,7 @@ def _child(module: str, request: dict[str, Any], keep: list[int], server: int) -
 
 def serve(module: str, preloads: list[str]) -> int:
     """The server's loop: fork on each request line, report each child's exit, until told to stop and alone."""
-    _die_with_parent()
+    die_with_parent()
     preload(preloads)
     replies = os.dup(1)  # the reply channel; fd 1 goes to the log, so no stray print can corrupt it
     os.dup2(2, 1)

@@ -219,3 +219,22 @@ def _label(tag: str, key: str) -> str:
     except engine.NotFound:
         return ""
 
+
+
+def build_declared(builds: dict[str, tuple[Path, str]], needed: list[str], say=print) -> None:
+    """A target file's images (harness.plan.target): each one it says how to build is built from its folder on
+    the base `manobench-target` was built on (build argument BASE_IMAGE: a Debian bookworm with Python, never
+    pulled), the Engine's layer cache making a rebuild of an unchanged folder take about a second; every other
+    image an instance names must be here already, since no registry can be reached."""
+    base = _label(f"{REPO}:latest", "manobench.base") or build(say=say).base
+    for tag, (context, dockerfile) in builds.items():
+        if not (context / dockerfile).is_file():
+            raise UserError(f"image {tag}: no {dockerfile} in {context}")
+        say(f"image: building {tag} from {context}")
+        with engine.engine_call(f"build {tag}"):
+            engine.client().images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True,
+                                         buildargs={"BASE_IMAGE": base}, labels=dict(LABELS))
+    for tag in needed:
+        if tag not in builds and not exists(tag):
+            raise UserError(f"image {tag} is not on this Engine and none can be pulled: build it, or say how "
+                            "under the target file's images:")

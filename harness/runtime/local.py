@@ -25,6 +25,7 @@ import aiohttp
 
 from harness.errors import UserError
 from harness.runtime import forkserver, wait_ready
+from harness.runtime.contract import Launch
 from harness.runtime.forkserver import ForkServer
 from protocol.spec import SPEC_ENV, ServiceSpec
 
@@ -64,6 +65,7 @@ class LocalRuntime:
         self.procs: dict[str, asyncio.subprocess.Process] = {}  # harness-side helpers (the load generator)
         self.services: dict[str, Process] = {}
         self.forkserver: ForkServer | None = None
+        self.launches: dict[str, Launch] = {}
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
 
     async def prepare(self) -> None:
@@ -81,25 +83,39 @@ class LocalRuntime:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MANOBENCH") or k == SESSION_ENV}
         return {**env, RUN_ENV: self.run, OWNER_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1", **extra}
 
-    async def start_process(self, name: str, argv: list[str], extra_env: dict[str, str]) -> asyncio.subprocess.Process:
+    async def start_process(self, name: str, argv: list[str], extra_env: dict[str, str],
+                            cwd: str | None = None) -> asyncio.subprocess.Process:
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=self.env(extra_env), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
-        )
-        log.close()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=self.env(extra_env), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, cwd=cwd, preexec_fn=forkserver.die_with_parent,
+            )
+        except OSError as err:  # a target file's program that vanished or cannot run since it was checked
+            raise UserError(f"{name}: cannot start {argv[0]}: {err.strerror}") from None
+        finally:
+            log.close()
         self.procs[name] = proc
         return proc
 
-    async def up(self, services: list[ServiceSpec], timeout: float = 30.0) -> None:
-        """Start every service (forked from the fork server, or each its own interpreter), then wait until
-        each one's /health says ready."""
-        if forkserver.enabled() and self.forkserver is None:
+    async def up(self, services: list[ServiceSpec], timeout: float = 30.0,
+                 launches: dict[str, Launch] | None = None) -> None:
+        """Start every service (forked from the fork server, or each its own interpreter; a target file's
+        instance by its own command, in its folder), then wait until each one says it is ready."""
+        self.launches = dict(launches or {})
+        ours = [s for s in services if s.id not in self.launches]
+        if ours and forkserver.enabled() and self.forkserver is None:
             self.forkserver = await ForkServer.start(SERVICES_MODULE, [f"{SERVICES_MODULE}.*"], self.env({}),
                                                      self.workdir / "logs" / "forkserver.log")
         for spec in services:
             extra = {SPEC_ENV: spec.to_json()}
-            if self.forkserver is not None:
+            launch = self.launches.get(spec.id)
+            if launch is not None:
+                assert launch.command is not None
+                self.services[spec.id] = await self.start_process(spec.id, launch.command, {**launch.env, **extra},
+                                                                  cwd=launch.cwd)
+                self.procs.pop(spec.id)
+            elif self.forkserver is not None:
                 self.services[spec.id] = await self.forkserver.spawn(spec.id, extra,
                                                                      self.workdir / "logs" / f"{spec.id}.log")
             else:
@@ -113,9 +129,10 @@ class LocalRuntime:
 
     async def _wait_ready(self, session: aiohttp.ClientSession, spec: ServiceSpec, timeout: float) -> None:
         proc = self._process(spec.id)
+        launch = self.launches.get(spec.id)
         await wait_ready(session, spec, timeout,
                          lambda: None if proc.returncode is None else f"exited with {proc.returncode}",
-                         lambda: self.log_tail(spec.id))
+                         lambda: self.log_tail(spec.id), launch.health if launch else ("op", "/health"))
 
     def netns(self, name: str) -> tuple[int, str | None] | None:
         return None  # every local process shares the host's network namespace

@@ -65,6 +65,7 @@ from harness.errors import UserError
 from harness.runtime import clocks, engine, swarm_agent, swarm_nodes, wait_ready
 from harness.runtime import image as images
 from harness.runtime.cgroups import CgroupFiles, runs_here
+from harness.runtime.contract import Launch
 from harness.runtime.docker import BRIDGE_NETS_ENV, HARNESS_SIDE, free_block, labels
 from harness.runtime.freezing import Freezing
 from harness.runtime.local import LocalRuntime
@@ -286,9 +287,13 @@ class SwarmRuntime(Freezing):
             time.sleep(0.005)
         raise UserError(f"swarm: no address for {svc_id}'s task after 30 s (is node {node.hostname} down?)")
 
-    async def up(self, services: list[ServiceSpec], timeout: float = 180.0) -> None:
+    async def up(self, services: list[ServiceSpec], timeout: float = 180.0,
+                 launches: dict[str, Launch] | None = None) -> None:
         """Hand every task its spec, wait until each /health says ready, find the tasks and the agents. The wait
-        is long: a node prepares its tasks' containers one after another (a vfs node copies the image for each)."""
+        is long: a node prepares its tasks' containers one after another (a vfs node copies the image for each).
+        Our reference services only: a target file's instances run on the local and docker runtimes."""
+        if launches:
+            raise UserError("swarm: target files run on the local and docker runtimes (not swarm yet)")
         t0 = time.monotonic()
         for spec in services:
             self.host_of(spec.id)
