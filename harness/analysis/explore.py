@@ -13,18 +13,35 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import pandas as pd
 
 from harness import model
 from harness.analysis import tables
+from harness.analysis.sweep_folder import Exploration, Settings, SweepRecord
 from harness.errors import ConfigError
 from harness.faults import explore
 from harness.history.reading import read_history
 from harness.plan import config
 
 BAND = (-0.05, 0.05)  # how near the corrected reading must come to the empirical worst to be "supported"
+
+
+class Verdict(TypedDict, total=False):
+    """The empirical worst case of an exploration beside the model's t_l under both readings of Eq 3 (empty:
+    nothing to judge)."""
+
+    worst_point: str  # the crash point (`task:K@F`) that cost the most, measured
+    worst: float  # its lost time, paper seconds
+    corrected: float  # the model's t_l, corrected reading
+    literal: float  # the model's t_l, literal reading
+    error_corrected: float  # worst / corrected - 1
+    error_literal: float
+    nearer: str  # the reading nearer the empirical worst
+    same_point: bool  # the model's worst crash point is the measured one
+    predicted_point: str
+    within_band: bool  # the corrected reading within BAND of the empirical worst
 
 
 def target_lost_time(trial_dir: Path) -> float:
@@ -41,14 +58,14 @@ def target_lost_time(trial_dir: Path) -> float:
     return value if math.isfinite(value) else math.inf
 
 
-def _z(base: dict[str, Any], overrides: dict[str, Any]) -> config.Experiment | None:
+def _z(base: Settings, overrides: Settings) -> config.Experiment | None:
     try:
         return config.build(config.apply_overrides(base, list(overrides.items())))
     except ConfigError:
         return None
 
 
-def tables_of(out: Path, record: dict[str, Any]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+def tables_of(out: Path, record: SweepRecord) -> list[tuple[Exploration, pd.DataFrame]]:
     """Per exploration of sweep.yaml: its record and one row per class (measured over the finished trials)."""
     base = (record.get("spec") or {}).get("base") or {}
     ids = {json.dumps(p.get("overrides", {}), sort_keys=True, default=str): p["id"] for p in record.get("points", [])}
@@ -79,7 +96,7 @@ def tables_of(out: Path, record: dict[str, Any]) -> list[tuple[dict[str, Any], p
     return found
 
 
-def verdict(entry: dict[str, Any], frame: pd.DataFrame, base: dict[str, Any]) -> dict[str, Any]:
+def verdict(entry: Exploration, frame: pd.DataFrame, base: Settings) -> Verdict:
     """The empirical worst case beside the model's t_l under both readings, and which reading is nearer."""
     z = _z(base, {**entry["overrides"], "fault_at": "worst"})
     measured = frame.dropna(subset=["measured"])
@@ -91,13 +108,14 @@ def verdict(entry: dict[str, Any], frame: pd.DataFrame, base: dict[str, Any]) ->
     errors = {r: worst["measured"] / v - 1 for r, v in readings.items()}
     nearer = min(errors, key=lambda r: abs(errors[r]))
     predicted_worst = frame["crash point"].iloc[int(frame["corrected"].to_numpy().argmax())]
-    return {"worst_point": worst["crash point"], "worst": float(worst["measured"]), **readings,
+    return {"worst_point": worst["crash point"], "worst": float(worst["measured"]),
+            "corrected": readings["corrected"], "literal": readings["literal"],
             "error_corrected": errors["corrected"], "error_literal": errors["literal"], "nearer": nearer,
             "same_point": worst["crash point"] == predicted_worst, "predicted_point": predicted_worst,
             "within_band": BAND[0] <= errors["corrected"] <= BAND[1]}
 
 
-def lines(out: Path, record: dict[str, Any]) -> list[str]:
+def lines(out: Path, record: SweepRecord) -> list[str]:
     """report.md's section on the exploration, or nothing when the sweep explored nothing."""
     found = tables_of(out, record)
     if not found:

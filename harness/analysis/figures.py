@@ -16,9 +16,9 @@ of its top it spans.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -26,11 +26,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure as Page
 from matplotlib.lines import Line2D
+from matplotlib.typing import LineStyleType
 
 from harness import model
 from harness.analysis import fit, qr, tables
 from harness.analysis.optimum import line_z, model_cost
+from harness.analysis.sweep_folder import Settings, SweepRecord
+from harness.analysis.tables import Row
 
 Weights = tuple[float, float, float, float]
 
@@ -38,7 +43,7 @@ SP_COLOURS = {1: "goldenrod", 2: "tab:blue", 3: "tab:red"}  # Fig 7: yellow, blu
 TH_COLOURS = {3.0: "goldenrod", 5.0: "tab:red"}  # Fig 6: yellow for 3 intervals, red for 5
 COLOUR_WORDS = {"goldenrod": "yellow", "tab:blue": "blue", "tab:red": "red", "tab:green": "green",
                 "tab:gray": "grey", "tab:purple": "purple"}
-STYLE: dict[str, Any] = {"centralised": "-", "distributed": "--", "monolith": ":"}
+STYLE: dict[str, LineStyleType] = {"centralised": "-", "distributed": "--", "monolith": ":"}
 MARKER = {"centralised": "o", "distributed": "s", "monolith": "^"}
 ERROR_AXIS = 5.0  # the error panels span at least +-5%
 UNITS = {"R_r": "ratio", "R_a": "ratio", "B_tot": "kB/s", "C": "no unit"}
@@ -88,19 +93,19 @@ class Group:
     key: tuple
     design: str
     mechanism: str
-    points: list[dict[str, Any]] = field(default_factory=list)  # rows of points.csv
-    overrides: dict[str, Any] = field(default_factory=dict)  # of the first point, for the model lines
+    points: list[Row] = field(default_factory=list)  # rows of points.csv
+    overrides: Settings = field(default_factory=dict)  # of the first point, for the model lines
 
     @property
-    def z(self) -> dict[str, Any]:
+    def z(self) -> Row:
         return self.points[0]
 
 
-def _round(v: Any) -> Any:
+def _round(v: object) -> object:
     return round(v, 6) if isinstance(v, float) else v
 
 
-def groups_by(points: list[dict[str, Any]], overrides: dict[str, dict], x: str, ignore: tuple[str, ...],
+def groups_by(points: list[Row], overrides: dict[str, Settings], x: str, ignore: tuple[str, ...],
               swept: list[str]) -> list[Group]:
     """Points grouped by every swept key except x (and the keys in `ignore`), sorted by x; none unless some
     group has two or more x values (a single point of another group is then shown beside the lines)."""
@@ -122,7 +127,7 @@ def _span(groups: list[Group], x: str) -> tuple[float, float]:
     return min(values), max(values)
 
 
-def model_line(base: dict[str, Any], overrides: dict[str, Any], sets: list[tuple[str, Any]],
+def model_line(base: Settings, overrides: Settings, sets: Sequence[tuple[str, object]],
                the_fit: fit.Fit | None) -> tuple[model.Metrics | None, model.Metrics | None]:
     """The model (configured, fitted) at the point `overrides` + `sets`, or Nones where z is not valid."""
     z = line_z(base, overrides, sets)
@@ -131,7 +136,7 @@ def model_line(base: dict[str, Any], overrides: dict[str, Any], sets: list[tuple
     return model.evaluate(z), (model.evaluate(the_fit.zfit(z)) if the_fit else None)
 
 
-def _bars(points: list[dict[str, Any]], metric: str) -> list[tuple[float, float, float]]:
+def _bars(points: list[Row], metric: str) -> list[tuple[float, float, float]]:
     """(mean, 95% interval low, high) of a metric over each point's repeats, from points.csv's statistics; a
     point of one repeat has no interval and gets no bar."""
     return [_interval(p[f"{metric}_mean"], p[f"{metric}_ci95_lo"], p[f"{metric}_ci95_hi"]) for p in points]
@@ -144,7 +149,7 @@ def _interval(mean: float, lo: float, hi: float) -> tuple[float, float, float]:
 # --- drawing -------------------------------------------------------------------------------------------------------
 
 
-def _errorbar(ax: Any, s: Series, xs: list[float], stats: list[tuple[float, float, float]]) -> None:
+def _errorbar(ax: Axes, s: Series, xs: list[float], stats: list[tuple[float, float, float]]) -> None:
     keep = [i for i, st in enumerate(stats) if math.isfinite(st[0])]
     if not keep:
         return
@@ -158,7 +163,7 @@ def _errorbar(ax: Any, s: Series, xs: list[float], stats: list[tuple[float, floa
     s.bars = s.bars or any(stats[i][2] > stats[i][1] for i in keep)
 
 
-def _lines(ax: Any, s: Series, xs: np.ndarray | list[float], configured: list[float], fitted: list[float]) -> None:
+def _lines(ax: Axes, s: Series, xs: np.ndarray | list[float], configured: list[float], fitted: list[float]) -> None:
     style = STYLE.get(s.design, "-")
     if any(math.isfinite(v) for v in fitted):
         ax.plot(xs, fitted, style, color=s.colour, linewidth=1.8, zorder=2, gid=f"fitted|{s.design}")
@@ -169,7 +174,7 @@ def _lines(ax: Any, s: Series, xs: np.ndarray | list[float], configured: list[fl
         s.configured = True
 
 
-def _errors(ax: Any, s: Series, g: Group, x: str, metric: str) -> float:
+def _errors(ax: Axes, s: Series, g: Group, x: str, metric: str) -> float:
     """The fitted (filled) and configured (x) model's error at the measured points, % of the measured mean;
     the largest magnitude drawn."""
     xs = [p[x] for p in g.points]
@@ -187,7 +192,7 @@ def _errors(ax: Any, s: Series, g: Group, x: str, metric: str) -> float:
     return worst
 
 
-def _value_axis(ax: Any, name: str, unit: str) -> None:
+def _value_axis(ax: Axes, name: str, unit: str) -> None:
     """The y label of a value panel: the metric and its unit, and, where the axis does not start at zero, the
     share of its top it spans (so a gap's size can be read off)."""
     lo, hi = ax.get_ylim()
@@ -197,7 +202,7 @@ def _value_axis(ax: Any, name: str, unit: str) -> None:
     ax.set_ylabel(label, fontsize=9)
 
 
-def _error_axis(ax: Any, worst: float) -> None:
+def _error_axis(ax: Axes, worst: float) -> None:
     limit = max(ERROR_AXIS, 1.2 * worst)
     ax.set_ylim(-limit, limit)
     ax.axhline(0, color="black", linewidth=0.6, zorder=0)
@@ -205,7 +210,7 @@ def _error_axis(ax: Any, worst: float) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _record(fig: Any, figure: Figure) -> None:
+def _record(fig: Page, figure: Figure) -> None:
     """What is on the page, read from the artists: their kinds (gid), labels and colours, and every legend."""
     from matplotlib.colors import to_hex
 
@@ -222,14 +227,15 @@ def _record(fig: Any, figure: Figure) -> None:
             if isinstance(colour, str) and to_hex(colour) in words and artist.get_gid():
                 figure.colours.add(words[to_hex(colour)])
         for container in ax.containers:
-            if container.get_label() and not container.get_label().startswith("_"):
-                figure.labels.add(container.get_label())
+            label = container.get_label()
+            if label and not label.startswith("_"):
+                figure.labels.add(label)
         legend = ax.get_legend()
         if legend:
             figure.legends += [t.get_text() for t in legend.get_texts()]
 
 
-def _finish(fig: Any, figure: Figure, extra: list[tuple[Line2D, str]] | None = None) -> None:
+def _finish(fig: Page, figure: Figure, extra: list[tuple[Line2D, str]] | None = None) -> None:
     """The shared key, of the conventions actually on the page only; then record what is drawn and save."""
     series = figure.series
     designs = [d for d in ("centralised", "distributed") if any(s.design == d and (s.measured or s.fitted)
@@ -268,7 +274,7 @@ def _error_key(series: list[Series]) -> list[tuple[Line2D, str]]:
              "error-configured")] if any(s.measured for s in series) else []
 
 
-def _legend(ax: Any) -> None:
+def _legend(ax: Axes) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
 
@@ -316,7 +322,7 @@ def _th_colour_word(mult: float) -> str:
 # --- Fig 6 ---------------------------------------------------------------------------------------------------------
 
 
-def fig6(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit, path: Path) -> Figure:
+def fig6(points: list[Row], record: SweepRecord, the_fit: fit.Fit, path: Path) -> Figure:
     base = (record.get("spec") or {}).get("base") or {}
     overrides = {p["id"]: p.get("overrides", {}) for p in record.get("points", [])}
     swept = list(record.get("swept") or [])
@@ -387,7 +393,7 @@ def fig6(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit,
 # --- Figs 7 and 8 --------------------------------------------------------------------------------------------------
 
 
-def _n_groups(points: list[dict[str, Any]], record: dict[str, Any]) -> tuple[list[Group], dict[str, Any]]:
+def _n_groups(points: list[Row], record: SweepRecord) -> tuple[list[Group], Settings]:
     base = (record.get("spec") or {}).get("base") or {}
     overrides = {p["id"]: p.get("overrides", {}) for p in record.get("points", [])}
     swept = list(record.get("swept") or [])
@@ -409,7 +415,7 @@ def _n_label(g: Group) -> str:
     return "centralised, restart" if g.mechanism == "restart" else f"centralised, s_p = {g.z['s_p']}"
 
 
-def fig7(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit, path: Path) -> Figure:
+def fig7(points: list[Row], record: SweepRecord, the_fit: fit.Fit, path: Path) -> Figure:
     groups, base = _n_groups(points, record)
     if not groups:
         return Figure("Fig 7", None, "", "no points that differ in n only (the Fig 7 spec sweeps n)")
@@ -460,12 +466,12 @@ def fig7(points: list[dict[str, Any]], record: dict[str, Any], the_fit: fit.Fit,
 def trial_cost(trials: pd.DataFrame, w: Weights, rule: str) -> pd.Series:
     """C(z) of each trial (trials.csv rows), its Q_r under `rule` (harness.analysis.qr)."""
     m = tables.numeric(trials, ["R_a_measured", "R_r_measured", "B_tot_measured", "instances_extra", "Q_r_compute"])
-    terms: list[Any] = [m["R_a_measured"], m["R_r_measured"], m["B_tot_measured"],
-                        qr.q_r(rule, instances=m["instances_extra"], cpu=m["Q_r_compute"])]
-    return model.cost(w, *terms)  # type: ignore[return-value]
+    terms: list[pd.Series] = [m["R_a_measured"], m["R_r_measured"], m["B_tot_measured"],
+                              qr.q_r(rule, instances=m["instances_extra"], cpu=m["Q_r_compute"])]
+    return model.cost(w, *terms)  # type: ignore[arg-type,return-value]  # element-wise, per trial
 
 
-def _fig8_line(ax: Any, g: Group, s: Series, base: dict[str, Any], the_fit: fit.Fit, w: Weights, rule: str,
+def _fig8_line(ax: Axes, g: Group, s: Series, base: Settings, the_fit: fit.Fit, w: Weights, rule: str,
                span: tuple[float, float], fitted_at: pd.Series) -> tuple[list[float], list[float]]:
     """The model's C along n for one group (fitted, configured) drawn; returns (n, fitted C) of the line."""
     xs = [p["n"] for p in g.points]
@@ -482,7 +488,7 @@ def _fig8_line(ax: Any, g: Group, s: Series, base: dict[str, Any], the_fit: fit.
     return dense, fitted
 
 
-def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, Any], the_fit: fit.Fit, path: Path,
+def fig8(points: list[Row], trials: pd.DataFrame, record: SweepRecord, the_fit: fit.Fit, path: Path,
          weight_sets: list[tuple[str, Weights, str]], rule: str, include_saturated: bool = False) -> Figure:
     groups, base = _n_groups(points, record)
     if any(g.design == "centralised" and g.z["s_p"] == 1 for g in groups):  # the paper's Fig 8: s_p = 1
@@ -553,5 +559,5 @@ def fig8(points: list[dict[str, Any]], trials: pd.DataFrame, record: dict[str, A
     return figure
 
 
-def _gids(fig: Any) -> set[str]:
+def _gids(fig: Page) -> set[str]:
     return {str(a.get_gid()) for ax in fig.axes for a in ax.lines if a.get_gid()}

@@ -30,7 +30,6 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +58,7 @@ from harness.analysis.optimum import (  # noqa: F401 - the cost and optimum, re-
     primary_scale,
     trial_costs,
 )
+from harness.analysis.sweep_folder import SweepRecord
 from harness.history.guarded import read_json
 from harness.measure import metrics
 from harness.model import compute, registry
@@ -194,8 +194,8 @@ def cpu_activity(t: TrialData) -> pd.DataFrame:
     ev = ev.assign(message=ev["kind"].isin(MESSAGE_KINDS),
                    heartbeat=np.where((ev["kind"] == "hb_sent") & scheduled, 2 * peers, 0))
     per = ev.groupby("svc").agg(messages=("message", "sum"), heartbeats=("heartbeat", "sum"))
-    killed = {e["target"]: e.get("silent_at", e["t"]) for e in t.events
-              if e["kind"] == "fault" and e.get("action") == "kill" and e.get("target")}
+    killed: dict[str, float] = {e["target"]: e["silent_at"] if "silent_at" in e else e["t"] for e in t.events
+                                if e["kind"] == "fault" and e.get("action") == "kill" and e.get("target")}
     cpu_s = {str(name): (float(v), 0.0) for name, v in total.items()}
     overhead = pd.Series(metrics.overhead_cpu(cpu_s, t.events, t.z), dtype=float)
     per = per.assign(up=[min(end, killed.get(svc, end)) - start for svc in per.index], fixed=1.0,
@@ -243,7 +243,7 @@ class Fit:
     def zfit(self, z: Experiment) -> Experiment:
         """z with every fitted parameter at its effective value for z's time scale (not re-validated)."""
         ts = z.time_scale
-        upd: dict[str, Any] = {}
+        upd: dict[str, float | list[float]] = {}
         fam = self.families
         for key in ("l_a", "l_b", "l"):
             if key in fam:
@@ -337,7 +337,7 @@ def _per_task(obs: pd.DataFrame, families: dict[str, Family]) -> list[Param]:
     g = lat.groupby(["family", "task"])
     by_task = g["value"].agg(["mean", "sem", "count"]).join(g["cfg"].agg(lambda c: c.iloc[0] if c.nunique() == 1
                                                                           else math.nan))
-    stats: dict[Any, dict[str, Any]] = by_task.to_dict("index")  # type: ignore[assignment]  # (family, task) ->
+    stats: dict[tuple[str, int], dict[str, float]] = by_task.to_dict("index")  # type: ignore[assignment]  # (family, task) ->
     none = {"mean": math.nan, "sem": math.nan, "count": 0, "cfg": math.nan}
     out = []
     for (family, task), a in stats.items():
@@ -369,9 +369,9 @@ def trial_table(trials: list[TrialData], fit: Fit) -> pd.DataFrame:
                          for t in trials])
 
 
-def _describe_point(t: TrialData, swept: list[str]) -> dict[str, Any]:
+def _describe_point(t: TrialData, swept: list[str]) -> dict[str, object]:
     z = t.z
-    row: dict[str, Any] = {"point": t.point, "design": z.design, "mechanism": z.mechanism, "n": z.n, "h_r": z.h_r,
+    row: dict[str, object] = {"point": t.point, "design": z.design, "mechanism": z.mechanism, "n": z.n, "h_r": z.h_r,
                            "t_h": z.t_h, "t_h_mult": round(z.t_h * z.h_r, 6) if z.t_h else None, "s_p": z.s_p,
                            "s_o": z.s_o, "time_scale": z.time_scale, "fault": z.fault,
                            "fault_at": z.fault_at}
@@ -391,7 +391,7 @@ def _models(z: Experiment, fit: Fit) -> dict[str, float]:
             "Q_r_compute_fitted": fit.q_r_compute(z)}
 
 
-def point_table(record: dict[str, Any], trials: list[TrialData], fit: Fit) -> pd.DataFrame:
+def point_table(record: SweepRecord, trials: list[TrialData], fit: Fit) -> pd.DataFrame:
     """Per point (the sweep's order): the swept keys, the measured statistics over its repeats (tables.STATS),
     the model with the configured parameters (`_model`) and with the fitted ones (`_fitted`, Q_r_compute's
     too: the `cpu` rule's model side), the host's mean busy fraction, the mean fraction of the load it was
@@ -467,7 +467,7 @@ class FitResult:
     notes: list[str]
 
 
-def analyse(out: Path) -> tuple[dict[str, Any], list[TrialData], FitResult]:
+def analyse(out: Path) -> tuple[SweepRecord, list[TrialData], FitResult]:
     record, trials = load_trials(Path(out))
     fit = fit_trials(trials)
     trials_ok = [t for t in trials if t.events]

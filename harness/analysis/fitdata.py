@@ -12,15 +12,16 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import SupportsFloat
 
 import numpy as np
 from scipy.optimize import least_squares
 
 from harness import checker, history
 from harness.analysis import tables
-from harness.analysis.sweep_folder import read_record
+from harness.analysis.sweep_folder import Settings, SweepRecord, read_record
 from harness.errors import UserError
+from harness.history import Event
 from harness.history import record as run_record
 from harness.history.guarded import guard, read_yaml
 from harness.history.reading import read_history
@@ -38,13 +39,13 @@ class TrialData:
     repeat: int
     dir: Path
     z: Experiment
-    row: dict[str, Any]  # its trials.csv row, numbers parsed
-    overrides: dict[str, Any] = field(default_factory=dict)
+    row: dict[str, object]  # its trials.csv row, numbers parsed
+    overrides: Settings = field(default_factory=dict)
 
-    _events: list | None = None
+    _events: list[Event] | None = None
 
     @property
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[Event]:
         if self._events is None:
             path = self.dir / "events.jsonl"
             # only what is an event: lines that are not count as the trial's holes (harness.history.reading)
@@ -52,7 +53,9 @@ class TrialData:
         return self._events
 
 
-def num(value: Any) -> float:
+def num(value: object) -> float:
+    if not isinstance(value, SupportsFloat | str):
+        return math.nan
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -62,14 +65,14 @@ def num(value: Any) -> float:
 TRIAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*", re.ASCII)  # a folder under trials/, never a path
 
 
-def load_trials(out: Path) -> tuple[dict[str, Any], list[TrialData]]:
+def load_trials(out: Path) -> tuple[SweepRecord, list[TrialData]]:
     """sweep.yaml and every finished trial (a row in trials.csv) with its resolved z and its figures."""
     record = read_record(out)
     overrides = {p["id"]: p.get("overrides") or {} for p in record.get("points") or []}
     trials = []
     index = out / "trials.csv"
     frame = tables.read_csv(index)
-    rows: list[dict[str, Any]] = frame.to_dict("records") if "trial" in frame else []  # type: ignore[assignment]
+    rows: list[tables.Row] = frame.to_dict("records") if "trial" in frame else []  # type: ignore[assignment]
     for row in rows:
         with guard(index, "a row"):
             trial, point, repeat = str(row["trial"]), str(row["point"]), int(row["repeat"])
@@ -104,7 +107,7 @@ class Obs:
     trial: str = ""
 
 
-def _first(events: list[dict], kinds: tuple[str, ...], reqs: set[str]) -> dict[str, dict[tuple[str, int], float]]:
+def _first(events: list[Event], kinds: tuple[str, ...], reqs: set[str]) -> dict[str, dict[tuple[str, int], float]]:
     out: dict[str, dict[tuple[str, int], float]] = {k: {} for k in kinds}
     for e in events:
         if e["kind"] in out and e.get("req") in reqs and e.get("task") is not None:
@@ -167,7 +170,7 @@ def observations(t: TrialData) -> list[Obs]:
     return obs
 
 
-def detections(ev: list[dict[str, Any]]) -> list[tuple[checker.Detection, float, float]]:
+def detections(ev: list[Event]) -> list[tuple[checker.Detection, float, float]]:
     """Each kill that was detected, with the send time of the victim's last heartbeat that arrived (the
     survivor's `last_seen` is when it arrived) and the kill time."""
     out = []
@@ -196,7 +199,7 @@ class Param:
     observations: int
     note: str = ""
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> dict[str, str | float]:
         return {"parameter": self.name, "value": self.value, "stderr": self.stderr,
                 "configured": "" if self.configured is None else self.configured, "unit": self.unit,
                 "observations": self.observations, "note": self.note}

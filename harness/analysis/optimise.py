@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
-from typing import Any
 
 import pandas as pd
 
 from harness import model
+from harness.analysis.sweep_folder import Settings
+from harness.analysis.tables import Row
 from harness.errors import UserError
 from harness.plan import config
 from harness.plan.bounds import NUMBER
@@ -25,9 +26,9 @@ def parse_weights(text: str) -> tuple[float, float, float, float]:
     return weights  # type: ignore[return-value]
 
 
-def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
+def parse_grid(items: Iterable[str]) -> dict[str, list[object]]:
     """`key=v1,v2,...` options into {key: [values]}; a key named twice is an error."""
-    grid: dict[str, list[Any]] = {}
+    grid: dict[str, list[object]] = {}
     for item in items:
         if "=" not in item:
             raise UserError(f"--grid expects key=v1,v2,... (got {item!r})")
@@ -47,11 +48,11 @@ def candidates(designs: Iterable[str], mechanisms: Iterable[str]) -> list[tuple[
 
 
 def evaluate_grid(
-    base: dict[str, Any],
+    base: Settings,
     pairs: Iterable[tuple[str, str]],
-    grid: dict[str, list[Any]],
+    grid: dict[str, list[object]],
     weights: tuple[float, float, float, float],
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     """Every (design, mechanism) x grid point, modelled and costed, cheapest first (ties keep grid order)."""
     alpha, beta, gamma, delta = weights
     rows = []
@@ -72,7 +73,7 @@ def evaluate_grid(
     return ranked.to_dict("records")  # type: ignore[return-value]
 
 
-def optimum_per_candidate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+def optimum_per_candidate(rows: list[Row]) -> dict[tuple[str, str], Row]:
     """The cheapest row of each (design, mechanism) (rows arrive sorted by cost)."""
     best = pd.DataFrame(rows).groupby(["design", "mechanism"], sort=False).head(1)
     return {(row["design"], row["mechanism"]): row for row in best.to_dict("records")}  # type: ignore[misc]

@@ -15,20 +15,33 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from harness import model
 from harness.analysis import qr, tables
+from harness.analysis.sweep_folder import Settings, SweepRecord
 from harness.errors import ConfigError
 from harness.model import registry
 from harness.plan import config
 from harness.plan.config import Experiment
 
 Weights = tuple[float, float, float, float]
+Value = float | int | str
+"""A design key's value at a point of the model grid: a number, or a text such as `fault_at`'s."""
+
+
+class FittedModel(Protocol):
+    """The fitted model as the grid uses it (harness.analysis.fit.Fit): z at its fitted parameters, and its
+    Q_r in compute."""
+
+    def zfit(self, z: Experiment) -> Experiment: ...
+
+    def q_r_compute(self, z: Experiment) -> float: ...
 
 # How a trial runs, not what is being designed: never part of an optimum's name.
 RUN_KEYS = frozenset({
@@ -42,7 +55,7 @@ COST_COLUMNS = {"rank", "design", "mechanism", "repeats", "R_a", "R_r", "B_tot",
                 "left_out"}
 
 
-def flag(value: Any) -> bool:
+def flag(value: object) -> bool:
     """A summary flag as read back from a CSV (True, 'True', 'true'); empty, NaN or False is not set."""
     return str(value).strip().lower() in ("true", "1", "1.0")
 
@@ -59,7 +72,7 @@ def design_keys(points: pd.DataFrame, swept: list[str]) -> list[str]:
     return [k for k in keys if points[k].astype(str).nunique() > 1]
 
 
-def line_z(base: dict[str, Any], overrides: dict[str, Any], sets: list[tuple[str, Any]]) -> Experiment | None:
+def line_z(base: Settings, overrides: Settings, sets: Sequence[tuple[str, object]]) -> Experiment | None:
     """z at the point `overrides` + `sets` of a model line, or None where it is not valid."""
     try:
         return config.build(config.apply_overrides(base, [*overrides.items(), *sets]))
@@ -87,9 +100,9 @@ def trial_costs(trials: pd.DataFrame, weights: Weights, rule: str = "cpu",
     cpu = registry.BY_NAME["Q_r_compute"].measured
     t = tables.numeric(trials, [*timed, instances, cpu])
     q = qr.q_r(rule, instances=t[instances], cpu=t[cpu])
-    terms: list[Any] = [*(t[c] for c in timed), q]
+    terms: list[pd.Series] = [*(t[c] for c in timed), q]
     per_trial = pd.DataFrame({"point": trials["point"], "R_a": terms[0], "R_r": terms[1], "B_tot": terms[2],
-                              "Q_r": q, "C": model.cost(weights, *terms)})
+                              "Q_r": q, "C": model.cost(weights, *terms)})  # type: ignore[arg-type]  # per trial
     saturated = trials["saturated"].map(flag) if "saturated" in trials else pd.Series(False, index=trials.index)
     counted = per_trial[include_saturated | ~saturated.astype(bool)]
     stats = tables.over_repeats(counted, "point", ["R_a", "R_r", "B_tot", "Q_r", "C"])
@@ -117,8 +130,8 @@ def cost_table(points: pd.DataFrame, weights: Weights, swept: list[str], rule: s
     q = {"mean": qr.q_r(rule, instances=p["instances_extra"], cpu=p["Q_r_compute_mean"]),
          "fitted": qr.q_r(rule, instances=p["Q_r_fitted"], cpu=p["Q_r_compute_fitted"]),
          "model": qr.q_r(rule, instances=p["Q_r_model"], cpu=no_cpu)}
-    terms: dict[str, list[Any]] = {k: [p[f"R_a_{k}"], p[f"R_r_{k}"], p[f"B_tot_{k}"], q[k]] for k in q}
-    cost = {kind: model.cost(weights, *terms[kind]) for kind in q}
+    terms: dict[str, list[pd.Series]] = {k: [p[f"R_a_{k}"], p[f"R_r_{k}"], p[f"B_tot_{k}"], q[k]] for k in q}
+    cost = {kind: model.cost(weights, *terms[kind]) for kind in q}  # type: ignore[arg-type]  # per point
     keys = design_keys(p, swept)
     saturated = p["saturated"] if "saturated" in p else pd.Series(0, index=p.index)
     rows = p[["design", "mechanism", *keys]].assign(
@@ -155,7 +168,7 @@ class Candidate:
 
     design: str
     mechanism: str
-    values: dict[str, Any]
+    values: dict[str, Value]
     measured: bool
     metrics: model.Metrics
     q_r_compute: float
@@ -164,11 +177,11 @@ class Candidate:
         return model_cost(w, self.metrics, rule, self.q_r_compute)
 
 
-def _value_text(v: Any) -> str:
+def _value_text(v: object) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def describe(values: dict[str, Any]) -> str:
+def describe(values: dict[str, Value]) -> str:
     """`n=6, s_p=1`: a point by its design keys only."""
     return ", ".join(f"{k}={_value_text(v)}" for k, v in values.items()) or "the base configuration"
 
@@ -179,12 +192,12 @@ class ModelGrid:
     17 geometric steps for a real one), plus one step beyond each end, so an optimum at an unmeasured value or
     beyond the measured range is found and named. Built once per sweep; costed per weight set."""
 
-    def __init__(self, points: pd.DataFrame, record: dict[str, Any], fit: Any) -> None:
+    def __init__(self, points: pd.DataFrame, record: SweepRecord, fit: FittedModel) -> None:
         p = points[points["time_scale"] == primary_scale(points)]
         self.keys = design_keys(p, list(record.get("swept") or []))
         base = (record.get("spec") or {}).get("base") or {}
         overrides = {q["id"]: q.get("overrides", {}) for q in record.get("points", [])}
-        self.ranges: dict[tuple[str, str], dict[str, tuple[list[Any], list[Any]]]] = {}
+        self.ranges: dict[tuple[str, str], dict[str, tuple[list[Value], list[Value]]]] = {}
         self.inside: list[Candidate] = []
         self.beyond: list[Candidate] = []
         cache: dict[tuple, Candidate | None] = {}
@@ -216,7 +229,7 @@ class ModelGrid:
         return tuple(round(float(v), 6) if isinstance(v, int | float | np.number) else v for v in values)
 
     @staticmethod
-    def _span(column: pd.Series) -> tuple[list[Any], list[Any]]:
+    def _span(column: pd.Series) -> tuple[list[Value], list[Value]]:
         """(the values between the smallest and largest measured, one step beyond each end)."""
         values = pd.to_numeric(column, errors="coerce").dropna()
         if values.empty:
@@ -224,13 +237,13 @@ class ModelGrid:
         lo, hi = float(values.min()), float(values.max())
         if all(float(v).is_integer() for v in values):
             return list(range(int(lo), int(hi) + 1)), [int(lo) - 1, int(hi) + 1]
-        inside = sorted({*(float(f"{v:.4g}") for v in np.geomspace(lo, hi, 17)), *map(float, values)})
+        inside: list[Value] = sorted({*(float(f"{v:.4g}") for v in np.geomspace(lo, hi, 17)), *map(float, values)})
         ratio = (hi / lo) ** (1 / 16) if lo > 0 and hi > lo else 2.0
         return inside, [lo / ratio, hi * ratio]
 
     @staticmethod
-    def _evaluate(base: dict[str, Any], overrides: dict[str, Any], design: str, mechanism: str,
-                  values: dict[str, Any], measured: bool, fit: Any) -> Candidate | None:
+    def _evaluate(base: Settings, overrides: Settings, design: str, mechanism: str,
+                  values: dict[str, Value], measured: bool, fit: FittedModel) -> Candidate | None:
         sets = [(k, int(v) if isinstance(v, float) and v.is_integer() and k in ("n", "k", "s_p", "s_o") else v)
                 for k, v in values.items()]
         z = line_z(base, overrides, sets)
@@ -240,7 +253,7 @@ class ModelGrid:
 
     def range_text(self, design: str | None = None, mechanism: str | None = None) -> str:
         """`n = 2..6`: the measured ranges the grid spans (of one design, or of all)."""
-        spans: dict[str, list[Any]] = {}
+        spans: dict[str, list[Value]] = {}
         for (d, m), ranges in self.ranges.items():
             if design is None or (d, m) == (design, mechanism):
                 for k, (inside, _) in ranges.items():

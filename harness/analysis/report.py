@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import yaml
@@ -22,6 +21,7 @@ import yaml
 from harness.analysis import explore, fit, qr, tables
 from harness.analysis.figures import Figure, fig6, fig7, fig8
 from harness.analysis.optimum import ModelGrid
+from harness.analysis.sweep_folder import SweepRecord
 from harness.measure import metrics
 from harness.model import registry
 
@@ -192,7 +192,7 @@ def _crash_lines(result: fit.FitResult) -> list[str]:
             f"that reached the survivor, so measured t_r falls short of the model by about {crash.value:.3g} s.", ""]
 
 
-def _markdown(out: Path, record: dict[str, Any], result: fit.FitResult, figures: list[Figure], optimum: list[str],
+def _markdown(out: Path, record: SweepRecord, result: fit.FitResult, figures: list[Figure], optimum: list[str],
               ts: float, rule: str, include_saturated: bool = False) -> str:
     spec = record.get("spec") or {}
     planned = len(record.get("points", [])) * int(record.get("repeat", 1))

@@ -1,23 +1,101 @@
 """What a sweep folder holds, as the analysis reads it: sweep.yaml (the spec, its points and ids, the machine
 and commit of every session), trials.csv (the index of finished trials) and trials/<id>/ (one run folder
 each). `harness sweep` (harness.experiment.sweep) writes it; fit, optimise and report only read it.
+
+sweep.yaml's shape is written here once (`SweepRecord` and its parts), for its writer and its readers alike.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from harness.errors import UserError
 from harness.history.guarded import guard, read_yaml
 
+Settings = dict[str, object]
+"""Config keys and their values as a spec gives them (YAML): a base, or the keys a point sets on top of it."""
 
-def read_record(out: Path) -> dict[str, Any]:
+
+class SpecRecord(TypedDict, total=False):
+    """The sweep's spec as it was given (harness.experiment.sweepspec checks every part before a trial runs)."""
+
+    base: Settings
+    grid: dict[str, list[object]]
+    points: list[Settings]
+    extra: list[Settings]
+    repeat: int
+    phases: list[float]
+    load: str
+    jobs: int | str
+    description: str
+
+
+class PointRecord(TypedDict):
+    """One point of the sweep: its id (the folder name of its trials, less `-r<k>`) and the keys it sets."""
+
+    id: str
+    overrides: NotRequired[Settings]
+
+
+class Exploration(TypedDict):
+    """A point with `fault_at: every`: what it made of the crash points (harness.faults.explore)."""
+
+    overrides: Settings
+    design: str
+    phases: list[float]
+    exhaustive_runs: int
+    runs: int
+    classes: list[list[str]]  # each class's crash points, as `fault_at` values (`task:K@F`)
+
+
+class Machine(TypedDict, total=False):
+    """The machine a session ran on (harness.experiment.provenance.machine)."""
+
+    hostname: str
+    kernel: str
+    cpus: int | None
+    memory_gib: float
+    python: str
+    platform: str
+
+
+class Session(TypedDict, total=False):
+    """One `harness sweep` that worked on the folder: its provenance and how it ran."""
+
+    manobench: str
+    commit: str
+    machine: Machine
+    started: str
+    load: str
+    jobs: int | str
+    repeat: int
+    argv: list[str]
+
+
+class SweepRecord(TypedDict, total=False):
+    """sweep.yaml: the spec, the points, the provenance of the sweep's first session and of every session."""
+
+    spec_file: str | None
+    spec: SpecRecord
+    load: str
+    repeat: int
+    swept: list[str]  # every key a point sets, in first-seen order
+    manobench: str
+    commit: str
+    machine: Machine
+    started: str
+    sessions: list[Session]
+    points: list[PointRecord]
+    exploration: list[Exploration]
+
+
+def read_record(out: Path) -> SweepRecord:
     """sweep.yaml of the sweep folder `out`, or a one-line UserError when `out` is none."""
     path = Path(out) / "sweep.yaml"
     if not path.exists():
         raise UserError(f"{out} is not a sweep folder (no sweep.yaml): run `harness sweep SPEC --out {out}` first")
-    record = read_yaml(path)
+    record: SweepRecord = read_yaml(path)
     with guard(path):  # the parts every reader walks: a list of points, each a mapping with an id
         points = record.get("points") or []
         if not isinstance(points, list) or not all(isinstance(p, dict) and "id" in p for p in points):

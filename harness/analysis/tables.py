@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,11 @@ import pandas as pd
 from harness.history.guarded import guard, read_text
 
 STATS = ("mean", "min", "max", "std", "ci95_lo", "ci95_hi")
+
+Row = dict[str, Any]
+"""One row of a table as pandas gives it (`DataFrame.to_dict("records")`): column -> cell. A cell is a float, an
+int, a bool or a str (NaN where empty) by column, and the columns are named at run time (`<metric>_mean`, ...),
+so the cell's type is left open here, once, for every reader of rows."""
 
 
 def read_csv(path: Path, *, text: bool = False) -> pd.DataFrame:
