@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from harness.errors import UserError
 from harness.plan.config import Experiment
@@ -32,6 +32,18 @@ from harness.state import state_dir, write_atomic
 
 if TYPE_CHECKING:
     from harness.experiment.sweepspec import Point
+
+
+class BoardEntry(TypedDict, total=False):
+    """Another sweep's entry on the board, as `Headroom.read_entry` validated it: a live sweep's numbers, or
+    `stale` alone for an entry whose sweep is gone."""
+
+    pid: int
+    running: int
+    reserved: float
+    waiting: float
+    stale: bool
+
 
 CPU_CAP_ENV = "MANOBENCH_SWEEP_CPU"  # the share of the host's cores concurrent trials may fill (default CPU_CAP)
 CPU_CAP = 0.9
@@ -215,7 +227,7 @@ class Headroom:
                 count += entry["running"]
         return reserved, waiting, count
 
-    def read_entry(self, path: Path) -> dict[str, Any] | None:
+    def read_entry(self, path: Path) -> BoardEntry | None:
         """A board entry as {"pid", "running", "reserved", "waiting"} if it is a live sweep's; {"stale": True}
         for an entry of ours whose sweep is gone (its pid dead or recycled); None for anything else: not a
         regular file of ours, too big, misnamed, not JSON, another kind, numbers out of range. Why so strict:
@@ -390,8 +402,8 @@ class Profile:
         self.state = "jobs"
         self.seconds: dict[str, float] = {}
         self.trial_seconds = 0.0  # integral of the trials running over wall time
-        self.admissions: list[list[Any]] = []
-        self.trace: list[list[Any]] = []  # every 2 s: seconds, trials running, the host's busy cores (smoothed)
+        self.admissions: list[list[float | str | None]] = []  # seconds, trial, trials running, busy cores
+        self.trace: list[list[float]] = []  # every 2 s: seconds, trials running, the host's busy cores (smoothed)
 
     def tick(self, running: int, busy: float | None = None) -> None:
         now = time.monotonic()

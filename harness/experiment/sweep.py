@@ -26,10 +26,10 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, SupportsFloat, cast
 
 import yaml
 
@@ -68,6 +68,11 @@ from harness.plan.config import Experiment
 from harness.runtime import forkserver
 from harness.runtime.forkserver import Forked, ForkServer
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from harness.analysis.sweep_folder import Session, SweepRecord  # sweep.yaml's shape (the analysis reads it)
+
 TRIAL_MODULE = "harness.experiment.sweep"  # `python -m harness.experiment.sweep trial DIR PARENT` runs one trial
 TRIAL_PRELOAD = "harness.experiment.run"  # what a trial imports: the fork server imports it once per sweep
 
@@ -103,7 +108,7 @@ class TrialsCsv:
         else:
             path.write_text(",".join(columns) + "\n", encoding="utf-8")
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, row: Mapping[str, object]) -> None:
         from harness.analysis import tables
 
         line = tables.csv_line({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()},
@@ -114,7 +119,7 @@ class TrialsCsv:
             os.fsync(fh.fileno())
 
 
-def _comparable(spec: dict[str, Any]) -> str:
+def _comparable(spec: Mapping[str, object]) -> str:
     return json.dumps({k: v for k, v in spec.items() if k not in RUN_KEYS}, sort_keys=True, default=str)
 
 
@@ -126,11 +131,13 @@ def recorded_load(out: Path) -> str | None:
     return None
 
 
-def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str, jobs: int | str = 1) -> dict[str, Any]:
+def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str, jobs: int | str = 1) -> SweepRecord:
     """Create or reopen DIR; refuse a folder that holds a different sweep. Returns sweep.yaml's record."""
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "sweep.yaml"
-    session = {**provenance.stamp(), "load": load, "jobs": jobs, "repeat": plan_.repeat, "argv": sys.argv[1:]}
+    session = cast("Session", {**provenance.stamp(), "load": load, "jobs": jobs, "repeat": plan_.repeat,
+                               "argv": sys.argv[1:]})
+    record: SweepRecord
     if record_path.exists():
         try:
             record = yaml.safe_load(record_path.read_text(encoding="utf-8")) or {}
@@ -144,8 +151,8 @@ def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str, jobs: int 
         record["repeat"] = max(plan_.repeat, int(record.get("repeat", 1)))
         record.setdefault("sessions", []).append(session)
     else:
-        record = {"spec_file": spec_file, "spec": plan_.spec, "load": load, "repeat": plan_.repeat,
-                  "swept": plan_.swept, **provenance.stamp(), "sessions": [session]}
+        record = cast("SweepRecord", {"spec_file": spec_file, "spec": plan_.spec, "load": load, "repeat": plan_.repeat,
+                                      "swept": plan_.swept, **provenance.stamp(), "sessions": [session]})
     record["points"] = [{"id": p.id, "overrides": p.overrides} for p in plan_.points]
     if plan_.exploration:
         record["exploration"] = plan_.exploration
@@ -400,14 +407,14 @@ class Runner:
                 frac += 0.9 * min(1.0, max(0, lines) / max(1, trial.point.z.requests))
         return base + frac
 
-    def _record(self, trial: Trial, seconds: float) -> dict[str, Any] | None:
+    def _record(self, trial: Trial, seconds: float) -> dict[str, object] | None:
         from harness.analysis import tables
 
-        rows: list[dict[str, Any]] = tables.read_csv(self.out / "trials" / trial.id / "summary.csv",  # type: ignore[assignment]
+        rows: list[dict[str, str]] = tables.read_csv(self.out / "trials" / trial.id / "summary.csv",  # type: ignore[assignment]
                                                      text=True).to_dict("records")
         if not rows:
             return None
-        row: dict[str, Any] = {**rows[0], "point": trial.point.id, "repeat": trial.repeat, "trial": trial.id,
+        row: dict[str, object] = {**rows[0], "point": trial.point.id, "repeat": trial.repeat, "trial": trial.id,
                                "trial_seconds": round(seconds, 3), "host_load": round(os.getloadavg()[0], 2)}
         for key, value in trial.point.overrides.items():
             row.setdefault(key, value)  # a swept key that is no summary column (t_h_mult, t_m, l_a, ...)
@@ -514,7 +521,9 @@ class Runner:
         return self.outcome
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
+    if not isinstance(value, SupportsFloat | str):
+        return str(value)
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -522,13 +531,13 @@ def _fmt(value: Any) -> str:
     return "-" if math.isnan(v) else f"{v:.3g}"
 
 
-def _trial_line(trial: Trial, row: dict[str, Any], seconds: float) -> str:
+def _trial_line(trial: Trial, row: Mapping[str, object], seconds: float) -> str:
     return (f"done {trial.id} in {seconds:.1f} s: t_c {_fmt(row.get('t_c_measured'))} s, "
             f"R_a {_fmt(row.get('R_a_measured'))}, R_r {_fmt(row.get('R_r_measured'))}, "
             f"completed {row.get('completed')}/{row.get('requests')}, lost {row.get('lost')}")
 
 
-def resolve_run(spec: dict[str, Any], out: Path, load: str | None, jobs: int | str | None
+def resolve_run(spec: dict[str, object], out: Path, load: str | None, jobs: int | str | None
                 ) -> tuple[str, int | str]:
     """The load generator and the concurrency of this session: the command line's, else the spec's, else (the
     load) the folder's it resumes, else the fast path: builtin, auto."""
@@ -542,7 +551,7 @@ def resolve_run(spec: dict[str, Any], out: Path, load: str | None, jobs: int | s
 
 
 def run_sweep(spec_path: str, out: Path, *, repeat: int | None = None, jobs: int | str | None = None,
-              load: str | None = None, console: Any = None) -> Outcome:
+              load: str | None = None, console: Console | None = None) -> Outcome:
     """`harness sweep`: validate, then run what is left; progress with ETA on stderr (rich). `load` and `jobs`
     None: the spec's, else the defaults (`resolve_run`)."""
     from rich.console import Console

@@ -27,7 +27,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -35,6 +35,9 @@ from harness.errors import ConfigError, UserError
 from harness.faults import explore
 from harness.plan import capacity, config
 from harness.plan.config import Experiment
+
+if TYPE_CHECKING:  # sweep.yaml's shape, written once where the analysis reads it
+    from harness.analysis.sweep_folder import Exploration, Settings
 
 SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "phases", "load", "jobs", "description")
 RUN_KEYS = ("repeat", "load", "jobs", "description")  # how a sweep is run, not what it measures: may change on resume
@@ -47,7 +50,7 @@ class Point:
     """One configuration of the sweep: its stable id, the keys it sets on top of the base, and z."""
 
     id: str
-    overrides: dict[str, Any]
+    overrides: Settings
     z: Experiment
 
 
@@ -63,12 +66,12 @@ class Trial:
 
 @dataclass
 class Plan:
-    spec: dict[str, Any]
-    base: dict[str, Any]
+    spec: dict[str, object]  # as read (read_spec), every part of it checked by `plan`
+    base: Settings
     points: list[Point]
     repeat: int
     swept: list[str]  # every key a point sets, in first-seen order
-    exploration: list[dict[str, Any]] = field(default_factory=list)  # fault_at: every, as sweep.yaml records it
+    exploration: list[Exploration] = field(default_factory=list)  # fault_at: every, as sweep.yaml records it
 
     @property
     def trials(self) -> list[Trial]:
@@ -86,7 +89,7 @@ class Plan:
 # --- the spec ---------------------------------------------------------------------------------------------
 
 
-def read_spec(path: str | Path) -> dict[str, Any]:
+def read_spec(path: str | Path) -> dict[str, object]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sweep spec: no such file: {path}")
@@ -103,7 +106,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
 AUTO = "auto"
 
 
-def parse_jobs(value: Any, where: str) -> int | str:
+def parse_jobs(value: object, where: str) -> int | str:
     """`auto` or a whole number >= 1 (ASCII digits only when given as text)."""
     if isinstance(value, str) and value.strip() == AUTO:
         return AUTO
@@ -114,7 +117,7 @@ def parse_jobs(value: Any, where: str) -> int | str:
     return value
 
 
-def run_defaults(spec: dict[str, Any]) -> tuple[str | None, int | str | None]:
+def run_defaults(spec: dict[str, object]) -> tuple[str | None, int | str | None]:
     """The spec's own `load` and `jobs` (None where it states none), checked."""
     load = spec.get("load")
     if load is not None and load not in LOADS:
@@ -128,7 +131,7 @@ def _known(key: str, where: str) -> None:
         raise UserError(f"sweep spec: {where}: unknown key '{key}' (known keys: {', '.join(Experiment.model_fields)})")
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
+def _mapping(value: object, where: str) -> Settings:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -138,7 +141,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _mappings(value: Any, where: str) -> list[dict[str, Any]]:
+def _mappings(value: object, where: str) -> list[Settings]:
     if value is None:
         return []
     if not isinstance(value, list) or not value:
@@ -146,7 +149,7 @@ def _mappings(value: Any, where: str) -> list[dict[str, Any]]:
     return [_mapping(item, f"{where}[{i}]") for i, item in enumerate(value)]
 
 
-def _label(overrides: dict[str, Any]) -> str:
+def _label(overrides: Settings) -> str:
     """Readable, filesystem-safe name of a point's overrides."""
     parts = []
     for key, value in overrides.items():
@@ -157,13 +160,13 @@ def _label(overrides: dict[str, Any]) -> str:
     return slug
 
 
-def point_id(overrides: dict[str, Any]) -> str:
+def point_id(overrides: Settings) -> str:
     """Stable across reruns and spec edits that keep the point: a slug plus a hash of its overrides."""
     digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return f"{_label(overrides)}-{digest}"
 
 
-def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
+def plan(spec: dict[str, object], repeat: int | None = None) -> Plan:
     """Validate the whole spec and every point it makes; the first problem is a UserError naming the key."""
     unknown = [k for k in spec if k not in SPEC_KEYS]
     if unknown:
@@ -173,7 +176,7 @@ def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
     grid_in = spec.get("grid")
     if grid_in is not None and not isinstance(grid_in, dict):
         raise UserError(f"sweep spec: grid: expected a mapping of key: [values] (got {grid_in!r})")
-    grid: dict[str, list[Any]] = {}
+    grid: dict[str, list[object]] = {}
     for key, values in (grid_in or {}).items():
         _known(str(key), f"grid.{key}")
         if not isinstance(values, list) or not values:
@@ -188,10 +191,10 @@ def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
         if both:
             raise UserError(f"sweep spec: points[{i}].{both[0]}: also swept in grid (a point is crossed with the "
                             "grid; set it in one place)")
-    if repeat is None:
-        repeat = spec.get("repeat", 1)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise UserError(f"sweep spec: repeat: expected a whole number >= 1 (got {repeat!r})")
+    given: object = spec.get("repeat", 1) if repeat is None else repeat
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        raise UserError(f"sweep spec: repeat: expected a whole number >= 1 (got {given!r})")
+    repeat = given
     combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     crossed = [{**p, **c} for p in (points_in or [{}]) for c in combos]
     overrides_list = [*crossed, *extra_in]
@@ -199,13 +202,13 @@ def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
     points: list[Point] = []
     seen: dict[str, int] = {}
     swept: list[str] = []
-    exploration: list[dict[str, Any]] = []
+    exploration: list[Exploration] = []
     for index, overrides in enumerate(overrides_list):
         where = f"extra[{index - len(crossed)}]" if index >= len(crossed) else f"point {index + 1}"
         desc = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the base"
         z = _build(base, overrides, f"{where} ({desc})")
         _runnable(z, f"{where} ({desc})")
-        expanded: list[tuple[dict[str, Any], Experiment | None]] = [(overrides, z)]
+        expanded: list[tuple[Settings, Experiment | None]] = [(overrides, z)]
         if z.fault_at == "every":
             found = explore.classes(z, phases)
             expanded = [({**overrides, "fault_at": c[0].fault_at}, None) for c in found]
@@ -227,20 +230,20 @@ def plan(spec: dict[str, Any], repeat: int | None = None) -> Plan:
     return Plan(spec, base, points, repeat, swept, exploration)
 
 
-def _build(base: dict[str, Any], overrides: dict[str, Any], where: str) -> Experiment:
+def _build(base: Settings, overrides: Settings, where: str) -> Experiment:
     try:
         return config.build(config.apply_overrides(base, list(overrides.items())))
     except ConfigError as err:
         raise UserError(f"sweep spec: {where}: {str(err).removeprefix('config error: ')}") from None
 
 
-def _phases(value: Any) -> tuple[float, ...]:
+def _phases(value: object) -> tuple[float, ...]:
     """The spec's `phases` (heartbeat intervals, each in [0, 1)), or explore.PHASES."""
     if value is None:
         return explore.PHASES
-    ok = isinstance(value, list) and value and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in value)
-    if not ok or len(set(value)) != len(value):
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in value) \
+            or len(set(value)) != len(value):
         raise UserError(f"sweep spec: phases: expected a list of distinct numbers 0 <= F < 1 (got {value!r})")
     return tuple(float(v) for v in value)
 
