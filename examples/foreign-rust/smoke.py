@@ -10,7 +10,9 @@ values, runs a tiny BSS (/complete, checking each SLM's key), and per round:
    log lines (CLOCK_MONOTONIC, the clock of time.monotonic()) for the detection time and the resume task;
 3. rejoin: restarts slm-a, which becomes the owner again, and runs a few more requests.
 
-Every request must complete exactly once. Exit status 0 when every check passed.
+Every request must complete exactly once, but for the design's one duplicate window (README.md: the BSS had
+acknowledged the dead owner's notice, its /done had not reached the survivor yet), which is reported and allowed.
+Exit status 0 when every check passed.
 
     flock /tmp/manobench-heavy.lock /work/main/.venv/bin/python examples/foreign-rust/smoke.py [--rounds 3]
 """
@@ -243,6 +245,7 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
     if not HB_TIMEOUT - HB_INTERVAL - tol <= D <= HB_TIMEOUT + tol:
         checks.append(f"round {index}: detection {D*1000:.1f} ms outside [t_h - T, t_h] = "
                       f"[{(HB_TIMEOUT-HB_INTERVAL)*1000:.0f}, {HB_TIMEOUT*1000:.0f}] ms (+-{tol*1000:.0f})")
+    dup_window: set[str] = set()
     takeovers = {f["req"]: (t, int(f["from_task"]), int(f["last_shared"])) for t, f in survivor.events("takeover")}
     print(f"round {index}: SIGKILL slm-a at +{(t_x-first)*1000:.0f} ms; slm-b declared it dead {D*1000:.1f} ms later "
           f"(bound [{(HB_TIMEOUT-HB_INTERVAL)*1000:.0f}, {HB_TIMEOUT*1000:.0f}]); {len(takeovers)} takeovers")
@@ -262,6 +265,15 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
             summary["unaffected"].append(L - t_c)
             continue
         _, from_task, j = takeovers[req]
+        notices = rnd.bss.done[req]
+        if j == n_tasks and notices[0][1] == "slm-a" and notices[0][0] < t_x:
+            # the design's one duplicate window (README): the BSS acknowledged slm-a's notice, slm-a died before
+            # its /done reached slm-b, so slm-b, told all n tasks were done, sends the notice again
+            dup_window.add(req)
+            print(f"  {req[:8]} {t0*1000:7.0f} {j:2d} {from_task:4d} {L*1000:7.1f} {(L-t_c)*1000:7.1f}  completed by slm-a "
+                  f"{(t_x - notices[0][0])*1000:.1f} ms before the crash, its /done lost: notice sent again "
+                  f"(at-least-once window), {len(notices)} notices")
+            continue
         if from_task != j + 1:
             checks.append(f"round {index}: {req[:8]} resumed at task {from_task}, last shared {j}")
         t_sub = rnd.submitted[req]
@@ -302,7 +314,9 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
     await asyncio.sleep(0.5)  # late duplicates would arrive now
     for req in free + crash + rejoin:
         count = len(rnd.bss.done.get(req, []))
-        if count != 1:
+        if req in dup_window and count == 2:
+            summary["dup_window"].append(1.0)
+        elif count != 1:
             checks.append(f"round {index}: request {req[:8]} completed {count} times")
     # SIGTERM: exit 0 within 1 s
     for sid, proc in rnd.procs.items():
@@ -321,7 +335,8 @@ async def main() -> int:
     if not BINARY.exists():
         subprocess.run([str(HERE / "build.sh")], check=True)
     checks: list[str] = []
-    summary: dict[str, list[float]] = {"t_c": [], "D": [], "victims": [], "late": [], "unaffected": [], "err": []}
+    summary: dict[str, list[float]] = {"t_c": [], "D": [], "victims": [], "late": [], "unaffected": [], "err": [],
+                                     "dup_window": []}
     secret = os.urandom(16).hex()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for index in range(1, args.rounds + 1):
@@ -347,12 +362,15 @@ async def main() -> int:
     print(f"  submitted during detection: L - t_c {spread(summary['late'])}")
     print(f"  not taken over: L - t_c             {spread(summary['unaffected'])}")
     print(f"  victims: L - predicted              {spread(summary['err'])}")
+    if summary["dup_window"]:
+        print(f"  duplicates in the window notice-acked..peers-told-done: {len(summary['dup_window'])} (by design)")
     if checks:
         print(f"\nFAILED: {len(checks)} checks")
         for c in checks:
             print("  " + c)
         return 1
-    print("\nOK: every request completed exactly once; every victim within its bound")
+    print("\nOK: every request completed exactly once (but for the duplicate window above, if any); "
+          "every victim within its bound")
     return 0
 
 

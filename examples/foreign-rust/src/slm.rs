@@ -6,9 +6,9 @@
 //! restarted peer (same id, new UUID) from one that merely went on.
 //!
 //! Owner: for task i = 1..n, POST /task to worker m_i (retrying until a 200), then POST /state
-//! {req, last_task: i, owner} to every live peer SLM and wait for each answer (or a failure) before task
-//! i + 1: when task i + 1 is running, every live peer knows that i tasks are done. At the end, POST
-//! /complete to the BSS until a 2xx, then POST /done to the peers.
+//! {req, last_task: i, owner} to every live peer SLM, without waiting for it (a thread per share and peer:
+//! on loopback it lands within a millisecond, while task i + 1 runs). At the end, POST /complete to the
+//! BSS until a 2xx, then POST /done to the peers.
 //!
 //! Failure detection: a heartbeat every --hb-interval to every peer (one thread per peer, so a dead or
 //! frozen peer delays nobody else's); a peer silent for longer than --hb-timeout is dead. The lowest-ranked
@@ -267,7 +267,7 @@ impl Slm {
         spawn("workflow", move || me.workflow(&r, first_task));
     }
 
-    fn workflow(&self, r: &str, first_task: usize) {
+    fn workflow(self: &Arc<Self>, r: &str, first_task: usize) {
         for i in first_task..=self.n {
             self.call_task(r, i);
             self.share_state(r, i);
@@ -303,21 +303,29 @@ impl Slm {
         }
     }
 
-    /// The state after task i to every live peer, waiting for each answer (or its failure).
-    fn share_state(&self, r: &str, i: usize) {
+    /// The state after task i to every live peer, without waiting: one short-lived thread per peer, so
+    /// neither the workflow nor the other peers wait for a slow or frozen one (at most hb_timeout each,
+    /// after which that peer is dead and gets no more shares). Order between shares does not matter: a
+    /// peer keeps the highest last_task, and ignores shares of a request it knows finished.
+    fn share_state(self: &Arc<Self>, r: &str, i: usize) {
         let body = json!({"req": r, "last_task": i, "owner": self.id});
-        for p in self.live_peers() {
-            if let Some(addr) = &p.state {
-                if let Err(e) = self.state.post(addr, "/state", &body, &[], self.short_timeouts()) {
-                    log(&self.id, &format!("state_share_failed req={r} task={i} peer={} error={e:?}", p.id));
+        for idx in self.live_peer_indices() {
+            let (me, body, r) = (self.clone(), body.clone(), r.to_string());
+            spawn("share", move || {
+                let p = &me.peers[idx];
+                if let Some(addr) = &p.state {
+                    if let Err(e) = me.state.post(addr, "/state", &body, &[], me.short_timeouts()) {
+                        log(&me.id, &format!("state_share_failed req={r} task={i} peer={} error={e:?}", p.id));
+                    }
                 }
-            }
+            });
         }
     }
 
-    fn live_peers(&self) -> Vec<&PeerSlm> {
+    /// The peer SLMs not declared dead (never heard of included: they may just be starting).
+    fn live_peer_indices(&self) -> Vec<usize> {
         let st = self.st.lock().unwrap();
-        self.peers.iter().filter(|p| !st.peers.get(&p.id).map(|v| v.dead).unwrap_or(false)).collect()
+        (0..self.peers.len()).filter(|&i| !st.peers.get(&self.peers[i].id).map(|v| v.dead).unwrap_or(false)).collect()
     }
 
     /// The completion notice, until the BSS answers 2xx. False if it refused it for good (4xx).
@@ -355,7 +363,8 @@ impl Slm {
 
     fn send_done(&self, r: &str) {
         let body = json!({"req": r, "by": self.id});
-        for p in self.live_peers() {
+        for idx in self.live_peer_indices() {
+            let p = &self.peers[idx];
             if let Some(addr) = &p.state {
                 if let Err(e) = self.state.post(addr, "/done", &body, &[], self.short_timeouts()) {
                     log(&self.id, &format!("done_failed req={r} peer={} error={e:?}", p.id));
@@ -395,9 +404,24 @@ impl Slm {
     }
 
     /// Declares a peer dead the moment hb_timeout has passed since it was last heard from.
+    ///
+    /// If this thread itself woke far later than planned, this instance was paused (SIGSTOP, a frozen
+    /// container) or starved: the peers' heartbeats of that time sit unread in its sockets, and declaring
+    /// them dead would be its own failure, not theirs. It then gives the heartbeat handlers a grace of
+    /// `GRACE` to read them before it judges.
     fn monitor_loop(self: &Arc<Self>) {
+        const GRACE: Duration = Duration::from_millis(20);
+        let late_after = self.cfg.hb_interval.max(GRACE);
+        let mut planned = Instant::now();
         loop {
             let now = Instant::now();
+            if now > planned + late_after {
+                log(&self.id, &format!("monitor_late by={:.4} (paused?): {} ms of grace before judging peers",
+                                       (now - planned).as_secs_f64(), GRACE.as_millis()));
+                planned = now + GRACE;
+                thread::sleep(GRACE);
+                continue;
+            }
             let mut earliest: Option<Instant> = None;
             {
                 let mut st = self.st.lock().unwrap();
@@ -425,6 +449,7 @@ impl Slm {
                 Some(d) => (d.saturating_duration_since(Instant::now()) + Duration::from_micros(500)).min(cap),
                 None => cap,
             };
+            planned = Instant::now() + wait;
             thread::sleep(wait);
         }
     }
