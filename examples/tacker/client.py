@@ -126,7 +126,7 @@ class TackerClient:
             inst_id = inst["id"]
             detail.update(instance=inst_id, t_create=round(time.monotonic() - t0, 4), phase="instantiate")
             op = await self._start_op(f"{self.api}/vnflcm/v2/vnf_instances/{inst_id}/instantiate",
-                                      self._instantiate_body())
+                                      self._instantiate_body(), until, detail)
             detail["instantiate"] = op
             state, occ = await self._follow(req, op, "instantiate", until, detail)
             detail["t_instantiate"] = round(time.monotonic() - t0, 4)
@@ -139,14 +139,15 @@ class TackerClient:
             detail["phase"] = "terminate"
             t1 = time.monotonic()
             op = await self._start_op(f"{self.api}/vnflcm/v2/vnf_instances/{inst_id}/terminate",
-                                      {"terminationType": "FORCEFUL"})
+                                      {"terminationType": "FORCEFUL"}, until, detail)
             detail["terminate"] = op
             state, occ = await self._follow(req, op, "terminate", until, detail)
             detail["t_terminate"] = round(time.monotonic() - t1, 4)
             if state != END_OK:
                 return self._ended(state, occ, detail)
             detail["phase"] = "delete"
-            await self._request("DELETE", f"{self.api}/vnflcm/v2/vnf_instances/{inst_id}", None, (204,), V2)
+            await self._while_busy(lambda: self._request("DELETE", f"{self.api}/vnflcm/v2/vnf_instances/{inst_id}",
+                                                         None, (204,), V2), until, detail)
             detail["phase"] = "done"
             detail["t_total"] = round(time.monotonic() - t0, 4)
             return Outcome("ok", state=END_OK, detail=detail)
@@ -165,17 +166,38 @@ class TackerClient:
                     "accessInfo": {"username": "manobench", "password": "manobench", "project": "manobench",
                                    "projectDomain": "Default", "userDomain": "Default", "region": "RegionOne"}}}}
 
-    async def _start_op(self, url: str, body: dict[str, Any]) -> str:
-        """POST an LCM operation (202): the operation occurrence's id, from Location."""
+    async def _start_op(self, url: str, body: dict[str, Any], until: float | None = None,
+                        detail: dict[str, Any] | None = None) -> str:
+        """POST an LCM operation (202): the operation occurrence's id, from Location. A 409 'other operation
+        in progress' (the instance's lock, still held for a moment after the previous operation's COMPLETED)
+        is tried again until `until`, and counted in detail['busy']."""
         assert self.session is not None
-        async with self.session.post(url, json=body, headers=V2) as r:
-            text = await r.text()
-            if r.status != 202:
-                raise TackerError(f"POST {url}: {r.status} {text[:300]}")
-            location = r.headers.get("Location", "")
-        if not location:
-            raise TackerError(f"POST {url}: 202 without Location")
-        return location.rstrip("/").rsplit("/", 1)[-1]
+
+        async def once() -> str:
+            assert self.session is not None
+            async with self.session.post(url, json=body, headers=V2) as r:
+                text = await r.text()
+                if r.status != 202:
+                    raise TackerError(f"POST {url}: {r.status} {text[:300]}")
+                location = r.headers.get("Location", "")
+            if not location:
+                raise TackerError(f"POST {url}: 202 without Location")
+            return location.rstrip("/").rsplit("/", 1)[-1]
+
+        if until is None or detail is None:
+            return await once()
+        return await self._while_busy(once, until, detail)
+
+    async def _while_busy(self, call: Any, until: float, detail: dict[str, Any]) -> Any:
+        """`call()` again every 0.1 s while Tacker answers 409 'other LCM operation ... is in progress'."""
+        while True:
+            try:
+                return await call()
+            except TackerError as e:
+                if " 409 " not in str(e) or "in progress" not in str(e) or time.monotonic() >= until:
+                    raise
+                detail["busy"] = detail.get("busy", 0) + 1
+                await asyncio.sleep(0.1)
 
     async def _follow(self, req: str, op: str, phase: str, until: float,
                       detail: dict[str, Any]) -> tuple[str, dict[str, Any]]:
