@@ -387,6 +387,14 @@ def schema_upgrade(paths: Paths, conf: Path, timeout: float = 120.0) -> float:
     return took
 
 
+def tcp_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout):
+            return True
+    except OSError:
+        return False
+
+
 def http_ready(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -532,7 +540,10 @@ class Stack:
     """The whole Tacker deployment of one run, from the same commands a target file runs (run.py)."""
 
     def __init__(self, root: str | os.PathLike[str], run: str | None = None, host: str = "127.0.0.1",
-                 conductors: int = 2, owner: int | None = None, debug: bool = False) -> None:
+                 conductors: int = 2, owner: int | None = None, debug: bool = False, spec: bool = False) -> None:
+        """`spec`: start each component as a target file's instance is started (argv `run.py <component>`,
+        everything else in MANOBENCH_SPEC; a conductor's readiness is its health sidecar's port), instead of
+        with flags."""
         self.paths = Paths.of(root)
         self.run = run or f"tacker-{os.getpid()}-{os.urandom(3).hex()}"
         self.owner = owner if owner is not None else os.getpid()
@@ -540,6 +551,9 @@ class Stack:
         self.ports = {"db": free_port(host), "amqp": free_port(host), "dist": free_port(host),
                       "epmd": free_port(host), "vim": free_port(host), "api": free_port(host)}
         self.conductor_ids = [f"conductor-{i + 1}" for i in range(conductors)]
+        self.spec = spec
+        if spec:
+            self.ports.update({f"health:{c}": free_port(host) for c in self.conductor_ids})
         self.debug = debug
         self.procs: dict[str, Proc] = {}
         self.timings: dict[str, float] = {}
@@ -560,8 +574,29 @@ class Stack:
         base = {k: v for k, v in os.environ.items() if k not in (SPEC_ENV,)}
         return {**base, **labels(self.run, self.owner, self.paths.root)}
 
+    def spec_of(self, name: str) -> dict[str, object]:
+        """The MANOBENCH_SPEC a target file's instance `name` would get (protocol.spec.ServiceSpec's fields)."""
+        db, amqp = {"mariadb": {"db": self.addr("db")}}, {"rabbitmq": {"amqp": self.addr("amqp")}}
+        ports: dict[str, int]
+        peers: dict[str, dict[str, str]] = {}
+        if name == "mariadb":
+            role, ports = "database", {"db": self.ports["db"]}
+        elif name == "rabbitmq":
+            role, ports = "broker", {k: self.ports[k] for k in ("amqp", "dist", "epmd")}
+        elif name == "vim":
+            role, ports = "vim", {"vim": self.ports["vim"]}
+        elif name == "server":
+            role, ports, peers = "server", {"api": self.ports["api"]}, {**db, **amqp}
+        else:
+            role, ports = "conductor", {"health": self.ports[f"health:{name}"]}
+            peers = {**db, **amqp, "server": {"api": self.addr("api")}}
+        return {"id": name, "role": role, "run": self.run, "bind": self.host, "ports": ports, "z": {},
+                "peers": peers}
+
     def argv(self, component: str, instance: str | None = None) -> list[str]:
         """The command of one component: the one a target file's instance would run."""
+        if self.spec:
+            return [sys.executable, str(RUN_PY), component]
         d, h = str(self.paths.root), self.host
         common = ["--dir", d, "--run", self.run]
         if component == "mariadb":
@@ -583,7 +618,10 @@ class Stack:
     def spawn(self, name: str, argv: list[str]) -> Proc:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         with self.paths.log(f"{name}.stdout").open("ab") as out:
-            popen = subprocess.Popen(argv, env=self.env(), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            env = self.env()
+            if self.spec:
+                env[SPEC_ENV] = json.dumps(self.spec_of(name))
+            popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                      start_new_session=True, cwd=str(self.paths.root))
         proc = Proc(name, argv, popen, time.monotonic())
         self.procs[name] = proc
@@ -612,6 +650,8 @@ class Stack:
             return lambda: http_ready(f"{self.vim_url}/health")
         if name == "server":
             return lambda: http_ready(f"{self.api_url}/")
+        if name in self.conductor_ids and self.spec:  # as a runtime sees it: the sidecar's port accepts
+            return lambda: tcp_accepts(self.host, self.ports[f"health:{name}"])
         if name in self.conductor_ids:
             return lambda: conductor_consumers(self.addr("amqp"), name) > 0
         raise ValueError(name)
@@ -721,10 +761,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("dir")
     p.add_argument("--conductors", type=int, default=2)
+    p.add_argument("--spec", action="store_true", help="start the instances from MANOBENCH_SPEC, as a runtime would")
     p.add_argument("--run")
     p.add_argument("--debug", action="store_true")
     a = p.parse_args(argv)
-    stack = Stack(a.dir, a.run, conductors=a.conductors, debug=a.debug)
+    stack = Stack(a.dir, a.run, conductors=a.conductors, debug=a.debug, spec=a.spec)
     with signals_raise(), stack:
         try:
             timings = stack.up()

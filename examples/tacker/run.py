@@ -4,7 +4,7 @@
     python examples/tacker/run.py rabbitmq  --dir D --port P [--dist-port P2 --epmd-port P3]
     python examples/tacker/run.py vim       --dir D --port P [--latency S --error-rate R]
     python examples/tacker/run.py server    --dir D --id server    --api H:P --db H:P --amqp H:P
-    python examples/tacker/run.py conductor --dir D --id conductor-1 --api H:P --db H:P --amqp H:P
+    python examples/tacker/run.py conductor --dir D --id conductor-1 --api H:P --db H:P --amqp H:P [--health-port P]
     python examples/tacker/run.py ready <component> [same flags] [--wait SECONDS]   (exit 0 once ready)
     python examples/tacker/run.py clean --run RUN_ID   (SIGKILL what is labelled with the run)
 
@@ -13,7 +13,10 @@ vimstub.py, tacker-server, tacker-conductor): the process started *is* the progr
 the environment (protocol/spec.py: id, bind, ports {plane: port}, peers {id: {plane: "host:port"}}), flags
 not given are taken from it: the port of plane `db` (mariadb), `amqp` (+ optional `dist`, `epmd`: rabbitmq),
 `vim`, `api` (server); the database, the broker and the API are the peers' planes `db`, `amqp` and `api`.
-The run folder comes from --dir, else MANOBENCH_TACKER_DIR, else the spec's `workdir`, else ./tacker-<run>.
+A conductor listens on no port: with `--health-port` (or a `health` plane in the spec) a sidecar opens that
+port once the conductor consumes its RPC queue, for a runtime whose readiness is a port or an HTTP 200.
+The run folder comes from --dir, else MANOBENCH_TACKER_DIR, else the spec's `workdir`, else MANOBENCH_WORKDIR,
+else $TMPDIR/manobench-tacker-<run> (the same for every instance of a run: they share Tacker's state folder).
 
 Any Python runs it (standard library only); the Tacker venv (.venv-tacker) is used for Tacker's programs and
 for `ready conductor` (kombu). The server and the conductors wait for the database, the broker and the schema
@@ -26,7 +29,9 @@ import argparse
 import importlib.util
 import json
 import os
+import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,7 +76,10 @@ def _resolve(a: argparse.Namespace) -> argparse.Namespace:
         if not a.api:
             a.api = f"{a.bind}:{a.port}" if a.component == "server" and a.port else _peer(spec, "api")
         a.api = a.api or "127.0.0.1:9890"
-    a.dir = a.dir or os.environ.get(b.DIR_ENV) or spec.get("workdir") or str(Path.cwd() / f"tacker-{a.run}")
+    if a.component == "conductor" and not a.health_port and "health" in ports:
+        a.health_port = int(ports["health"])
+    a.dir = (a.dir or os.environ.get(b.DIR_ENV) or spec.get("workdir") or os.environ.get("MANOBENCH_WORKDIR")
+             or str(Path(tempfile.gettempdir()) / f"manobench-tacker-{a.run}"))
     return a
 
 
@@ -155,7 +163,54 @@ def _tacker(a: argparse.Namespace, program: str) -> None:
         b.wait_for(f"{a.id}: the schema ({marker})", marker.exists, WAIT_DEPS)
     print(f"{a.id}: dependencies ready after {time.monotonic() - t0:.1f} s; exec {program}", file=sys.stderr,
           flush=True)
-    _exec([str(b.VENV / "bin" / program), "--config-file", str(conf)], _labelled_env(a))
+    env = _labelled_env(a)
+    if a.component == "conductor" and a.health_port:
+        _health_sidecar(a, env)
+    _exec([str(b.VENV / "bin" / program), "--config-file", str(conf)], env)
+
+
+def _health_sidecar(a: argparse.Namespace, env: dict[str, str]) -> None:
+    """A conductor listens on no port; a runtime that knows readiness only as a port accepting connections
+    (or an HTTP 200) gets one here: a child (same session and group, so a group kill takes it too) that opens
+    `--health-port` once the conductor's own RPC queue has a consumer, answers 200 to any HTTP request, and
+    exits when the conductor does. Its PID is not the conductor's: the conductor is the process started."""
+    parent = os.getpid()
+    if os.fork() == 0:
+        try:
+            py = b.venv_python()
+            os.execve(py, [py, str(HERE / "run.py"), "sidecar", "--parent", str(parent), "--bind", a.bind,
+                           "--port", str(a.health_port), "--amqp", a.amqp, "--id", a.id], env)
+        finally:
+            os._exit(1)
+
+
+def cmd_sidecar(a: argparse.Namespace) -> None:
+    """The health sidecar's loop (see _health_sidecar)."""
+    def parent_alive() -> bool:
+        try:
+            os.kill(a.parent, 0)
+        except ProcessLookupError:
+            return False
+        return os.getppid() == a.parent
+    while parent_alive() and b.conductor_consumers(a.amqp, a.id) < 1:
+        time.sleep(0.5)
+    if not parent_alive():
+        return
+    srv = socket.create_server((a.bind, a.port), reuse_port=False)
+    srv.settimeout(0.5)
+    while parent_alive():
+        try:
+            conn, _ = srv.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            conn.settimeout(1.0)
+            try:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n"
+                             b"Connection: close\r\n\r\n{\"ok\": true}")
+            except OSError:
+                pass
 
 
 def cmd_server(a: argparse.Namespace) -> None:
@@ -222,6 +277,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--error-rate", help="vim: fraction of calls answered 503, or JSON {kind: rate}")
         sp.add_argument("--stack-seconds", type=float, help="vim: how long a stack create takes")
         sp.add_argument("--seed", type=int, help="vim: the error draws' seed")
+        sp.add_argument("--health-port", type=int,
+                        help="conductor: a port to open once it consumes its RPC queue (default the spec's `health`)")
 
     for name in COMMANDS:
         flags(sub.add_parser(name))
@@ -231,6 +288,12 @@ def parser() -> argparse.ArgumentParser:
     flags(r)
     c = sub.add_parser("clean")
     c.add_argument("--run", required=True)
+    sc = sub.add_parser("sidecar")  # internal: the conductor's health port (see _health_sidecar)
+    sc.add_argument("--parent", type=int, required=True)
+    sc.add_argument("--bind", required=True)
+    sc.add_argument("--port", type=int, required=True)
+    sc.add_argument("--amqp", required=True)
+    sc.add_argument("--id", required=True)
     return p
 
 
@@ -239,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if a.command == "clean":
             cmd_clean(a)
+            return
+        if a.command == "sidecar":
+            cmd_sidecar(a)
             return
         if a.command != "ready":
             a.component = a.command

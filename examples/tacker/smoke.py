@@ -48,8 +48,8 @@ def say(text: str) -> None:
 
 
 class Smoke:
-    def __init__(self, root: Path, workflows: int) -> None:
-        self.stack = b.Stack(root, conductors=2)
+    def __init__(self, root: Path, workflows: int, spec: bool = False) -> None:
+        self.stack = b.Stack(root, conductors=2, spec=spec)
         self.workflows = workflows
         self.records: list[tuple[str, dict[str, Any]]] = []
         self.problems: list[str] = []
@@ -102,7 +102,7 @@ class Smoke:
 
     async def run(self) -> None:
         s = self.stack
-        say(f"run {s.run} in {s.paths.root}")
+        say(f"run {s.run} in {s.paths.root}" + (" (instances started from MANOBENCH_SPEC)" if s.spec else ""))
         say("1. bring-up (all components started at once; each waits for what it needs)")
         timings = await asyncio.to_thread(s.up)
         for name, t in timings.items():
@@ -245,10 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workflows", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="keep the run folder (logs) afterwards")
     p.add_argument("--json", help="write the measurements to this file")
+    p.add_argument("--spec", action="store_true",
+                   help="start each component as a target file's instance (MANOBENCH_SPEC, health ports)")
     a = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="manobench-tacker-"))
     os.chmod(root, 0o711)  # mariadbd runs as mysql: it must get through (nothing is listed or readable)
-    smoke = Smoke(root / "run", a.workflows)
+    smoke = Smoke(root / "run", a.workflows, a.spec)
     t0 = time.monotonic()
     try:
         with b.signals_raise():
