@@ -39,6 +39,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The foreign orchestrator (docs/targets.md): the paper's centralised design in Rust, which knows nothing of
+# manobench but its target file; crates from the registry, seconds when nothing changed.
+if command -v cargo >/dev/null 2>&1; then
+  examples/foreign-rust/build.sh | sed 's/^/setup: /'
+else
+  echo "setup: no cargo here: the foreign Rust orchestrator (examples/foreign-rust) and its tests will be skipped"
+fi
+
 # The image every service container runs, cached by content: seconds when targets/ and docker/ did not change,
 # a minute or two the first time on a machine where it has to be made with debootstrap.
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then

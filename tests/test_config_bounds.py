@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import traceback
 import typing
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,12 @@ from typing import Any
 import psutil
 import pytest
 
-from harness.cli import commands as cli
 from harness.errors import ConfigError, UserError
 from harness.experiment import run as runner
 from harness.experiment import sweep
 from harness.plan import bounds, capacity, config
 from harness.plan.bounds import BOUNDS, CAPS
+from tests.cli_runner import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,16 +182,7 @@ def harness(cfg_dir, capsys):
     """`harness ARGV` in process, as a CompletedProcess; an escaping exception becomes a traceback."""
 
     def run(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
-        capsys.readouterr()
-        code, trace = 0, ""
-        try:
-            cli.main([a.replace("{d}", str(cfg_dir)) for a in args])
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        except Exception:
-            code, trace = 1, traceback.format_exc()
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, out, err + trace)
+        return run_main([a.replace("{d}", str(cfg_dir)) for a in args], capsys)
 
     return run
 

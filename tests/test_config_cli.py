@@ -13,15 +13,14 @@ import json
 import os
 import subprocess
 import sys
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from harness.cli import commands as cli
 from harness.errors import ConfigError
 from harness.plan import config
+from tests.cli_runner import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["design", "mechanism", "t_m", "t_c", "t_l", "t_r", "R_a", "R_r", "B_op", "B_rel", "B_tot", "Q_r"]
@@ -185,16 +184,7 @@ def main_run(cfg_dir, capsys):
     """harness.cli.commands.main(argv) in process, as a CompletedProcess; an escaping exception becomes a traceback."""
 
     def run(args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
-        capsys.readouterr()
-        code, trace = 0, ""
-        try:
-            cli.main(_argv(args, cfg_dir))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        except Exception:
-            code, trace = 1, traceback.format_exc()
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, out, err + trace)
+        return run_main(_argv(args, cfg_dir), capsys)
 
     return run
 

@@ -186,7 +186,7 @@ def test_restart_baseline_recovers_slower_than_state_sharing(runs_dir):
     (("--design", "hybrid"), "Invalid value for '--design'"),
     (("--fault", "meteor"), "Invalid value for '--fault'"),
     (("--fault-at", "task:9"), "fault_at: task:K needs 1 <= K <= n=6"),
-    (("--fault-at", "soon"), "fault_at: use worst, task:K, task:K@F, time:T or every"),
+    (("--fault-at", "soon"), "fault_at: use worst, task:K, task:K@F, time:T, request:K+D or every"),
     (("--set", "s_p=0"), "s_p:"),
     (("--design", "monolith", "--fault", "slm-crash"), "fault: the monolith has no reliability mechanism"),
     (("--rate", "5", "--load", "builtin"), "rate: an open loop (--rate) needs the Locust load"),

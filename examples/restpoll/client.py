@@ -32,6 +32,8 @@ class RestPollClient:
                 if resp.status != 202:
                     return Outcome("fail", state=f"HTTP {resp.status}")
                 wid = (await resp.json())["id"]
+        except aiohttp.ClientConnectorError:
+            return Outcome("fail", state="REFUSED")  # no connection: the request was certainly never sent
         except (aiohttp.ClientError, TimeoutError) as err:
             return Outcome("info", state=f"submit: {type(err).__name__}")  # it may have been accepted
         state = "PROCESSING"

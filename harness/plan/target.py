@@ -276,13 +276,17 @@ def experiment_for(z: Experiment) -> tuple[Experiment, TargetFile | None]:
     if z.target is None:
         return z, None
     target = load(z.target)
-    given = z.model_fields_set
+    # what the run was given explicitly; t_h and worker_replicas are set by the Experiment's own rules too, so a
+    # t_h that is the default 3 / h_r counts as not given (it follows the target's h_r)
+    given = set(z.model_fields_set) - {"worker_replicas"}
+    if z.t_h is not None and abs(z.t_h - 3.0 / z.h_r) < 1e-12:
+        given.discard("t_h")
     data = z.resolved()
     data.update({k: v for k, v in target.z.items() if k not in given})
     if "time_scale" not in given and "time_scale" not in target.z:
         data["time_scale"] = 1.0
-    if not {"t_h", "t_h_mult"} & (set(given) | set(target.z)):
-        data.pop("t_h", None)  # resolved from the default h_r: follows the target's h_r again
+    if not {"t_h", "t_h_mult"} & (given | set(target.z)):
+        data.pop("t_h", None)
     data["target"] = str(Path(z.target).resolve())
     try:
         merged = build(data)
