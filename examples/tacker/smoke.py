@@ -48,9 +48,10 @@ def say(text: str) -> None:
 
 
 class Smoke:
-    def __init__(self, root: Path, workflows: int, spec: bool = False) -> None:
+    def __init__(self, root: Path, workflows: int, spec: bool = False, poll: float = 0.2) -> None:
         self.stack = b.Stack(root, conductors=2, spec=spec)
         self.workflows = workflows
+        self.poll = poll
         self.records: list[tuple[str, dict[str, Any]]] = []
         self.problems: list[str] = []
         self.report: dict[str, Any] = {"run": self.stack.run, "root": str(root)}
@@ -115,7 +116,7 @@ class Smoke:
         say("2. onboarding")
         client = tc.TackerClient()
         t0 = time.monotonic()
-        await client.open(self.client_setup())
+        await client.open(self.client_setup({"poll": self.poll}))
         onboarded = [f for a, f in self.records if a == "onboarded"]
         say(f"   onboarded in {time.monotonic() - t0:.2f} s: {onboarded[-1] if onboarded else '-'}")
         self.report["onboard"] = onboarded[-1] if onboarded else None
@@ -245,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workflows", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="keep the run folder (logs) afterwards")
     p.add_argument("--json", help="write the measurements to this file")
+    p.add_argument("--poll", type=float, default=0.2, help="the client's poll interval (s)")
     p.add_argument("--spec", action="store_true",
                    help="start each component as a target file's instance (MANOBENCH_SPEC, health ports)")
     a = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="manobench-tacker-"))
     os.chmod(root, 0o711)  # mariadbd runs as mysql: it must get through (nothing is listed or readable)
-    smoke = Smoke(root / "run", a.workflows, a.spec)
+    smoke = Smoke(root / "run", a.workflows, a.spec, a.poll)
     t0 = time.monotonic()
     try:
         with b.signals_raise():
