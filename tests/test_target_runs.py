@@ -20,6 +20,7 @@ from harness.runtime import image, leftovers
 ROOT = Path(__file__).resolve().parents[1]
 RUST = ROOT / "examples" / "foreign-rust"
 RESTPOLL = ROOT / "examples" / "restpoll"
+OURS = ROOT / "examples" / "ours" / "target.yaml"
 
 # examples/foreign-rust/target.yaml's own design (its README): steps of 0.1, 0.2, 0.1 s; heartbeats every 0.1 s,
 # a peer silent for 0.5 s is dead; the owner (slm-a, the lowest id) shares its state after every task
@@ -57,8 +58,23 @@ def latency_of_victim(out: Path) -> float:
     return float(rows[kill["req"]]["latency"])
 
 
+def in_the_documented_window(out: Path) -> bool:
+    """Whether every duplicate is the one the Rust design admits (its README): the owner's completion notice
+    was acknowledged and the owner died before its 'done' reached the survivor, about 1 ms; the survivor then
+    completes the request again. So the first completion came at most a few ms before the kill."""
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    (kill,) = [e for e in events if e["kind"] == "fault" and e.get("action") == "kill"]
+    firsts = {e["req"]: e["t"] for e in events if e["kind"] == "completed" and e.get("n") == 1}
+    twice = {e["req"] for e in events if e["kind"] == "completed" and e.get("n", 1) > 1}
+    return all(0 <= kill["t"] - firsts[req] < 0.005 for req in twice)
+
+
 def assert_held_to_its_own_truth(row: dict[str, str], out: Path) -> None:
-    assert (row["verdict"], row["lost"], row["duplicated"], row["completed"]) == ("pass", "0", "0", "20"), row
+    assert (row["lost"], row["completed"]) == ("0", "20"), row
+    if row["duplicated"] != "0":  # a fail, named: allowed here only inside the window the design documents
+        assert row["verdict"] == "fail" and in_the_documented_window(out), row
+    else:
+        assert row["verdict"] == "pass", row
     assert row["design"] == "target:foreign-rust"
     # from outside, what needs events is said so, never a 0
     assert row["takeovers"] == row["detection_delay"] == row["reexecuted_tasks"] == "n/a"
@@ -94,6 +110,22 @@ def test_the_rust_orchestrator_crashed_by_id_in_containers(tmp_path):
     assert row["runtime"] == "docker"
     assert_held_to_its_own_truth(row, out)
     assert not leftovers.docker_objects(session=leftovers.this_session())
+
+
+@pytest.mark.slow
+def test_our_design_written_as_a_target_file_gives_todays_figures(tmp_path):
+    """The two paths are one path: examples/ours/target.yaml (instrumented: true) against --design centralised
+    with the same z, both measured beside the same model."""
+    common = ("--load", "builtin", "--requests", "20")
+    target = harness_run("--target", str(OURS), *common, out=tmp_path / "target")
+    design = harness_run("--design", "centralised", "--set", "n=3", "--set", "t_i=1", "--set", "time_scale=0.1",
+                         *common, out=tmp_path / "design")
+    for row in (target, design):
+        assert (row["verdict"], row["completed"], row["design"]) == ("pass", "20", "centralised"), row
+    for key in ("t_c_model", "t_r_model", "B_tot_model"):
+        assert target[key] == design[key], key
+    for key in ("t_c_measured", "B_op_measured", "B_rel_measured"):  # within the run-to-run spread
+        assert abs(float(target[key]) / float(design[key]) - 1) < 0.06, (key, target[key], design[key])
 
 
 def restpoll_target(tmp_path: Path, deadline: float) -> Path:

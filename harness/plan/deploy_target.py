@@ -25,7 +25,7 @@ def plan_target(target: TargetFile, z: Experiment, run: str, host_of: Callable[[
     links: list[Link] = []
 
     def link(src: str, dst: str, plane: str) -> str:
-        delay = target.latency.get(plane, 0.0)
+        delay = target.client_latency if src == CLIENT else target.latency.get(plane, 0.0)
         made = Link(f"{src}>{dst}:{plane}", src, dst, plane, delay, delay,
                     target=f"{host_of(dst)}:{target.instance(dst).ports[plane]}")
         made.address = route(made)
@@ -33,13 +33,17 @@ def plan_target(target: TargetFile, z: Experiment, run: str, host_of: Callable[[
         return made.address
 
     zdata = z.resolved()
-    services = [
-        ServiceSpec(id=inst.id, role=inst.role, run=run, bind=host_of(inst.id), ports=dict(inst.ports), z=zdata,
-                    collector=collector if target.instrumented else None, bss=bss,
-                    peers={peer: {plane: link(inst.id, peer, plane) for plane in planes}
-                           for peer, planes in inst.peers.items()})
-        for inst in target.instances
-    ]
+    services = []
+    for inst in target.instances:
+        extra = inst.spec
+        services.append(ServiceSpec(
+            id=inst.id, role=inst.role, run=run, bind=host_of(inst.id), ports=dict(inst.ports), z=zdata,
+            collector=collector if target.instrumented else None, bss=bss,
+            peers={peer: {plane: link(inst.id, peer, plane) for plane in planes}
+                   for peer, planes in inst.peers.items()},
+            task=extra.task if extra else None,
+            workers=[[link(inst.id, w, "op") for w in group] for group in extra.workers] if extra else [],
+            next=[link(inst.id, m, "op") for m in extra.next] if extra else []))
     entries = {name: {plane: link(CLIENT, name, plane) for plane in target.instance(name).ports}
                for name in target.entry}
     entry = [planes["op"] for planes in entries.values() if "op" in planes]

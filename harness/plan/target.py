@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class InstanceSpec(_Strict):
+    """The rest of a reference service's spec (protocol.spec.ServiceSpec), for our own designs written as a target
+    file: instance ids, which the planner turns into the addresses to dial on their `op` plane."""
+
+    task: StrictInt | None = Field(None, ge=1, description="worker, module: the task it performs")
+    workers: list[list[str]] = Field(default_factory=list, description="SLM: per task, the replicas of m_i")
+    next: list[str] = Field(default_factory=list, description="module: both instances of m_{i+1}")
+
+
 class Instance(_Strict):
     """One process (or container) of the target."""
 
@@ -59,6 +69,8 @@ class Instance(_Strict):
     ports: dict[str, StrictInt] = Field(description="plane -> the port it listens on, at its own address")
     peers: dict[str, list[str]] = Field(default_factory=dict, description="peer id -> the planes it calls it on")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
+    spec: InstanceSpec | None = Field(None, description="instrumented targets: what our reference services read "
+                                      "beyond peers (a worker's task, an SLM's workers, a module's next)")
 
     @field_validator("id", "role")
     @classmethod
@@ -121,6 +133,8 @@ class TargetFile(_Strict):
     planes: dict[str, Literal["op", "rel"]] = Field(default_factory=dict,
                                                     description="plane -> op or rel (default: op -> op, others rel)")
     latency: dict[str, float] = Field(default_factory=dict, description="paper s on every link of a plane")
+    client_latency: float = Field(0.0, ge=0, le=60, description="paper s on the client's links to the entries "
+                                  "(0: the paper's model keeps the client outside t_c)")
     ready: Ready | None = None
     images: dict[str, ImageBuild] = Field(default_factory=dict)
     python_path: list[str] = Field(default_factory=list, description="folders (relative to this file) added to "
@@ -156,6 +170,11 @@ class TargetFile(_Strict):
             raise ValueError("instances: 'bss' and 'harness' are the harness's own names")
         by_id = {i.id: i for i in self.instances}
         for inst in self.instances:
+            named = [w for group in inst.spec.workers for w in group] + inst.spec.next if inst.spec else []
+            for other in named:
+                if other not in by_id or "op" not in by_id[other].ports:
+                    raise ValueError(f"instance {inst.id}: spec names {other!r}, which is not an instance with an "
+                                     "'op' port")
             for peer, planes in inst.peers.items():
                 if peer not in by_id:
                     raise ValueError(f"instance {inst.id}: peer {peer!r} is not an instance "
@@ -205,13 +224,14 @@ class TargetFile(_Strict):
 
     def program(self, inst: Instance) -> str | None:
         """The program an instance's command runs, as a path the local runtime can start, or None if it is
-        not there (a relative path is relative to the file's folder; a bare name is looked up on PATH)."""
+        not there (a relative path is relative to the file's folder; a bare name is looked up on PATH, the
+        harness's own interpreter's folder first, so `python3` is the Python manobench runs in)."""
         assert inst.command is not None
         prog = inst.command[0]
         if "/" in prog:
             path = (self.base / prog) if not os.path.isabs(prog) else Path(prog)
             return str(path) if path.is_file() and os.access(path, os.X_OK) else None
-        return shutil.which(prog)
+        return shutil.which(prog, path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
 
     def check_runtime(self, runtime: str) -> None:
         """What the runtime needs of every instance, before anything starts: a program that exists (local),
