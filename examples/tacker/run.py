@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """One Tacker component as one foreground command: what a target file's instance runs.
 
     python examples/tacker/run.py mariadb   --dir D --port P [--bind H]
@@ -16,7 +17,8 @@ not given are taken from it: the port of plane `db` (mariadb), `amqp` (+ optiona
 A conductor listens on no port: with `--health-port` (or a `health` plane in the spec) a sidecar opens that
 port once the conductor consumes its RPC queue, for a runtime whose readiness is a port or an HTTP 200.
 The run folder comes from --dir, else MANOBENCH_TACKER_DIR, else the spec's `workdir`, else MANOBENCH_WORKDIR,
-else $TMPDIR/manobench-tacker-<run> (the same for every instance of a run: they share Tacker's state folder).
+else <F>/tacker-state when our stdout is <F>/logs/<id>.log (the local runtime's layout), else
+$TMPDIR/manobench-tacker-<run> (the same for every instance of a run: they share Tacker's state folder).
 
 Any Python runs it (standard library only); the Tacker venv (.venv-tacker) is used for Tacker's programs and
 for `ready conductor` (kombu). The server and the conductors wait for the database, the broker and the schema
@@ -79,8 +81,21 @@ def _resolve(a: argparse.Namespace) -> argparse.Namespace:
     if a.component == "conductor" and not a.health_port and "health" in ports:
         a.health_port = int(ports["health"])
     a.dir = (a.dir or os.environ.get(b.DIR_ENV) or spec.get("workdir") or os.environ.get("MANOBENCH_WORKDIR")
-             or str(Path(tempfile.gettempdir()) / f"manobench-tacker-{a.run}"))
+             or _beside_our_log(a.id) or str(Path(tempfile.gettempdir()) / f"manobench-tacker-{a.run}"))
     return a
+
+
+def _beside_our_log(instance: str) -> str | None:
+    """The harness's local runtime sends an instance's output to <run folder>/logs/<id>.log and says nothing
+    else of the run folder: when our stdout is that file, Tacker's files go to <run folder>/tacker-state (every
+    instance of the run finds the same one). A stop-gap until the runtime names the folder (NOTES.md)."""
+    try:
+        out = Path(os.readlink("/proc/self/fd/1"))
+    except OSError:
+        return None
+    if out.name == f"{instance}.log" and out.parent.name == "logs" and out.parent.parent.is_dir():
+        return str(out.parent.parent / "tacker-state")
+    return None
 
 
 def _labelled_env(a: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -131,7 +146,53 @@ def cmd_rabbitmq(a: argparse.Namespace) -> None:
     paths = b.Paths.of(a.dir)
     dist, epmd = _rabbit_ports(a, paths)
     argv, env = b.rabbitmq_argv_env(paths, a.run, a.bind, a.port, dist, epmd)
-    _exec(argv, _labelled_env(a, env))
+    env = _labelled_env(a, env)
+    _epmd_keeper(epmd, env)
+    _exec(argv, env)
+
+
+def _epmd_keeper(port: int, env: dict[str, str]) -> None:
+    """The node's epmd, in the node's own session and group, ended with the node. Left to itself RabbitMQ
+    starts `epmd -daemon`, a process of its own session that outlives the node (a runtime that kills the
+    node's PID leaves it running). Here a child of the node (forked before the exec) runs `epmd` in the
+    foreground on the node's epmd port, and ends it when the node's process is gone; RabbitMQ finds an epmd
+    already listening and starts none. A group kill ends both at once."""
+    parent = os.getpid()
+    if os.fork() == 0:
+        try:
+            os.execve(sys.executable, [sys.executable, str(HERE / "run.py"), "epmd-keeper", "--parent", str(parent),
+                                       "--port", str(port)], env)
+        finally:
+            os._exit(1)
+    t0 = time.monotonic()
+    while not b.tcp_accepts("127.0.0.1", port, 0.5) and time.monotonic() - t0 < 10.0:
+        time.sleep(0.05)
+
+
+def cmd_epmd_keeper(a: argparse.Namespace) -> None:
+    import shutil
+    import signal
+    import subprocess
+
+    epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+    proc = subprocess.Popen([epmd, "-port", str(a.port), "-address", "127.0.0.1"], stdin=subprocess.DEVNULL)
+
+    def end(*_: object) -> None:
+        proc.kill()
+        proc.wait()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, end)
+    signal.signal(signal.SIGINT, end)
+    while proc.poll() is None:
+        try:
+            os.kill(a.parent, 0)
+            alive = os.getppid() == a.parent
+        except ProcessLookupError:
+            alive = False
+        if not alive:
+            end()
+        time.sleep(0.2)
 
 
 def cmd_vim(a: argparse.Namespace) -> None:
@@ -288,6 +349,9 @@ def parser() -> argparse.ArgumentParser:
     flags(r)
     c = sub.add_parser("clean")
     c.add_argument("--run", required=True)
+    ek = sub.add_parser("epmd-keeper")  # internal: the broker's epmd (see _epmd_keeper)
+    ek.add_argument("--parent", type=int, required=True)
+    ek.add_argument("--port", type=int, required=True)
     sc = sub.add_parser("sidecar")  # internal: the conductor's health port (see _health_sidecar)
     sc.add_argument("--parent", type=int, required=True)
     sc.add_argument("--bind", required=True)
@@ -305,6 +369,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if a.command == "sidecar":
             cmd_sidecar(a)
+            return
+        if a.command == "epmd-keeper":
+            cmd_epmd_keeper(a)
             return
         if a.command != "ready":
             a.component = a.command
