@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
         ({"name": "a", "listen": "10.0.0.1:1", "target": "127.0.0.1:2"}, "loopback"),
         ({"name": "a", "listen": "127.0.0.1:1", "target": "example.com:2"}, "loopback"),
         ({"name": "a", "listen": "127.0.0.1:1", "target": "127.0.0.1:99999"}, "range"),
-        ({"name": "a", "listen": "127.0.0.1:1", "target": "127.0.0.1:2", "plane": "ctl"}, "plane"),
+        ({"name": "a", "listen": "127.0.0.1:1", "target": "127.0.0.1:2", "plane": "Ctl!"}, "plane"),
         ({"name": "a", "listen": "127.0.0.1:1", "target": "127.0.0.1:2", "delay_fwd": -0.1}, "delay_fwd"),
         ({"name": "a", "listen": "127.0.0.1:1", "target": "127.0.0.1:2", "color": 1}, "unknown"),
     ],

@@ -242,7 +242,7 @@ def test_testbed_installs_netem_after_up_and_removes_it_at_down(tmp_path: Path,
         def env(self, extra: dict[str, str]) -> dict[str, str]:
             return dict(extra)
 
-        async def up(self, services: object) -> None:
+        async def up(self, services: object, launches: object = None) -> None:
             order.append("up")
 
         async def down(self) -> None:

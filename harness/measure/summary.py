@@ -105,6 +105,7 @@ def derive(record: Record) -> Tables:
         "runtime": z.runtime, "link_backend": record.link_backend, "n": z.n, "k": z.k, "h_r": z.h_r, "t_h": z.t_h,
         "s_p": z.s_p, "s_o": z.s_o, "time_scale": z.time_scale, "requests": verdict.requests,
         "completed": verdict.completed, "lost": len(verdict.lost), "duplicated": len(verdict.duplicated),
+        **blackbox.client_outcomes(record.events),
         "reexecuted_tasks": verdict.reexecuted_tasks, "takeovers": verdict.takeovers,
         "verdict": verdict.status, "verdict_reason": verdict.reason, "history_holes": sum(gaps.values()),
         "refused": sum(int(v) for v in counters.refused.values()),
@@ -128,7 +129,6 @@ def derive(record: Record) -> Tables:
         "wire_vs_service_state": agree.get("state", math.nan),
         "header_bytes_per_message": overhead if overhead is not None else math.nan,
         "harness_cpu_share": counters.harness_cpu_share,
-        **blackbox.client_outcomes(record.events),
     }
     target = record.target
     if target is not None and not target.instrumented:  # from outside only: the client's history and the wire
