@@ -50,7 +50,7 @@ def handler(steps: int, step: float) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             if self.path == "/health":
                 return self.reply(200, {"ok": True})
             wid = self.path.removeprefix("/workflows/")
@@ -58,7 +58,7 @@ def handler(steps: int, step: float) -> type[BaseHTTPRequestHandler]:
                 state = WORKFLOWS.get(wid)
             self.reply(200, {"state": state}) if state else self.reply(404, {"error": "unknown workflow"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 json.loads(self.rfile.read(length) or b"{}")
