@@ -274,19 +274,22 @@ class TackerClient:
         assert self.setup is not None
         t0 = time.monotonic()
         path = self.opts.get("csar")
+        given: Path | None = None
         if path:
-            csar = Path(path) if Path(path).is_absolute() else Path(self.setup.base) / path
-            vnfd_id = self.opts.get("vnfd_id")
-            if not vnfd_id:
+            given = Path(path) if Path(path).is_absolute() else Path(self.setup.base) / path
+            if not self.opts.get("vnfd_id"):
                 raise ValueError("tacker client: option csar needs vnfd_id beside it")
-        else:
-            csar, vnfd_id = csar_mod.build(Path(self.setup.workdir) / "manobench-nop.zip",
-                                           types=self.opts.get("sol001_dir"))
-        data = Path(csar).read_bytes()
         timeout = float(self.opts.get("onboard_timeout", 60))
         attempts = int(self.opts.get("onboard_attempts", 5))
         stuck: list[str] = []
         for attempt in range(1, attempts + 1):
+            # a new vnfdId each attempt: a failed attempt can leave its vnfdId taken (NOTES.md, behaviour 7)
+            if given is not None:
+                csar, vnfd_id = given, str(self.opts["vnfd_id"])
+            else:
+                csar, vnfd_id = csar_mod.build(Path(self.setup.workdir) / f"manobench-nop-{attempt}.zip",
+                                               types=self.opts.get("sol001_dir"))
+            data = Path(csar).read_bytes()
             pkg = await self._post(f"{self.api}/vnfpkgm/v1/vnf_packages", {}, (201,), headers={})
             pid = pkg["id"]
             await self._request("PUT", f"{self.api}/vnfpkgm/v1/vnf_packages/{pid}/package_content", data, (202,),
@@ -304,11 +307,13 @@ class TackerClient:
     async def _wait_onboarded(self, pid: str, timeout: float) -> tuple[str, dict[str, Any]]:
         until = time.monotonic() + timeout
         info: dict[str, Any] = {}
+        processing = False
         while time.monotonic() < until:
             info = await self._request("GET", f"{self.api}/vnfpkgm/v1/vnf_packages/{pid}", None, (200,), {})
             state = info.get("onboardingState", "")
-            if state == "ONBOARDED":
+            if state == "ONBOARDED" or (processing and state == "CREATED"):  # CREATED again: reverted, failed
                 return state, info
+            processing = processing or state == "PROCESSING"
             await asyncio.sleep(0.2)
         return str(info.get("onboardingState")), info
 
