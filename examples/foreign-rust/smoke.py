@@ -127,13 +127,15 @@ class Bss:
 class Round:
     def __init__(self, base: str, session: aiohttp.ClientSession, bss: Bss, secret: str) -> None:
         self.session, self.bss, self.secret = session, bss, secret
-        self.addr = {"slm-a": f"{base}.3", "slm-b": f"{base}.4", "m1": f"{base}.5", "m2": f"{base}.6", "m3": f"{base}.7"}
+        self.addr = {"slm-a": f"{base}.3", "slm-b": f"{base}.4",
+                     "m1": f"{base}.5", "m2": f"{base}.6", "m3": f"{base}.7"}
         self.procs: dict[str, Proc] = {}
         self.submitted: dict[str, float] = {}
         for sid, host in self.addr.items():
             if sid.startswith("slm"):
                 other = "slm-b" if sid == "slm-a" else "slm-a"
-                peers = {other: {"hb": f"{self.addr[other]}:{PORTS['hb']}", "state": f"{self.addr[other]}:{PORTS['state']}"},
+                peers = {other: {"hb": f"{self.addr[other]}:{PORTS['hb']}",
+                                 "state": f"{self.addr[other]}:{PORTS['state']}"},
                          **{m: {"op": f"{self.addr[m]}:{PORTS['op']}"} for m in WORKERS}}
                 spec = {"id": sid, "role": "slm", "run": "smoke", "bind": host, "ports": PORTS, "peers": peers,
                         "bss": f"{bss.host}:{bss.port}", "secret": key(secret, sid), "z": {}, "collector": None,
@@ -157,7 +159,8 @@ class Round:
                 except aiohttp.ClientError:
                     pass
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"smoke: {sid} not healthy after {timeout} s; its log:\n" + "\n".join(self.procs[sid].lines))
+                    raise SystemExit(f"smoke: {sid} not healthy after {timeout} s; its log:\n"
+                                     + "\n".join(self.procs[sid].lines))
                 await asyncio.sleep(0.02)
 
     async def submit(self, req: str) -> None:
@@ -169,7 +172,7 @@ class Round:
                 async with self.session.post(f"http://{self.addr[sid]}:{PORTS['op']}/request", json={"req": req},
                                              timeout=aiohttp.ClientTimeout(total=2)) as r:
                     return r.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return None
 
         statuses = await asyncio.gather(one("slm-a"), one("slm-b"))
@@ -198,11 +201,17 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
     for sid in ["m1", "m2", "m3", "slm-a", "slm-b"]:
         rnd.procs[sid].start()
     await rnd.healthy(list(rnd.addr))
+    background: set[asyncio.Task[None]] = set()  # RUF006: the event loop keeps only weak references to tasks
+
+    def submit_in_background(req: str) -> None:
+        task = asyncio.ensure_future(rnd.submit(req))
+        background.add(task)
+        task.add_done_callback(background.discard)
 
     # 1. fault-free
     free = [str(uuid.uuid4()) for _ in range(10)]
     for req in free:
-        asyncio.ensure_future(rnd.submit(req))
+        submit_in_background(req)
         await asyncio.sleep(0.05)
     await rnd.wait_done(free, 5)
     lat = [rnd.latency(r) for r in free if r in rnd.bss.done]
@@ -231,7 +240,7 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
             if now >= first + 0.05 * k:
                 break
             await asyncio.sleep(min(0.002, first + 0.05 * k - now))
-        asyncio.ensure_future(rnd.submit(req))
+        submit_in_background(req)
     await rnd.wait_done(crash, 10)
     rnd.procs["slm-a"].p.wait()  # type: ignore[union-attr]
     survivor = rnd.procs["slm-b"]
@@ -249,7 +258,8 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
     takeovers = {f["req"]: (t, int(f["from_task"]), int(f["last_shared"])) for t, f in survivor.events("takeover")}
     print(f"round {index}: SIGKILL slm-a at +{(t_x-first)*1000:.0f} ms; slm-b declared it dead {D*1000:.1f} ms later "
           f"(bound [{(HB_TIMEOUT-HB_INTERVAL)*1000:.0f}, {HB_TIMEOUT*1000:.0f}]); {len(takeovers)} takeovers")
-    print(f"  {'req':8} {'submit':>7} {'j':>2} {'from':>4} {'L ms':>7} {'L-t_c':>7} {'predicted L':>11} {'err':>6}  bound on L-t_c")
+    print(f"  {'req':8} {'submit':>7} {'j':>2} {'from':>4} {'L ms':>7} {'L-t_c':>7} {'predicted L':>11} {'err':>6}"
+          "  bound on L-t_c")
     for req in crash:
         if req not in rnd.bss.done:
             checks.append(f"round {index}: crash request {req[:8]} never completed")
@@ -259,7 +269,8 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
         if req not in takeovers:
             where = "before the crash" if by == "slm-a" else "by slm-b after detection"
             ok = abs(L - t_c) <= tol
-            print(f"  {req[:8]} {t0*1000:7.0f}  -    - {L*1000:7.1f} {(L-t_c)*1000:7.1f}  not a victim ({where}){'' if ok else '  !!'}")
+            print(f"  {req[:8]} {t0*1000:7.0f}  -    - {L*1000:7.1f} {(L-t_c)*1000:7.1f}"
+                  f"  not a victim ({where}){'' if ok else '  !!'}")
             if not ok:
                 checks.append(f"round {index}: {req[:8]} (not taken over) took {L*1000:.1f} ms, t_c {t_c*1000:.1f}")
             summary["unaffected"].append(L - t_c)
@@ -270,7 +281,8 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
             # the design's one duplicate window (README): the BSS acknowledged slm-a's notice, slm-a died before
             # its /done reached slm-b, so slm-b, told all n tasks were done, sends the notice again
             dup_window.add(req)
-            print(f"  {req[:8]} {t0*1000:7.0f} {j:2d} {from_task:4d} {L*1000:7.1f} {(L-t_c)*1000:7.1f}  completed by slm-a "
+            print(f"  {req[:8]} {t0*1000:7.0f} {j:2d} {from_task:4d} {L*1000:7.1f} {(L-t_c)*1000:7.1f}"
+                  "  completed by slm-a "
                   f"{(t_x - notices[0][0])*1000:.1f} ms before the crash, its /done lost: notice sent again "
                   f"(at-least-once window), {len(notices)} notices")
             continue
@@ -287,7 +299,8 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
             lo, hi = 0.0, HB_TIMEOUT
             summary["late"].append(L - t_c)
         ok = lo - tol <= L - t_c <= hi + tol and 0 <= err <= tol
-        print(f"  {req[:8]} {t0*1000:7.0f} {j:2d} {from_task:4d} {L*1000:7.1f} {(L-t_c)*1000:7.1f} {predicted*1000:11.1f} "
+        print(f"  {req[:8]} {t0*1000:7.0f} {j:2d} {from_task:4d} {L*1000:7.1f} {(L-t_c)*1000:7.1f}"
+              f" {predicted*1000:11.1f} "
               f"{err*1000:6.1f}  [{lo*1000:.0f}, {hi*1000:.0f}]{'' if ok else '  !!'}")
         summary["err"].append(err)
         if not ok:
@@ -300,7 +313,7 @@ async def one_round(rnd: Round, index: int, tol: float, checks: list[str], summa
     await asyncio.sleep(2 * HB_INTERVAL)  # slm-b hears it again
     rejoin = [str(uuid.uuid4()) for _ in range(5)]
     for req in rejoin:
-        asyncio.ensure_future(rnd.submit(req))
+        submit_in_background(req)
         await asyncio.sleep(0.05)
     await rnd.wait_done(rejoin, 5)
     owners = {rnd.bss.done[r][0][1] for r in rejoin if r in rnd.bss.done}
