@@ -161,3 +161,23 @@ def test_a_python_client_fault_free_passes(tmp_path):
 @needs_cargo
 def test_the_rust_binary_is_built():
     assert os.access(RUST / "target" / "release" / "foreign-mano", os.X_OK), "make setup builds it"
+
+
+@needs_cargo
+@pytest.mark.slow
+def test_a_sweep_over_the_moment_of_a_crash_of_a_foreign_orchestrator(tmp_path):
+    """experiments/foreign-rust.yaml: a target in a sweep's base, its own z merged once per point (time_scale 1:
+    its seconds are its own), the trials' figures read back by report and fit."""
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "harness", "sweep", "experiments/foreign-rust.yaml", "--out", str(out)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (out / "trials.csv").open(newline="") as fh:
+        trials = list(csv.DictReader(fh))
+    assert len(trials) == 3 and all(t["lost"] == "0" for t in trials), trials
+    for t in trials:
+        assert abs(float(t["t_c_measured"]) - T_C) <= 0.1 * T_C, t
+    for command in ("report", "fit"):
+        done = subprocess.run([sys.executable, "-m", "harness", command, str(out)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]

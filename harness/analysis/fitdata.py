@@ -8,7 +8,6 @@ re-exports every name.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from scipy.optimize import least_squares
 
 from harness import checker, history
 from harness.analysis import tables
-from harness.analysis.sweep_folder import Settings, SweepRecord, read_record
+from harness.analysis.sweep_folder import TRIAL_ID, Settings, SweepRecord, read_record
 from harness.errors import UserError
 from harness.history import Event
 from harness.history import record as run_record
@@ -62,7 +61,6 @@ def num(value: object) -> float:
         return math.nan
 
 
-TRIAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*", re.ASCII)  # a folder under trials/, never a path
 
 
 def load_trials(out: Path) -> tuple[SweepRecord, list[TrialData]]:

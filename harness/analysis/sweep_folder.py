@@ -7,11 +7,15 @@ sweep.yaml's shape is written here once (`SweepRecord` and its parts), for its w
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
 from harness.errors import UserError
 from harness.history.guarded import guard, read_yaml
+
+TRIAL_ID_CHARS = "A-Za-z0-9_.,=+-"  # what a trial id (a folder under trials/) is made of: never a path
+TRIAL_ID = re.compile(rf"[A-Za-z0-9][{TRIAL_ID_CHARS}]*", re.ASCII)
 
 Settings = dict[str, object]
 """Config keys and their values as a spec gives them (YAML): a base, or the keys a point sets on top of it."""

@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from harness.analysis.sweep_folder import TRIAL_ID_CHARS
 from harness.errors import ConfigError, UserError
 from harness.faults import explore
 from harness.plan import capacity, config
 from harness.plan.config import Experiment
+from harness.plan.target import TargetError, experiment_for
 
 if TYPE_CHECKING:  # sweep.yaml's shape, written once where the analysis reads it
     from harness.analysis.sweep_folder import Exploration, Settings
@@ -156,7 +158,7 @@ def _label(overrides: Settings) -> str:
         text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
             else (f"{value:g}" if isinstance(value, float) else str(value))
         parts.append(text if key in ("design", "mechanism", "fault", "fault_at") else f"{key}{text}")
-    slug = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", "-".join(parts))[:60] or "base"
+    slug = re.sub(rf"[^{TRIAL_ID_CHARS}]", "_", "-".join(parts))[:60] or "base"
     return slug
 
 
@@ -231,10 +233,14 @@ def plan(spec: dict[str, object], repeat: int | None = None) -> Plan:
 
 
 def _build(base: Settings, overrides: Settings, where: str) -> Experiment:
+    """A point's z; with a target file, merged with the file's own z once, here, while what the spec gave is
+    still told apart from the defaults (harness.plan.target.experiment_for), and checked like a run's."""
     try:
-        return config.build(config.apply_overrides(base, list(overrides.items())))
+        return experiment_for(config.build(config.apply_overrides(base, list(overrides.items()))))[0]
     except ConfigError as err:
         raise UserError(f"sweep spec: {where}: {str(err).removeprefix('config error: ')}") from None
+    except TargetError as err:
+        raise UserError(f"sweep spec: {where}: {err}") from None
 
 
 def _phases(value: object) -> tuple[float, ...]:
