@@ -9,7 +9,7 @@ crash or a pause fault strikes):
 | mariadb | mariadbd as user mysql | db | datadir (mariadb-install-db, first time), init SQL (database + user) |
 | rabbitmq | the Erlang VM of a RabbitMQ node | amqp (+ its dist and epmd ports) | data/log dirs, cookie, config |
 | vim | the VIM stub (vimstub.py) | vim | - |
-| server | tacker-server | api | tacker.conf, api-paste.ini, state dirs; the schema (`tacker-db-manage upgrade head`, once) |
+| server | tacker-server | api | tacker.conf, api-paste.ini, state dirs; the schema (`upgrade head`, once) |
 | conductor | tacker-conductor | - (an RPC consumer) | its tacker.conf; waits for the schema |
 
 The server and the conductors wait for what they need (the database, the broker, the schema) before they
@@ -52,7 +52,7 @@ VENV = Path(os.environ.get("MANOBENCH_TACKER_VENV", REPO / ".venv-tacker"))
 RUN_ENV, OWNER_ENV, DIR_ENV, SPEC_ENV = "MANOBENCH_RUN", "MANOBENCH_OWNER", "MANOBENCH_TACKER_DIR", "MANOBENCH_SPEC"
 RABBIT_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 DB_NAME, DB_USER, DB_PASSWORD = "tacker", "tacker", "tacker"
-CONDUCTOR_TOPIC = "TACKER_CONDUCTOR_V2"  # the v2 (SOL003) LCM RPC topic: tacker.sol_refactored.conductor.conductor_rpc_v2
+CONDUCTOR_TOPIC = "TACKER_CONDUCTOR_V2"  # the v2 LCM RPC topic (tacker.sol_refactored.conductor.conductor_rpc_v2)
 SCHEMA_DONE = "schema.done"  # under tacker/: written once `upgrade head` succeeded
 LOG_LEVELS = ",".join([
     "amqp=WARN", "amqplib=WARN", "sqlalchemy=WARN", "oslo.messaging=INFO", "oslo_messaging=INFO", "iso8601=WARN",

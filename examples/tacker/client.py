@@ -152,7 +152,7 @@ class TackerClient:
             detail["phase"] = "done"
             detail["t_total"] = round(time.monotonic() - t0, 4)
             return Outcome("ok", state=END_OK, detail=detail)
-        except (TackerError, aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as e:
+        except (TimeoutError, TackerError, aiohttp.ClientError, KeyError, ValueError) as e:
             detail["error"] = f"{type(e).__name__}: {e}"[:500]
             return Outcome("info", state=detail.get("last_state"), detail=detail)
 
@@ -215,7 +215,7 @@ class TackerClient:
             try:
                 occ = await self._request("GET", url, None, (200,), V2)
                 state = str(occ.get("operationState"))
-            except (TackerError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, TackerError, aiohttp.ClientError) as e:
                 state = detail.get("last_state") or "UNKNOWN"
                 detail.setdefault("poll_errors", 0)
                 detail["poll_errors"] += 1
@@ -253,7 +253,7 @@ class TackerClient:
             async with self.session.post(url, headers=V2) as r:
                 status = r.status
                 await r.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             status = -1
             self.setup.record("retry", req=req, op=op, phase=phase, status=status, error=str(e)[:200])
             return status

@@ -41,7 +41,8 @@ class Scenarios(Smoke):
         return await self.op_state(c, op)
 
     async def watch(self, c: tc.TackerClient, op: str, seconds: float, every: float = 1.0) -> list[tuple[float, str]]:
-        t0, seen = time.monotonic(), []
+        t0 = time.monotonic()
+        seen: list[tuple[float, str]] = []
         while time.monotonic() - t0 < seconds:
             state = (await self.occ(c, op))["operationState"]
             if not seen or seen[-1][1] != state:
@@ -93,10 +94,10 @@ class Scenarios(Smoke):
         master, workers = self.pids_of(busy)
         t0 = time.monotonic()
         os.kill(master, signal.SIGKILL)
-        gone = {}
+        gone: dict[int, float] = {}
         while time.monotonic() - t0 < 10 and len(gone) < len(workers):
             for w in workers:
-                if w not in gone and not Path(f"/proc/{w}").exists() or b._stat(w)[:1] == ["Z"]:
+                if (w not in gone and not Path(f"/proc/{w}").exists()) or b._stat(w)[:1] == ["Z"]:
                     gone.setdefault(w, round(time.monotonic() - t0, 2))
             await asyncio.sleep(0.1)
         seen = await self.watch(c, op, SLOW + 5)
@@ -178,7 +179,7 @@ class Scenarios(Smoke):
                 say(f"{name}:")
                 try:
                     self.report[name] = await getattr(self, name)(c)
-                except Exception as e:  # noqa: BLE001 - one scenario's failure does not stop the others
+                except Exception as e:
                     self.report[name] = {"error": f"{type(e).__name__}: {e}"}
                     say(f"   error: {type(e).__name__}: {e}")
         finally:

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(smoke.run())
             except KeyboardInterrupt:
                 smoke.problems.append("interrupted")
-            except Exception as e:  # noqa: BLE001 - reported, then the teardown runs
+            except Exception as e:
                 smoke.problems.append(f"{type(e).__name__}: {e}")
                 say(f"  [FAIL] {type(e).__name__}: {e}")
             finally:

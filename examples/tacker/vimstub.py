@@ -33,7 +33,7 @@ from aiohttp import web
 try:
     import yaml
 except ImportError:  # the template arrives as YAML text; without PyYAML only JSON templates are understood
-    yaml = None
+    yaml = None  # type: ignore[assignment]
 
 KINDS = ("token", "discovery", "stack_create", "stack_get", "stack_update", "stack_delete", "resources",
          "template", "files", "image", "other")
@@ -47,7 +47,7 @@ def _now() -> str:
 
 def _per_kind(value: Any, kind: str) -> float:
     if isinstance(value, dict):
-        return float(value.get(kind, value.get("*", 0.0)))
+        return float(value.get(kind, value.get("*", 0.0)) or 0.0)
     return float(value or 0.0)
 
 
@@ -278,7 +278,8 @@ class VimStub:
             web.patch(stack + "/{name}", self.stack_update), web.put(stack + "/{name}", self.stack_update),
             web.delete(stack + "/{name}", self.stack_delete), web.delete(stack + "/{name}/{sid}", self.stack_delete),
             web.get(stack + "/{name}/{sid}/resources", self.resources),
-            web.get(stack + "/{name}/{sid}/template", self.template), web.get(stack + "/{name}/template", self.template),
+            web.get(stack + "/{name}/{sid}/template", self.template),
+            web.get(stack + "/{name}/template", self.template),
             web.get(stack + "/{name}/{sid}/files", self.files), web.get(stack + "/{name}/files", self.files),
             web.get("/image", self.image_versions), web.get("/image/", self.image_versions),
             web.get("/image/v2/images", self.images),
