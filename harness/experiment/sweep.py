@@ -2,12 +2,12 @@
 
 The spec (its keys, its checks: harness/experiment/sweepspec.py) names a base configuration and the points to
 run. Every point is validated (it must build a valid Experiment) before anything runs. Each trial (point, k)
-runs `harness.experiment.run.experiment` in its own child process (own loopback block, own teardown) into
-DIR/trials/<point>-r<k>/ on the runtime its z names (`runtime: docker` in `base` runs the whole sweep in
-containers, with the same files), and once it has finished its summary row is appended to DIR/trials.csv. A trial
-counts as finished only once that row is written: rerunning the same command skips those, removes any
-half-done trial folder and runs it again. DIR/sweep.yaml holds the spec, the points and the machine/commit
-of every session that worked on the sweep; an explored point's classes are in its `exploration`.
+runs `harness.experiment.run.experiment` in its own child process (harness/experiment/trial.py: own loopback
+block, own teardown) into DIR/trials/<point>-r<k>/ on the runtime its z names (`runtime: docker` in `base`
+runs the whole sweep in containers, with the same files), and once it has finished its summary row is appended
+to DIR/trials.csv. A trial counts as finished only once that row is written: rerunning the same command skips
+those, removes any half-done trial folder and runs it again. DIR/sweep.yaml holds the spec, the points and the
+machine/commit of every session that worked on the sweep; an explored point's classes are in its `exploration`.
 
 The defaults are the fast path: the builtin load and as many trials at once as the CPU headroom admits
 (harness/experiment/admission.py), bounded by `auto_jobs`. `--load locust` and `--jobs 1` on request, or the
@@ -22,7 +22,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -63,7 +62,7 @@ from harness.experiment.sweepspec import (  # noqa: F401  (re-exported: sweep.pl
     read_spec,
     run_defaults,
 )
-from harness.plan import config
+from harness.experiment.trial import TRIAL_MODULE, TRIAL_PRELOAD, clear_trial_dir
 from harness.plan.config import Experiment
 from harness.runtime import forkserver
 from harness.runtime.forkserver import Forked, ForkServer
@@ -72,9 +71,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from harness.analysis.sweep_folder import Session, SweepRecord  # sweep.yaml's shape (the analysis reads it)
-
-TRIAL_MODULE = "harness.experiment.sweep"  # `python -m harness.experiment.sweep trial DIR PARENT` runs one trial
-TRIAL_PRELOAD = "harness.experiment.run"  # what a trial imports: the fork server imports it once per sweep
 
 
 # --- the folder ---------------------------------------------------------------------------------------------
@@ -160,75 +156,6 @@ def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str, jobs: int 
     tmp.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
     tmp.replace(record_path)
     return record
-
-
-# --- one trial, in a child process --------------------------------------------------------------------------
-
-
-def _pid_alive_child(pid: int) -> bool:
-    """Whether pid still runs a trial of a sweep (not a recycled pid)."""
-    try:
-        import psutil
-
-        cmd = " ".join(psutil.Process(pid).cmdline())
-    except Exception:
-        return False
-    return "harness.experiment.sweep" in cmd and ("trial" in cmd or "forkserver" in cmd)  # forked: the server's
-
-
-def clear_trial_dir(path: Path, wait: float = 30.0) -> None:
-    """Remove a half-done trial folder; first let a trial process still working in it (a sweep that was
-    SIGKILLed: its child got SIGINT and is tearing down) finish, or end it."""
-    pid_file = path / "trial.pid"
-    if pid_file.exists():
-        with contextlib.suppress(ValueError, OSError):
-            pid = int(pid_file.read_text().strip())
-            deadline = time.monotonic() + wait
-            while _pid_alive_child(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _pid_alive_child(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-                time.sleep(0.5)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _die_with_parent(parent: int) -> None:
-    """PR_SET_PDEATHSIG: SIGINT when the sweep dies (even SIGKILLed), so the run tears down in order."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG = 1
-    if os.getppid() != parent:
-        raise SystemExit(130)
-
-
-def trial_main(argv: list[str]) -> None:
-    """`python -m harness.experiment.sweep trial DIR PARENT_PID`: run DIR/trial.json's experiment into DIR."""
-    trial_dir, parent = Path(argv[0]), int(argv[1])
-    _die_with_parent(parent)
-    (trial_dir / "trial.pid").write_text(str(os.getpid()))
-    info = json.loads((trial_dir / "trial.json").read_text())
-    z = config.build(info["z"])
-    from harness.experiment import run
-
-    wall = time.monotonic()
-    try:
-        asyncio.run(run.experiment(z, trial_dir, load=info["load"], cache=Path(info["cache"])))
-    except KeyboardInterrupt:
-        print("trial interrupted: torn down", flush=True)
-        raise SystemExit(130) from None
-    (trial_dir / "trial_cpu.json").write_text(json.dumps(
-        {"cpu_seconds": _tree_cpu_seconds(), "wall_seconds": time.monotonic() - wall}))
-
-
-def _tree_cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process and every child it reaped: the trial's services, proxyd
-    and the load generator on the local runtime (a container's processes are the Engine's children, not ours)."""
-    import resource
-
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # --- the sweep ------------------------------------------------------------------------------------------------
@@ -354,12 +281,12 @@ class Runner:
         proc: asyncio.subprocess.Process | Forked
         if self.forkserver is not None:
             proc = await self.forkserver.spawn(trial.id, {}, tdir / "trial.log", nice=nice,
-                                               args=["trial", str(tdir), str(self.forkserver.pid)])
+                                               args=[str(tdir), str(self.forkserver.pid)])
         else:
             log = (tdir / "trial.log").open("ab")
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", TRIAL_MODULE, "trial", str(tdir), str(os.getpid()),
+                    sys.executable, "-m", TRIAL_MODULE, str(tdir), str(os.getpid()),
                     stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                     preexec_fn=(lambda: os.nice(nice)) if nice else None)
             finally:
@@ -598,11 +525,3 @@ def run_sweep(spec_path: str, out: Path, *, repeat: int | None = None, jobs: int
         raise SystemExit(1)
     return outcome
 
-
-if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "trial":
-        trial_main(sys.argv[2:])
-    else:
-        print("usage: python -m harness.experiment.sweep trial TRIAL_DIR PARENT_PID  (internal; use `harness sweep`)",
-              file=sys.stderr)
-        raise SystemExit(2)

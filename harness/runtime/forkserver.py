@@ -67,9 +67,11 @@ def preload(names: list[str]) -> None:
                     importlib.import_module(found.name)
 
 
-def die_with_parent() -> None:
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """PR_SET_PDEATHSIG: `sig` to this process when its parent dies (even SIGKILLed); a sweep's trial asks for
+    SIGINT, so its run tears down in order. The caller checks that the parent had not died already."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def _child(module: str, request: dict[str, Any], keep: list[int], server: int) -> None:
