@@ -80,7 +80,8 @@ KINDS: dict[str, Kind] = {
                      "a survivor resumes a dead owner's request at task `from_task`"),
     # the BSS (harness.load.bss, or the Locust BSS)
     "submitted": Kind("bss", "req, to, warmup?", "a request went to every entry point"),
-    "completed": Kind("bss", "req, by, n, warmup?", "a completion notice arrived (n > 1: a duplicate)"),
+    "completed": Kind("bss", "req, by, n, warmup?, error?", "a completion notice arrived (n > 1: a duplicate; "
+                      "`error`: a python client saw the target attach one to the workflow it completed)"),
     "failed": Kind("bss", "req, state?, detail?, warmup?", "a python client (protocol.client) saw the target refuse or "
                    "fail the workflow: certainly not done"),
     "indeterminate": Kind("bss", "req, state?, detail?, warmup?", "a python client could not tell how the workflow "

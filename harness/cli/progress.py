@@ -94,8 +94,8 @@ def target_table(row: dict) -> str:
         ref = _number(mod)
         table.add_row(name, _fmt(meas), "-" if ref is None else _fmt(ref),
                       _error(meas, ref) if isinstance(meas, float) else "-")
-    for name in ("failed", "indeterminate", "client_actions"):
-        table.add_row(name, str(row.get(name, 0)), "", "")
+    for name in ("failed", "indeterminate", "client_actions", "end_states"):
+        table.add_row(name, str(row.get(name, 0)) or "-", "", "")
     console = Console(width=100, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text()

@@ -8,6 +8,8 @@ there is one way to start and one way to stop.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +31,7 @@ from harness.runtime.local import LocalRuntime
 from protocol import auth
 
 EXTERNAL_BSS_PORT = 8100
+WORKDIR_ENV = "MANOBENCH_WORKDIR"  # a target file's instances: the run's folder for their state
 
 
 def new_run_id() -> str:
@@ -90,6 +93,7 @@ class Testbed:
             self.wiring = NetemWiring.for_runtime(self.runtime, z.time_scale, configured_leaf()[1])
         self.route: Route = self.wiring.route if self.wiring else direct
         self.deployment: Deployment | None = None
+        self.scratch: Path | None = None  # a target's instances' shared folder (MANOBENCH_WORKDIR)
         self.broker: Broker | None = None  # transport amqp: the run's RabbitMQ
         self.on_prepared: list[Callable[[], object]] = []  # called once the runtime's network exists
         # called as teardown starts, right before the runtime's last reading of its counters: a measurement
@@ -127,7 +131,11 @@ class Testbed:
                                     started_in=self.broker.started_in)
             self.collector.emit("harness", "deploy", design=self.design, run=self.run,
                                 services=[s.id for s in self.deployment.services])
-            await self.runtime.up(self.deployment.services, launches=await self._launches())
+            launches = await self._launches()
+            if self.target is None:
+                await self.runtime.up(self.deployment.services)
+            else:
+                await self.runtime.up(self.deployment.services, timeout=self.target.ready_timeout, launches=launches)
             if self.wiring:
                 shaped = await asyncio.to_thread(self.wiring.after_up)
                 if shaped:
@@ -156,13 +164,17 @@ class Testbed:
             needed = sorted({i.image for i in target.instances if i.image})
             await asyncio.to_thread(image.build_declared, builds, needed, lambda _m: None)
         health = (target.ready.plane, target.ready.path) if target.ready else None
+        # a folder of the run's own, shared by its instances, for their state (a database's files): outside the
+        # run folder (which may sit in a 0700 tree an instance's own user cannot enter), removed at teardown
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"manobench-{self.run}-"))
+        self.scratch.chmod(0o755)
         launches = {}
         for inst in target.instances:
             command = inst.command
             if self.z.runtime == "local" and command is not None:
                 command = [target.program(inst) or command[0], *command[1:]]
-            launches[inst.id] = Launch(command=command, image=inst.image, cwd=str(target.base), env=dict(inst.env),
-                                       health=health)
+            launches[inst.id] = Launch(command=command, image=inst.image, cwd=str(target.base),
+                                       env={WORKDIR_ENV: str(self.scratch), **inst.env}, health=health)
         return launches
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -176,6 +188,8 @@ class Testbed:
         if self.wiring is not None:  # proxyd's count, while its control address still exists (docker: the bridge)
             getattr(self.wiring, "refused", dict)()
         await self.runtime.down()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
         if self.broker is not None:
             await self.broker.down()
         if self.wiring:

@@ -2,6 +2,8 @@
 names (ids, or `role:NAME` for every instance of a role), on any target: a target file's orchestrator, which
 says nothing of its requests, or one of our designs.
 
+A target file's instance is struck as a whole: its process group (a master and its workers).
+
 The moment needs nothing from the target: `time:T` (T paper seconds after the measured load started) or
 `request:K+D` (D paper seconds after the client submitted the K-th measured request: the harness's own
 history). `task:K` and `worst` read the target's events (harness.faults.aim) and are refused, before
@@ -9,6 +11,7 @@ anything starts, for a target that has none (`instrumented: false`).
 
 - crash: SIGKILL every instance named, at once.
 - pause: SIGSTOP them for fault_for, then SIGCONT.
+- restart: SIGKILL them, then after fault_for start each again as it was started (local runtime).
 - partition: cut every link to and from them (peers' and the client's, every plane) for fault_for.
 - link-delay: `spike` more latency on every link to and from them, for fault_for.
 
@@ -105,6 +108,31 @@ class Pause(InstanceFault):
             self.record("resume")
 
 
+class Restart(InstanceFault):
+    """Crash, then start the same command again after fault_for: an operator's or a supervisor's restart,
+    whose own start-up may act on the work in flight (Tacker's conductor sweeps every operation it finds)."""
+
+    name = "restart"
+
+    async def setup(self) -> None:
+        if self.ctx.z.runtime != "local":
+            raise UserError("fault restart: a target file's instances are started again on the local runtime only")
+
+    async def strike(self) -> None:
+        for svc in self.targets:
+            self.ctx.record("kill", svc, req=self.req, task=None, late_by=0.0)
+            self.ctx.processes.kill(svc)
+        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
+        await self.heal()
+
+    async def heal(self) -> None:
+        if self.struck:
+            self.struck = False
+            for svc in self.targets:
+                await self.ctx.processes.restart(svc)
+                self.ctx.record("restart", svc, req=self.req, task=None, late_by=0.0)
+
+
 class InstanceLinkFault(InstanceFault):
     """Every link to or from the named instances, for fault_for: needs a link backend that can change links."""
 
@@ -166,4 +194,5 @@ class InstanceLinkDelay(InstanceLinkFault):
         self.ctx.links.set_delay(link, link.delay_fwd, link.delay_rev)
 
 
-BY_INSTANCE: dict[str, type[InstanceFault]] = {f.name: f for f in (Crash, Pause, InstancePartition, InstanceLinkDelay)}
+BY_INSTANCE: dict[str, type[InstanceFault]] = {f.name: f for f in (Crash, Pause, Restart, InstancePartition,
+                                                                    InstanceLinkDelay)}

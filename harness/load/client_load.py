@@ -86,8 +86,9 @@ class ClientLoad:
         if not isinstance(outcome, Outcome) or outcome.status not in STATUSES:
             outcome = Outcome("info", state="client returned no Outcome")
         fields = {"state": outcome.state, "detail": outcome.detail} if outcome.status != "ok" else {}
-        if outcome.status == "ok":
-            self.collector.emit(BSS, "completed", req=req, by=outcome.by or "?", n=1, **extra)
+        if outcome.status == "ok":  # an error the target attached to a workflow it completed is kept, named
+            error = {"error": str(outcome.detail["error"])[:300]} if outcome.detail.get("error") else {}
+            self.collector.emit(BSS, "completed", req=req, by=outcome.by or "?", n=1, **error, **extra)
         else:
             self.collector.emit(BSS, "failed" if outcome.status == "fail" else "indeterminate", req=req,
                                 **fields, **extra)

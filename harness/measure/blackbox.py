@@ -100,7 +100,8 @@ def _span(events: list[Event]) -> float:
     return down - ready if ready is not None and down is not None else math.nan
 
 
-CLIENT_COUNTS = ("failed", "indeterminate", "client_actions")  # summary.csv's columns of client_outcomes
+# summary.csv's columns of client_outcomes
+CLIENT_COUNTS = ("failed", "indeterminate", "client_actions", "end_states")
 
 
 def affected_rows(events: list[Event], time_scale: float, t_c: float) -> list[dict[str, Any]]:
@@ -112,13 +113,24 @@ def affected_rows(events: list[Event], time_scale: float, t_c: float) -> list[di
              "completions": len(done.get(req, [])), "takeovers": NA} for req in sorted(touched(events))]
 
 
-def client_outcomes(events: list[Event]) -> dict[str, int]:
+def client_outcomes(events: list[Event]) -> dict[str, int | str]:
     """What a python client reported beside completions: `failed` (the target said no) and `indeterminate`
-    (nobody can tell), per request, and the client's recorded actions (an operator's retry...)."""
+    (nobody can tell), per request; the client's recorded actions (an operator's retry...); and the target's
+    own names for how those workflows ended, counted (`FAILED_TEMP=2 PROCESSING=1`: stuck, falsely failed...),
+    so that a behaviour is named in summary.csv, not only counted as a loss."""
     measured = history.measured(events)
-    return {"failed": len({e["req"] for e in measured if e["kind"] == "failed"}),  # CLIENT_COUNTS
-            "indeterminate": len({e["req"] for e in measured if e["kind"] == "indeterminate"}),
-            "client_actions": sum(1 for e in measured if e["kind"] == "client_action")}
+    ends = [e for e in measured if e["kind"] in ("failed", "indeterminate")]
+    states: dict[str, int] = {}
+    for e in ends:
+        state = str(e.get("state") or "?").replace(" ", "_")
+        states[state] = states.get(state, 0) + 1
+    with_error = sum(1 for e in measured if e["kind"] == "completed" and e.get("error"))
+    if with_error:  # done, but the target said something went wrong on the way (a false failure healed)
+        states["COMPLETED_WITH_ERROR"] = with_error
+    return {"failed": len({e["req"] for e in ends if e["kind"] == "failed"}),  # CLIENT_COUNTS
+            "indeterminate": len({e["req"] for e in ends if e["kind"] == "indeterminate"}),
+            "client_actions": sum(1 for e in measured if e["kind"] == "client_action"),
+            "end_states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))}
 
 
 def fill(row: dict[str, Any], record: Record, target: TargetFile) -> dict[str, Any]:

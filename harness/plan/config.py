@@ -40,7 +40,7 @@ Design = Literal["monolith", "centralised", "distributed"]
 Mechanism = Literal["state-sharing", "restart"]
 Reading = Literal["corrected", "literal"]
 FaultName = Literal["none", "slm-crash", "worker-crash", "slm-pause", "link-delay", "partition",
-                    "broker-crash", "broker-pause", "broker-partition", "crash", "pause"]
+                    "broker-crash", "broker-pause", "broker-partition", "crash", "pause", "restart"]
 Runtime = Literal["local", "docker", "swarm"]
 LinkBackend = Literal["auto", "proxy", "netem"]
 Work = Literal["sleep", "burn"]
@@ -53,7 +53,7 @@ MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 FAULTS: tuple[str, ...] = get_args(FaultName)  # harness.faults.catalogue.FAULTS holds the class of each but "none"
 # faults aimed at instances by id or role (fault_target), on any target: the others are white-box aims at the
 # driver of a request in our own designs; partition and link-delay are both, by whether fault_target is given
-BY_INSTANCE: tuple[str, ...] = ("crash", "pause", "partition", "link-delay")
+BY_INSTANCE: tuple[str, ...] = ("crash", "pause", "restart", "partition", "link-delay")
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 LINK_BACKENDS: tuple[str, ...] = get_args(LinkBackend)
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
@@ -243,8 +243,9 @@ class Experiment(BaseModel):
                                       and BOUNDS["fault_at time:T"].admits(float(request["d"]))):
             raise ValueError(f"fault_at: request:K+D needs 1 <= K <= requests={self.requests} and D seconds in "
                              f"{BOUNDS['fault_at time:T'].text()}, in ASCII digits (got {self.fault_at!r})")
-        by_instance = self.fault in BY_INSTANCE and (self.fault_target or self.fault in ("crash", "pause"))
-        if self.fault in ("crash", "pause") and not self.fault_target:
+        named_only = ("crash", "pause", "restart")  # faults that exist only aimed at instances
+        by_instance = self.fault in BY_INSTANCE and (self.fault_target or self.fault in named_only)
+        if self.fault in named_only and not self.fault_target:
             raise ValueError(f"fault: {self.fault} strikes the instances fault_target names (an id or role:NAME); "
                              "none given")
         if self.fault_target and self.fault not in BY_INSTANCE:

@@ -136,6 +136,7 @@ class TargetFile(_Strict):
     client_latency: float = Field(0.0, ge=0, le=60, description="paper s on the client's links to the entries "
                                   "(0: the paper's model keeps the client outside t_c)")
     ready: Ready | None = None
+    ready_timeout: float = Field(60.0, gt=0, le=900, description="wall s an instance may take to be ready")
     images: dict[str, ImageBuild] = Field(default_factory=dict)
     python_path: list[str] = Field(default_factory=list, description="folders (relative to this file) added to "
                                    "sys.path for a python client")

@@ -443,3 +443,6 @@ class BrokerControl:
 
     def resume(self, name: str) -> None:
         self.broker.resume() if name == BROKER_ID and self.broker else self.runtime.resume(name)
+
+    async def restart(self, name: str) -> None:
+        await self.runtime.restart(name)

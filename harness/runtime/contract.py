@@ -58,6 +58,9 @@ class Runtime(Protocol):
     def pause(self, name: str) -> None:
         """The grey failure: freeze every process of the service."""
 
+    async def restart(self, name: str, timeout: float = 120.0) -> None:
+        """Start a target file's instance again as it was started, after a crash; ready when it returns."""
+
     def resume(self, name: str) -> None:
         """Thaw what `pause` froze."""
 

@@ -340,6 +340,10 @@ class DockerRuntime(Freezing):
         return self.containers[name].pid if name in self.containers else self.host.pid(name)
 
     # --- faults -------------------------------------------------------------------------------------------
+    async def restart(self, name: str, timeout: float = 120.0) -> None:
+        """Not on this runtime yet: the `restart` fault is refused before anything starts (faults.instances)."""
+        raise UserError("restart: a target file's instances are started again on the local runtime only, for now")
+
     def kill(self, name: str) -> None:
         """The crash: SIGKILL to the container's init (the service), as `docker kill` sends it.
 

@@ -14,6 +14,7 @@ measured before; the figures must not depend on it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -66,6 +67,7 @@ class LocalRuntime:
         self.services: dict[str, Process] = {}
         self.forkserver: ForkServer | None = None
         self.launches: dict[str, Launch] = {}
+        self.specs: dict[str, ServiceSpec] = {}  # a target file's instances, to start one again (`restart`)
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
 
     async def prepare(self) -> None:
@@ -111,10 +113,7 @@ class LocalRuntime:
             extra = {SPEC_ENV: spec.to_json()}
             launch = self.launches.get(spec.id)
             if launch is not None:
-                assert launch.command is not None
-                self.services[spec.id] = await self.start_process(spec.id, launch.command, {**launch.env, **extra},
-                                                                  cwd=launch.cwd)
-                self.procs.pop(spec.id)
+                await self._launch(spec, launch)
             elif self.forkserver is not None:
                 self.services[spec.id] = await self.forkserver.spawn(spec.id, extra,
                                                                      self.workdir / "logs" / f"{spec.id}.log")
@@ -123,6 +122,27 @@ class LocalRuntime:
                                                                   extra)
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(self._wait_ready(session, s, timeout) for s in services))
+
+    async def _launch(self, spec: ServiceSpec, launch: Launch) -> None:
+        """A target file's instance: its own command, in its folder, in a process group of its own."""
+        assert launch.command is not None
+        self.specs[spec.id] = spec
+        self.services[spec.id] = await self.start_process(spec.id, launch.command,
+                                                          {**launch.env, SPEC_ENV: spec.to_json()}, cwd=launch.cwd)
+        self.procs.pop(spec.id)
+
+    async def restart(self, name: str, timeout: float = 120.0) -> None:
+        """Start a target file's instance again, as it was started (after a crash: the `restart` fault), and
+        wait until it is ready."""
+        if name not in self.launches:
+            raise UserError(f"restart: {name} is not an instance of a target file (our services are not restarted)")
+        old = self.services[name]
+        if old.returncode is None:
+            self.kill(name)
+            await old.wait()
+        await self._launch(self.specs[name], self.launches[name])
+        async with aiohttp.ClientSession() as session:
+            await self._wait_ready(session, self.specs[name], timeout)
 
     def _process(self, name: str) -> Process:
         return self.services[name] if name in self.services else self.procs[name]
@@ -145,9 +165,12 @@ class LocalRuntime:
         return self._process(name).pid
 
     def signal(self, name: str, sig: signal.Signals) -> None:
+        """To the process, or to the whole process group of a target file's instance: a real orchestrator's
+        component may be a master with workers (tacker-conductor), and a crash or a freeze is of all of it."""
         proc = self._process(name)
         if proc.returncode is None:
-            os.kill(proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig) if name in self.launches else os.kill(proc.pid, sig)
 
     def kill(self, name: str) -> None:
         """SIGKILL: the crash of section III, no chance to say goodbye."""
@@ -163,11 +186,12 @@ class LocalRuntime:
         """SIGTERM everything (continuing paused ones), SIGKILL what is still there after `grace`, reap all;
         then the fork server, which exits once its children have."""
         procs: list[Process] = [*self.services.values(), *self.procs.values()]
+        groups = [p.pid for name, p in self.services.items() if name in self.launches]  # a target's instances
         for proc in procs:
             if proc.returncode is None:
                 for sig in (signal.SIGCONT, signal.SIGTERM):
                     try:
-                        os.kill(proc.pid, sig)
+                        os.killpg(proc.pid, sig) if proc.pid in groups else os.kill(proc.pid, sig)
                     except ProcessLookupError:
                         break
         if procs:
@@ -178,6 +202,9 @@ class LocalRuntime:
                         os.kill(proc.pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+        for group in groups:  # what an instance's own processes left in its group (a master's workers)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
         if self.forkserver is not None:
             await self.forkserver.close(grace)  # (its end is theirs: a child it no longer reaps died with it)
             self.forkserver = None

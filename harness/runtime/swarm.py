@@ -290,8 +290,7 @@ class SwarmRuntime(Freezing):
     async def up(self, services: list[ServiceSpec], timeout: float = 180.0,
                  launches: dict[str, Launch] | None = None) -> None:
         """Hand every task its spec, wait until each /health says ready, find the tasks and the agents. The wait
-        is long: a node prepares its tasks' containers one after another (a vfs node copies the image for each).
-        Our reference services only: a target file's instances run on the local and docker runtimes."""
+        is long: a node prepares its tasks' containers one after another (a vfs node copies the image for each)."""
         if launches:
             raise UserError("swarm: target files run on the local and docker runtimes (not swarm yet)")
         t0 = time.monotonic()
@@ -497,6 +496,9 @@ class SwarmRuntime(Freezing):
                 t.last["eth"] = (stats.get("rx_bytes"), stats.get("tx_bytes"))
                 if stats.get("mem_peak_bytes"):
                     t.last["mem"] = stats["mem_peak_bytes"]
+
+    async def restart(self, name: str, timeout: float = 120.0) -> None:  # refused before a run (faults.instances)
+        raise UserError("restart: a target file's instances are started again on the local runtime only, for now")
 
     def kill(self, name: str) -> None:
         """SIGKILL of the task's init (the service): directly on this host, else through its node's agent."""
