@@ -42,6 +42,13 @@ PLANE = re.compile(r"[a-z][a-z0-9_]{0,15}", re.ASCII)
 B_OF_PLANE = ("op", "rel")  # a plane's bytes count to B_op (operation) or to B_rel (reliability)
 
 
+def _a_name(value: str) -> str:
+    """An instance id, a role or a target's name: [a-z][a-z0-9-]*, as fault_target writes them."""
+    if not NAME.fullmatch(value):
+        raise ValueError(f"must be a name of [a-z0-9-], starting with a letter (got {value!r})")
+    return value
+
+
 class TargetError(UserError):
     """A target file that breaks a rule: one line naming the file and the rule."""
 
@@ -72,12 +79,7 @@ class Instance(_Strict):
     spec: InstanceSpec | None = Field(None, description="instrumented targets: what our reference services read "
                                       "beyond peers (a worker's task, an SLM's workers, a module's next)")
 
-    @field_validator("id", "role")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME.fullmatch(value):
-            raise ValueError(f"must be a name of [a-z0-9-], starting with a letter (got {value!r})")
-        return value
+    _name = field_validator("id", "role")(classmethod(lambda cls, value: _a_name(value)))
 
     @field_validator("ports")
     @classmethod
@@ -144,12 +146,7 @@ class TargetFile(_Strict):
                               "to every instance in its spec, and the model's values beside the measured ones")
     folder: str = Field("", description="set by the loader: the file's folder")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME.fullmatch(value):
-            raise ValueError(f"must be a name of [a-z0-9-], starting with a letter (got {value!r})")
-        return value
+    _name = field_validator("name")(classmethod(lambda cls, value: _a_name(value)))
 
     @field_validator("latency")
     @classmethod
