@@ -41,8 +41,10 @@ HERE = Path(__file__).resolve().parent
 if __package__ in (None, ""):
     sys.path.insert(0, str(HERE))
     import bootstrap as b  # type: ignore[import-not-found,no-redef]
+    import stack as st  # type: ignore[import-not-found,no-redef]
 else:
     from . import bootstrap as b
+    from . import stack as st
 
 WAIT_DEPS = 180.0  # seconds the server and the conductors wait for the database, the broker, the schema
 
@@ -310,7 +312,7 @@ def cmd_ready(a: argparse.Namespace) -> None:
 
 
 def cmd_clean(a: argparse.Namespace) -> None:
-    pids = b.sweep(a.run)
+    pids = st.sweep(a.run)
     print(f"clean: {len(pids)} process(es) of run {a.run} killed: {pids}")
 
 

@@ -29,8 +29,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import bootstrap as b  # noqa: E402
 import client as tc  # noqa: E402
+import stack as st  # noqa: E402
 from smoke import Smoke, say  # noqa: E402
 
 SLOW = 20.0  # s: the VIM's stack creation while a fault is placed
@@ -68,7 +68,7 @@ class Scenarios(Smoke):
 
     def pids_of(self, name: str) -> tuple[int, list[int]]:
         master = self.stack.pid(name)
-        return master, [p for p in self.stack.group(name) if p != master and b._comm(p) != "python"]
+        return master, [p for p in self.stack.group(name) if p != master and st._comm(p) != "python"]
 
     async def onboard_race(self, c: tc.TackerClient, k: int = 8) -> dict[str, Any]:
         stuck, times = 0, []
@@ -97,7 +97,7 @@ class Scenarios(Smoke):
         gone: dict[int, float] = {}
         while time.monotonic() - t0 < 10 and len(gone) < len(workers):
             for w in workers:
-                if (w not in gone and not Path(f"/proc/{w}").exists()) or b._stat(w)[:1] == ["Z"]:
+                if (w not in gone and not Path(f"/proc/{w}").exists()) or st._stat(w)[:1] == ["Z"]:
                     gone.setdefault(w, round(time.monotonic() - t0, 2))
             await asyncio.sleep(0.1)
         seen = await self.watch(c, op, SLOW + 5)
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(root, 0o711)
     sc = Scenarios(root / "run", 0)
     try:
-        with b.signals_raise():
+        with st.signals_raise():
             try:
                 asyncio.run(sc.run_all(a.only))
             except KeyboardInterrupt:

@@ -34,8 +34,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import bootstrap as b  # noqa: E402
 import client as tc  # noqa: E402
+import stack as st  # noqa: E402
 
 from protocol.client import ClientSetup  # noqa: E402  (client put the repository on the path)
 
@@ -49,7 +49,7 @@ def say(text: str) -> None:
 
 class Smoke:
     def __init__(self, root: Path, workflows: int, spec: bool = False, poll: float = 0.2) -> None:
-        self.stack = b.Stack(root, conductors=2, spec=spec)
+        self.stack = st.Stack(root, conductors=2, spec=spec)
         self.workflows = workflows
         self.poll = poll
         self.records: list[tuple[str, dict[str, Any]]] = []
@@ -228,10 +228,10 @@ class Smoke:
         swept = s.down()
         say(f"   down in {time.monotonic() - t0:.1f} s (swept by label afterwards: {swept})")
         time.sleep(0.5)
-        left = b.labelled(s.run)
+        left = st.labelled(s.run)
         self.check(not left, f"no process labelled MANOBENCH_RUN={s.run} is left ({left})")
-        epmd = [p for p in b._all_pids() if b._comm(p) == "epmd"
-                and b._environ(p).get("ERL_EPMD_PORT") == str(s.ports["epmd"])]
+        epmd = [p for p in st._all_pids() if st._comm(p) == "epmd"
+                and st._environ(p).get("ERL_EPMD_PORT") == str(s.ports["epmd"])]
         self.check(not epmd, f"no epmd of the run is left ({epmd})")
         busy_ports = []
         for plane, port in s.ports.items():
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     smoke = Smoke(root / "run", a.workflows, a.spec, a.poll)
     t0 = time.monotonic()
     try:
-        with b.signals_raise():
+        with st.signals_raise():
             try:
                 asyncio.run(smoke.run())
             except KeyboardInterrupt:
