@@ -211,24 +211,24 @@ async def experiment(z: Experiment, out: Path, *, load: str = "locust", cache: P
     see the module docstring for what is written. A run refused before its load started (a UserError: the
     error says why) removes the folder it made, so a refused start leaves no partial folder; a testbed that
     failed keeps its folder for the logs, and a run that fails later keeps what it recorded."""
-    z, _ = experiment_for(z)  # a target file: read, merged and checked (one line, exit 2) before anything starts
+    z, target = experiment_for(z)  # a target file: read, merged and checked (one line, exit 2) before anything
     capacity.check_run(z)  # what this machine can run (and fault_at: every belongs to a sweep), before anything
     out = out.absolute()  # every child process gets absolute paths, whatever the working directory
     made = outdir.claim(out) or fresh
     started: list[bool] = []
     try:
-        return await _experiment(z, out, load=load, cache=cache, on_progress=on_progress, say=say, started=started)
+        return await _experiment(z, target, out, load=load, cache=cache, on_progress=on_progress, say=say,
+                                 started=started)
     except UserError:
         if made and not started:
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-async def _experiment(z: Experiment, out: Path, *, load: str, cache: Path | None,
+async def _experiment(z: Experiment, target: TargetFile | None, out: Path, *, load: str, cache: Path | None,
                       on_progress: Callable[[int, int], None] | None, say: Callable[[str], None],
                       started: list[bool]) -> RunResult:
     run = new_run_id()
-    z, target = experiment_for(z)
     if target is not None and isinstance(target.client, PythonClient):
         from harness.load.client_load import client_class
 

@@ -131,6 +131,12 @@ class Testbed:
                                     started_in=self.broker.started_in)
             self.collector.emit("harness", "deploy", design=self.design, run=self.run,
                                 services=[s.id for s in self.deployment.services])
+            if self.target is not None:
+                # a folder of the run's own, shared by its instances, for their state (a database's files):
+                # outside the run folder (which may sit in a 0700 tree an instance's own user cannot enter),
+                # removed at teardown
+                self.scratch = Path(tempfile.mkdtemp(prefix=f"manobench-{self.run}-"))
+                self.scratch.chmod(0o755)
             launches = await self._launches()
             if self.target is None:
                 await self.runtime.up(self.deployment.services)
@@ -164,10 +170,6 @@ class Testbed:
             needed = sorted({i.image for i in target.instances if i.image})
             await asyncio.to_thread(image.build_declared, builds, needed, lambda _m: None)
         health = (target.ready.plane, target.ready.path) if target.ready else None
-        # a folder of the run's own, shared by its instances, for their state (a database's files): outside the
-        # run folder (which may sit in a 0700 tree an instance's own user cannot enter), removed at teardown
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"manobench-{self.run}-"))
-        self.scratch.chmod(0o755)
         launches = {}
         for inst in target.instances:
             command = inst.command

@@ -27,14 +27,13 @@ import time
 from harness.errors import UserError
 from harness.faults import aim
 from harness.faults.base import Fault, FaultContext
+from harness.faults.links import Cut, Spike
 from harness.history import Event
 from harness.plan.deploy import Link, select_instances
 
 
 class InstanceFault(Fault):
     """Strike the named instances at the moment fault_at names (time:T, request:K+D, or an aim of the history)."""
-
-    action = ("", "")  # what the history calls striking and undoing
 
     def __init__(self, ctx: FaultContext) -> None:
         super().__init__(ctx)
@@ -108,7 +107,7 @@ class Pause(InstanceFault):
             self.record("resume")
 
 
-class Restart(InstanceFault):
+class Restart(Crash):
     """Crash, then start the same command again after fault_for: an operator's or a supervisor's restart,
     whose own start-up may act on the work in flight (Tacker's conductor sweeps every operation it finds)."""
 
@@ -119,9 +118,7 @@ class Restart(InstanceFault):
             raise UserError("fault restart: a target file's instances are started again on the local runtime only")
 
     async def strike(self) -> None:
-        for svc in self.targets:
-            self.ctx.record("kill", svc, req=self.req, task=None, late_by=0.0)
-            self.ctx.processes.kill(svc)
+        await super().strike()
         await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
         await self.heal()
 
@@ -134,7 +131,10 @@ class Restart(InstanceFault):
 
 
 class InstanceLinkFault(InstanceFault):
-    """Every link to or from the named instances, for fault_for: needs a link backend that can change links."""
+    """Every link to or from the named instances, for fault_for: needs a link backend that can change links.
+    What it does to each link is harness.faults.links's, as for the driver's link faults."""
+
+    actions = ("", "")  # what the history calls striking and undoing (the Cut or Spike mixed in says)
 
     def __init__(self, ctx: FaultContext) -> None:
         super().__init__(ctx)
@@ -155,7 +155,7 @@ class InstanceLinkFault(InstanceFault):
     async def strike(self) -> None:
         for link in self.touched:
             self.apply(link)
-        self.record(self.action[0], links=len(self.touched), duration=self.ctx.z.fault_duration)
+        self.record(self.actions[0], links=len(self.touched), duration=self.ctx.z.fault_duration)
         await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
         await self.heal()
 
@@ -164,34 +164,15 @@ class InstanceLinkFault(InstanceFault):
             self.struck = False
             for link in self.touched:
                 self.undo(link)
-            self.record(self.action[1], links=len(self.touched))
+            self.record(self.actions[1], links=len(self.touched))
 
 
-class InstancePartition(InstanceLinkFault):
+class InstancePartition(Cut, InstanceLinkFault):
     name = "partition"
-    action = ("cut", "heal")
-
-    def apply(self, link: Link) -> None:
-        assert self.ctx.links is not None
-        self.ctx.links.cut(link)
-
-    def undo(self, link: Link) -> None:
-        assert self.ctx.links is not None
-        self.ctx.links.heal(link)
 
 
-class InstanceLinkDelay(InstanceLinkFault):
+class InstanceLinkDelay(Spike, InstanceLinkFault):
     name = "link-delay"
-    action = ("delay", "restore")
-
-    def apply(self, link: Link) -> None:
-        assert self.ctx.links is not None
-        spike = self.ctx.z.spike
-        self.ctx.links.set_delay(link, link.delay_fwd + spike, link.delay_rev + spike)
-
-    def undo(self, link: Link) -> None:
-        assert self.ctx.links is not None
-        self.ctx.links.set_delay(link, link.delay_fwd, link.delay_rev)
 
 
 BY_INSTANCE: dict[str, type[InstanceFault]] = {f.name: f for f in (Crash, Pause, Restart, InstancePartition,

@@ -52,9 +52,11 @@ class LinkFault(Aimed):
             self.touched = []
 
 
-class LinkDelay(LinkFault):
-    name = "link-delay"
-    planes = ("op",)
+class Spike:
+    """What link-delay does to a link and how it is undone: `spike` more latency each way, then the link's own
+    again. Shared by the driver's link-delay (below) and an instance's (harness.faults.instances)."""
+
+    ctx: FaultContext
     actions = ("delay", "restore")
 
     def apply(self, link: Link) -> None:
@@ -67,10 +69,10 @@ class LinkDelay(LinkFault):
         self.ctx.links.set_delay(link, link.delay_fwd, link.delay_rev)
 
 
-class Partition(LinkFault):
-    name = "partition"
-    planes = ("hb", "state")
-    both_ways = True
+class Cut:
+    """What a partition does to a link and how it is undone: cut, then healed. Shared like `Spike`."""
+
+    ctx: FaultContext
     actions = ("cut", "heal")
 
     def apply(self, link: Link) -> None:
@@ -80,3 +82,14 @@ class Partition(LinkFault):
     def undo(self, link: Link) -> None:
         assert self.ctx.links is not None
         self.ctx.links.heal(link)
+
+
+class LinkDelay(Spike, LinkFault):
+    name = "link-delay"
+    planes = ("op",)
+
+
+class Partition(Cut, LinkFault):
+    name = "partition"
+    planes = ("hb", "state")
+    both_ways = True
