@@ -3,9 +3,11 @@
 # in .venv with manobench installed editable. Prints what it does; a second run takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh  # apt_ensure, heavy: shared with examples/tacker/setup.sh
 
 APT_PACKAGES=(iproute2 procps tcpdump)  # tcpdump: scapy compiles its kernel BPF filters with it
 APT_PACKAGES+=(rabbitmq-server)  # transport amqp: each run starts its own node (harness/runtime/broker.py)
+APT_PACKAGES+=(mariadb-server)  # the Tacker target (examples/tacker): each run starts its own mariadbd
 # The docker runtime (docs/docker.md): debootstrap makes the base image where no registry is reachable; the
 # harness drives the Engine through the Docker SDK, and a compose CLI (`docker compose` v2 if the machine has
 # it, else Debian's docker-compose) is for starting the compose files by hand and for the test that checks them.
@@ -13,18 +15,7 @@ if command -v docker >/dev/null 2>&1; then
   APT_PACKAGES+=(debootstrap)
   docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || APT_PACKAGES+=(docker-compose)
 fi
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "setup: installing Debian packages: ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "setup: please install these Debian packages: ${missing[*]}" >&2
-  fi
-fi
+apt_ensure setup "${APT_PACKAGES[@]}"
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -45,6 +36,14 @@ if command -v cargo >/dev/null 2>&1; then
   examples/foreign-rust/build.sh | sed 's/^/setup: /'
 else
   echo "setup: no cargo here: the foreign Rust orchestrator (examples/foreign-rust) and its tests will be skipped"
+fi
+
+# OpenStack Tacker as a target (examples/tacker, docs/tacker.md): Tacker from PyPI in .venv-tacker (its pins
+# clash with ours), so tests/test_tacker.py runs instead of skipping; about 25 s the first time, 1 s after.
+if command -v "${TACKER_PYTHON:-python3.11}" >/dev/null 2>&1; then
+  PYTHON="${TACKER_PYTHON:-python3.11}" bash examples/tacker/setup.sh | sed 's/^/setup: /'
+else
+  echo "setup: no python3.11 here: the Tacker target (examples/tacker) and its tests will be skipped"
 fi
 
 # The image every service container runs, cached by content: seconds when targets/ and docker/ did not change,

@@ -7,28 +7,9 @@ cd "$(dirname "$0")/../.."
 
 TACKER_VERSION=${TACKER_VERSION:-"tacker>=16,<17"}
 VENV=.venv-tacker
-LOCK=/tmp/manobench-heavy.lock
-heavy() { if command -v flock >/dev/null 2>&1; then flock "$LOCK" "$@"; else "$@"; fi; }
+. scripts/lib.sh  # apt_ensure, heavy: shared with scripts/setup.sh
 
-APT_PACKAGES=(mariadb-server rabbitmq-server)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "tacker setup: installing Debian packages: ${missing[*]}"
-    # policy-rc.d 101: the packages' own system services are not started (every run starts private nodes)
-    made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
-    fi
-    heavy bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]} >/dev/null"
-    if [ $made_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-  else
-    echo "tacker setup: please install these Debian packages: ${missing[*]}" >&2
-  fi
-fi
+apt_ensure "tacker setup" mariadb-server rabbitmq-server
 
 PYTHON=${PYTHON:-python3.11}
 if [ ! -x "$VENV/bin/python" ]; then
