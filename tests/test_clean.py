@@ -102,10 +102,10 @@ def test_a_labelled_process_naming_a_foreign_directory_is_ended_and_the_director
 def test_only_recorded_directories_inside_the_state_root_are_removed(tmp_path, monkeypatch):
     """remove_data follows a record only to a real directory of ours directly under the root: a record whose
     directory is a symlink to elsewhere, or a malformed record, removes nothing outside; a real one goes."""
-    from harness.runtime import broker
+    from harness.runtime import broker_data
 
     monkeypatch.setenv("MANOBENCH_STATE", str(tmp_path / "state"))
-    root = broker.data_root()
+    root = broker_data.data_root()
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("mine", encoding="utf-8")
@@ -114,11 +114,11 @@ def test_only_recorded_directories_inside_the_state_root_are_removed(tmp_path, m
     (root / "junk.json").write_text("{not json", encoding="utf-8")
     (root / "junk").mkdir()
     real = root / "real"
-    broker._record(real, "r1", str(os.getpid()))
+    broker_data.record(real, "r1", str(os.getpid()))
     real.mkdir()
     (real / "mnesia").write_text("x", encoding="utf-8")
 
-    gone = broker.remove_data({"r1", "junk"})
+    gone = broker_data.remove_data({"r1", "junk"})
 
     assert gone == [real] and not real.exists() and not (root / "real.json").exists()
     assert (outside / "keep.txt").read_text(encoding="utf-8") == "mine", "a symlink is never followed"
@@ -187,14 +187,14 @@ def test_a_real_brokers_recorded_data_directory_is_removed_and_a_foreign_one_kep
 def test_stale_records_go_and_live_ones_stay(tmp_path, monkeypatch):
     """A recorded directory whose harness is dead and whose run has no process left is removed by
     remove_stale_data; one whose harness lives, or whose run still has a labelled process, stays."""
-    from harness.runtime import broker, leftovers
+    from harness.runtime import broker_data, leftovers
 
     monkeypatch.setenv("MANOBENCH_STATE", str(tmp_path / "state"))
-    root = broker.data_root()
+    root = broker_data.data_root()
     made = {}
     for name, owner in (("stale", dead_pid()), ("live", os.getpid()), ("running", dead_pid())):
         made[name] = root / f"{name}{os.getpid()}"
-        broker._record(made[name], f"{name}{os.getpid()}", str(owner))
+        broker_data.record(made[name], f"{name}{os.getpid()}", str(owner))
         made[name].mkdir()
     sleeper = labelled_sleeper(dead_pid(), f"running{os.getpid()}")
     try:

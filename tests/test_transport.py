@@ -54,7 +54,7 @@ def _of_run(run: str) -> list[psutil.Process]:
 
 def _data_left(run: str) -> list[Path]:
     """The broker data directories (or their records) of `run` still under the state root."""
-    from harness.runtime.broker import data_root, records
+    from harness.runtime.broker_data import data_root, records
 
     return [data for data, record in records() if record["run"] == run] + [
         d for d in data_root().iterdir() if d.is_dir() and d.name.startswith(f"{run}-")]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.runtime import engine
 from harness.runtime import image as images
-from harness.runtime.broker import CONFIG
+from harness.runtime.broker_node import CONFIG
 
 REPO = "manobench-bus"
 DOCKERFILE = images.ROOT / "docker" / "broker.Dockerfile"

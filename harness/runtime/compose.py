@@ -19,12 +19,14 @@ labels (`com.docker.compose.project` / `.service`), never by name.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 import yaml
 from docker.types import EndpointConfig, HostConfig
 
 from harness.plan import config
+from harness.runtime.broker_node import IN_CONTAINER, SERVER
+from protocol.bus import AMQP_PORT, BROKER_ID
 from protocol.spec import ServiceSpec
 
 COMPOSE_VERSION = "2.4"  # understood by docker-compose 1.29 (cpus, mem_limit, ipv4_address) and by v2
@@ -33,6 +35,62 @@ SERVICE_LABEL = "com.docker.compose.service"
 NUMBER_LABEL = "com.docker.compose.container-number"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 RUN_FILE_KEYS = {"image", "command", "environment", "labels", "networks", "stop_grace_period", "cpus", "mem_limit"}
+
+
+class Healthcheck(TypedDict):
+    """A standalone file's healthcheck: how `docker-compose up` knows a container is ready."""
+
+    test: list[str]
+    interval: str
+    timeout: str
+    retries: int
+    start_period: str
+
+
+class ComposeService(TypedDict, total=False):
+    """One service of a compose document: the keys this module writes (RUN_FILE_KEYS, and a standalone
+    file's healthcheck), each the type compose reads."""
+
+    image: str | None  # None only for a target file's instance that names no image: refused by the Engine
+    command: list[str]
+    environment: dict[str, str]  # values escaped for compose's interpolation (`escape`)
+    labels: dict[str, str]
+    networks: dict[str, dict[str, str]]  # {network: {"ipv4_address": address}}
+    stop_grace_period: str
+    cpus: float
+    mem_limit: str
+    healthcheck: Healthcheck
+
+
+class ComposeNetwork(TypedDict, total=False):
+    """The network of a compose document: the run's (external) or a standalone file's own bridge."""
+
+    external: bool
+    driver: str
+    internal: bool
+    labels: dict[str, str]
+    ipam: dict[str, list[dict[str, str]]]
+
+
+class ComposeDocument(TypedDict, total=False):
+    """A compose document as `render` makes it and `dump` writes it."""
+
+    version: str
+    services: dict[str, ComposeService]
+    networks: dict[str, ComposeNetwork]
+
+
+class ContainerArgs(TypedDict):
+    """The keyword arguments of docker-py's `APIClient.create_container` that `container_args` fills."""
+
+    image: str | None
+    command: list[str]
+    name: str
+    environment: dict[str, str]
+    labels: dict[str, str]
+    host_config: HostConfig
+    networking_config: dict[str, dict[str, EndpointConfig]]
+    stop_timeout: int
 
 
 def escape(value: str) -> str:
@@ -45,16 +103,17 @@ def _unescape(value: str) -> str:
 
 def render(services: list[ServiceSpec], *, image: str, network: str, subnet: str, gateway: str,
            external: bool, labels: dict[str, str], cpus: float | None = None, memory: str | None = None,
-           healthcheck: bool = False) -> dict[str, Any]:
+           healthcheck: bool = False) -> ComposeDocument:
     """The compose document (a dict; `dump` makes it YAML) for the given service specs."""
-    doc: dict[str, Any] = {"version": COMPOSE_VERSION, "services": {}}
+    entries: dict[str, ComposeService] = {}
+    doc: ComposeDocument = {"version": COMPOSE_VERSION, "services": entries}
     if external:
         doc["networks"] = {network: {"external": True}}
     else:
         doc["networks"] = {network: {"driver": "bridge", "internal": True, "labels": dict(labels),
                                      "ipam": {"config": [{"subnet": subnet, "gateway": gateway}]}}}
     for spec in services:
-        svc: dict[str, Any] = {
+        svc: ComposeService = {
             "image": image,
             "command": ["python3", "-m", "targets"],
             "environment": {"MANOBENCH_SPEC": escape(spec.to_json())},
@@ -71,7 +130,7 @@ def render(services: list[ServiceSpec], *, image: str, network: str, subnet: str
             svc["healthcheck"] = {"test": ["CMD", "python3", "-c", f"import urllib.request; urllib.request.urlopen("
                                            f"'{url}', timeout=2)"], "interval": "5s", "timeout": "3s",
                                   "retries": 3, "start_period": "2s"}
-        doc["services"][spec.id] = svc
+        entries[spec.id] = svc
     return doc
 
 
@@ -80,7 +139,7 @@ def container_name(project: str, service: str) -> str:
     return f"{project}-{service}-1"
 
 
-def container_args(doc: dict[str, Any], service: str, project: str, api_version: str) -> dict[str, Any]:
+def container_args(doc: ComposeDocument, service: str, project: str, api_version: str) -> ContainerArgs:
     """Docker Engine API `create_container` arguments (docker-py's APIClient) for one service of a run's
     compose document.
 
@@ -109,7 +168,7 @@ def container_args(doc: dict[str, Any], service: str, project: str, api_version:
     }
 
 
-def dump(doc: dict[str, Any], header: str = "") -> str:
+def dump(doc: ComposeDocument, header: str = "") -> str:
     body = yaml.safe_dump(doc, sort_keys=False, width=100000, default_flow_style=False)
     return "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + body
 
@@ -117,12 +176,29 @@ def dump(doc: dict[str, Any], header: str = "") -> str:
 STANDALONE_SUBNETS = {d: f"10.203.{i}" for i, d in enumerate(config.DESIGNS)}  # one block per design, in order
 
 
-def standalone_name(z: Any) -> str:
+def broker_service(image: str, network: str, address: str, labels: dict[str, str], healthcheck: bool = False
+                   ) -> ComposeService:
+    """The run's broker as a compose service (harness.runtime.broker_node: the node): Debian's server script in
+    the bus image, logging to stdout (the Engine keeps it: logs/broker.log of the run), AMQP on its address.
+    In the run's compose.yml (the broker container is created from it) and in the standalone bus files."""
+    svc: ComposeService = {
+        "image": image, "command": [str(SERVER)],
+        "environment": {**IN_CONTAINER, "RABBITMQ_NODE_IP_ADDRESS": address, "RABBITMQ_NODE_PORT": str(AMQP_PORT)},
+        "labels": {**labels, "manobench.service": BROKER_ID, "manobench.role": BROKER_ID},
+        "networks": {network: {"ipv4_address": address}}, "stop_grace_period": "2s"}
+    if healthcheck:  # ready when it takes a TCP connection on its AMQP port (the harness waits for AMQP itself)
+        svc["healthcheck"] = {"test": ["CMD", "python3", "-c", f"import socket; socket.create_connection("
+                                       f"('{address}', {AMQP_PORT}), 2)"], "interval": "5s", "timeout": "3s",
+                              "retries": 6, "start_period": "10s"}
+    return svc
+
+
+def standalone_name(z: config.Experiment) -> str:
     """The standalone file's name in compose/: the design, and `-amqp` for its bus variant (with the broker)."""
     return f"{z.design}-amqp" if z.transport == "amqp" and z.design != "monolith" else z.design
 
 
-def render_standalone(z: Any, block: str | None = None, image: str | None = None) -> str:
+def render_standalone(z: config.Experiment, block: str | None = None, image: str | None = None) -> str:
     """A compose file that runs design z by hand: `docker-compose -f FILE up`.
 
     Fixed addresses in `block`.0/24 (default 10.203.{0,1,2} per design), no latency proxies (links direct),
@@ -130,7 +206,6 @@ def render_standalone(z: Any, block: str | None = None, image: str | None = None
     (transport amqp) the run's broker is one more service, and every service runs the bus image.
     """
     from harness.plan.deploy import BROKER, plan, uses_broker
-    from harness.runtime.broker import compose_service as broker_service
 
     bus = uses_broker(z)
     image = image or ("manobench-bus:latest" if bus else "manobench-target:latest")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+from harness.runtime.broker_node import Broker
 from protocol.spec import ServiceSpec
 
 
@@ -34,6 +36,10 @@ class Runtime(Protocol):
 
     async def prepare(self) -> None:
         """What must exist before the harness side listens (an image, a network); may do nothing."""
+
+    def broker(self, run: str, workdir: Path, host: str, env: dict[str, str]) -> Broker:
+        """The run's broker (`transport: amqp`) as this runtime runs it, at `host`; not started yet. Declared
+        by the runtime, so nobody probes which runtime it is to choose one."""
 
     def host_of(self, svc_id: str) -> str:
         """The address `svc_id` (a service, or "bss", "proxies", ...) binds to; fixed before it exists."""

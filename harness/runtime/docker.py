@@ -54,8 +54,10 @@ from docker.types import IPAMConfig, IPAMPool
 from harness.errors import UserError
 from harness.runtime import compose, engine, wait_ready
 from harness.runtime import image as images
+from harness.runtime.broker_node import Broker
 from harness.runtime.cgroups import CgroupFiles, host_veth, runs_here, veth_bytes
 from harness.runtime.contract import Launch
+from harness.runtime.docker_broker import DockerBroker
 from harness.runtime.freezing import Freezing
 from harness.runtime.local import SESSION_ENV, LocalRuntime
 from protocol.spec import ServiceSpec
@@ -176,9 +178,9 @@ class DockerRuntime(Freezing):
         self.containers: dict[str, Container] = {}
         self.image: str | None = None
         self.launches: dict[str, Launch] = {}
-        # compose entries of containers started before `up` (the run's broker: harness.runtime.broker): in the
-        # run's compose.yml, the record, but not started again
-        self.started: dict[str, dict[str, Any]] = {}
+        # compose entries of containers started before `up` (the run's broker: harness.runtime.docker_broker):
+        # in the run's compose.yml, the record, but not started again
+        self.started: dict[str, compose.ComposeService] = {}
         self.compose_file = self.workdir / "compose.yml"
         self.frozen: set[str] = set()
         self.network_created = False
@@ -231,14 +233,14 @@ class DockerRuntime(Freezing):
         # promiscuous: the capture on the bridge also sees frames switched between two containers
         subprocess.run(["ip", "link", "set", self.bridge, "promisc", "on"], capture_output=True, check=False)
 
-    def render(self, services: list[ServiceSpec]) -> dict[str, Any]:
+    def render(self, services: list[ServiceSpec]) -> compose.ComposeDocument:
         """The run's compose document, written to `compose.yml` (the record) before anything is created from it.
         The record is the same document but for each service's key (`secret`, docs/security.md): no key of the
         run is written to its folder."""
         image = self.image
         assert image
 
-        def document(specs: list[ServiceSpec]) -> dict[str, Any]:
+        def document(specs: list[ServiceSpec]) -> compose.ComposeDocument:
             doc = compose.render(specs, image=image, network=self.network, subnet=self.subnet,
                                  gateway=self.gateway, external=True, labels=self.labels, cpus=self.cpus,
                                  memory=self.memory)
@@ -282,7 +284,7 @@ class DockerRuntime(Freezing):
         self.timings["ready"] = time.monotonic() - t0
         self._stats = asyncio.create_task(self._sample_loop())
 
-    def _start_all(self, doc: dict[str, Any]) -> None:
+    def _start_all(self, doc: compose.ComposeDocument) -> None:
         api = engine.client().api
 
         def start(service: str) -> None:
@@ -307,6 +309,14 @@ class DockerRuntime(Freezing):
             if pid:
                 self.containers[service] = Container.of(service, entry["Id"], pid)
         return self.containers
+
+    def forget(self, name: str) -> None:
+        """Drop what was found of a container (restarted: it has a new init, found again by `find`)."""
+        self.containers.pop(name, None)
+
+    def broker(self, run: str, workdir: Path, host: str, env: dict[str, str]) -> Broker:
+        """The run's broker: one more container of the run (harness.runtime.docker_broker)."""
+        return DockerBroker(self, host)
 
     async def _wait_ready(self, session: aiohttp.ClientSession, spec: ServiceSpec, timeout: float) -> None:
         pid = self.containers[spec.id].pid

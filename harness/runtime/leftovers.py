@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from harness.runtime.broker import records, remove_data
-from harness.runtime.local import OWNER_ENV, RUN_ENV, SESSION_ENV
+from harness.runtime.broker_data import records, remove_data
+from harness.runtime.run_env import OWNER_ENV, RUN_ENV, SESSION_ENV
 
 if TYPE_CHECKING:
     from docker import DockerClient

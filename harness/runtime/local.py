@@ -26,13 +26,13 @@ import aiohttp
 
 from harness.errors import UserError
 from harness.runtime import forkserver, wait_ready
+from harness.runtime.broker import LocalBroker
+from harness.runtime.broker_node import Broker
 from harness.runtime.contract import Launch
 from harness.runtime.forkserver import ForkServer
+from harness.runtime.run_env import OWNER_ENV, RUN_ENV, SESSION_ENV
 from protocol.spec import SPEC_ENV, ServiceSpec
 
-RUN_ENV = "MANOBENCH_RUN"
-OWNER_ENV = "MANOBENCH_OWNER"  # pid of the harness process that started it: dead owner = leftover
-SESSION_ENV = "MANOBENCH_SESSION"  # passed through: lets a test suite find exactly what it started
 SERVICES_MODULE = "targets"  # `python -m targets` runs the service its MANOBENCH_SPEC describes
 
 
@@ -69,6 +69,10 @@ class LocalRuntime:
         self.launches: dict[str, Launch] = {}
         self.specs: dict[str, ServiceSpec] = {}  # a target file's instances, to start one again (`restart`)
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
+
+    def broker(self, run: str, workdir: Path, host: str, env: dict[str, str]) -> Broker:
+        """The run's broker: a RabbitMQ node as a local process group (harness.runtime.broker)."""
+        return LocalBroker(run, workdir, host, env)
 
     async def prepare(self) -> None:
         """Nothing to make first: loopback addresses need no network."""

@@ -41,7 +41,6 @@ import signal
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +63,15 @@ from docker.types import (
 from harness.errors import UserError
 from harness.runtime import clocks, engine, swarm_agent, swarm_nodes, wait_ready
 from harness.runtime import image as images
+from harness.runtime.broker_node import Broker
 from harness.runtime.cgroups import CgroupFiles, runs_here
 from harness.runtime.contract import Launch
 from harness.runtime.docker import BRIDGE_NETS_ENV, HARNESS_SIDE, free_block, labels
 from harness.runtime.freezing import Freezing
 from harness.runtime.local import LocalRuntime
 from harness.runtime.netns import NetnsSwitch
-from harness.runtime.swarm_nodes import Node, Placement, nodes, require_manager, task_address, task_of
+from harness.runtime.swarm_nodes import Placement, nodes, require_manager, task_address, task_of
+from harness.runtime.swarm_tasks import Task
 from protocol import auth
 from protocol.spec import ServiceSpec
 
@@ -82,53 +83,6 @@ GRACE_ENV = "MANOBENCH_ORPHAN_GRACE"
 ORPHAN_GRACE = 10.0  # seconds without the collector before a swarm service ends itself (hosts may be far apart)
 CONTAINER_COLUMNS = ["service", "node", "container", "pid", "measured", "cgroup_total_s", "mem_peak_bytes",
                      "eth_rx_bytes", "eth_tx_bytes"]
-
-
-def _eth_bytes(pid: int) -> tuple[int, int] | None:
-    """(rx, tx) of eth0 in the namespace of `pid` (/proc/PID/net/dev is that namespace's view)."""
-    try:
-        for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]:
-            name, _, rest = line.partition(":")
-            if name.strip() == "eth0":
-                fields = rest.split()
-                return int(fields[0]), int(fields[8])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-@dataclass
-class Task:
-    """One instance's task as it ran: where, which container, and what was counted of it."""
-
-    service: str
-    node: Node
-    container: str
-    pid: int
-    here: bool
-    cgroup: CgroupFiles = field(default_factory=CgroupFiles)
-    last: dict[str, Any] = field(default_factory=dict)
-
-    def sample(self) -> None:
-        if not self.here:
-            return
-        cpu = self.cgroup.cpu_seconds()
-        if cpu is not None:
-            self.last["cpu"] = sum(cpu)
-        mem = self.cgroup.memory_bytes()
-        if mem is not None:
-            self.last["mem"] = max(mem, self.last.get("mem", 0))
-        eth = _eth_bytes(self.pid)
-        if eth is not None:
-            self.last["eth"] = eth
-
-    def row(self) -> dict[str, Any]:
-        rx, tx = self.last.get("eth", ("", ""))
-        cpu = self.last.get("cpu")
-        return {"service": self.service, "node": self.node.hostname, "container": self.container[:12],
-                "pid": self.pid if self.here else "", "measured": "here" if self.here else "agent",
-                "cgroup_total_s": round(cpu, 6) if cpu is not None else "", "mem_peak_bytes": self.last.get("mem", ""),
-                "eth_rx_bytes": rx, "eth_tx_bytes": tx}
 
 
 class SwarmRuntime(Freezing):
@@ -194,6 +148,10 @@ class SwarmRuntime(Freezing):
 
     async def start_process(self, name: str, argv: list[str], extra_env: dict[str, str]) -> asyncio.subprocess.Process:
         return await self.host.start_process(name, argv, {BRIDGE_NETS_ENV: self.subnet, **extra_env})
+
+    def broker(self, run: str, workdir: Path, host: str, env: dict[str, str]) -> Broker:
+        """None on a swarm: transport amqp is refused before anything starts (harness.plan.config)."""
+        raise UserError("transport: amqp is not wired for the swarm runtime (docs/swarm.md): use transport http")
 
     # --- life cycle ---------------------------------------------------------------------------------------
     async def prepare(self) -> None:
