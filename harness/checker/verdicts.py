@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.checker.anomalies import Anomalies, anomalies
 from harness.checker.outcomes import completions, duplicated, lost, reexecuted, submitted, takeovers
 from harness.history import Event
 
@@ -31,11 +32,14 @@ class Verdict:
 
     `status` is Jepsen's three-valued answer, with its reasons (docs/checker.md, "Evidence rules"):
     - "fail" when the history proves a failure: a request completed twice (two notices are in it, whatever
-      else is missing), or a submitted request never completed while nothing could hide its notice;
+      else is missing), two instances drove one request at once, a task's effect was applied twice in one
+      request epoch (harness.checker.anomalies), or a submitted request never completed while nothing could
+      hide its notice;
     - else "unknown" when the evidence cannot support a pass: an empty history, fewer or more submissions than
       the run was configured for (cut short, or two runs in one folder), holes of any kind (events a service
-      could not send, lines that are not events, packets the capture dropped), a loss that a hole could
-      explain, completions of requests never submitted, or a folder that is not the one the run sealed;
+      could not send, lines that are not events, packets the capture dropped), a loss or a safety anomaly
+      that a hole could explain, completions of requests never submitted, task effects before any owner's
+      claim, or a folder that is not the one the run sealed;
     - else "pass"."""
 
     requests: int
@@ -47,10 +51,12 @@ class Verdict:
     holes: dict[str, int] = field(default_factory=dict)
     evidence: Evidence = field(default_factory=Evidence)
     unsubmitted: list[str] = field(default_factory=list)  # completed, never submitted
+    anomalies: Anomalies | None = None  # None: the history shows no owner (a black-box target): not observable
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.duplicated
+        found = self.anomalies
+        return not self.lost and not self.duplicated and not (found and (found.concurrent or found.double))
 
     @property
     def doubts(self) -> list[str]:
@@ -70,18 +76,32 @@ class Verdict:
                 out.append(f"{count} {kind.replace('_', ' ')}")
         if self.unsubmitted:
             out.append(f"{len(self.unsubmitted)} completion(s) of requests never submitted")
+        if self.anomalies and self.anomalies.unattributed:
+            out.append(f"{self.anomalies.unattributed} task effect(s) before any owner's claim of the request")
         return out
 
     @property
     def proven(self) -> list[str]:
-        """The failures the history proves, whatever else it lacks."""
+        """The failures the history proves: duplicates whatever else it lacks; the rest only from a whole history."""
         out = []
         if self.duplicated and not self.evidence.integrity:
             out.append(f"{len(self.duplicated)} request(s) completed more than once")
         hidden = (self.evidence.integrity or not self.evidence.sealed
                   or any(count for kind, count in self.holes.items() if kind != CANNOT_HIDE_NOTICES))
+        if not hidden:  # a missing claim could join two stints of one instance into one: proven only whole
+            out += self.unsafe
         if self.lost and not hidden:
             out.append(f"{len(self.lost)} submitted request(s) never completed")
+        return out
+
+    @property
+    def unsafe(self) -> list[str]:
+        """The safety anomalies the events show (harness.checker.anomalies): a fail when the history is whole."""
+        found, out = self.anomalies, []
+        if found and found.concurrent:
+            out.append(f"{len(found.concurrent)} request(s) driven by two owners at once")
+        if found and found.double:
+            out.append(f"{len(found.double)} task(s) applied twice in one request epoch")
         return out
 
     @property
@@ -98,6 +118,7 @@ class Verdict:
         doubts = self.doubts
         if self.lost:  # lost, but a hole could hide the notices
             doubts = [f"{len(self.lost)} request(s) without a completion, which the holes could hide", *doubts]
+        doubts = [f"{u}, which a missing event could explain" for u in self.unsafe] + doubts
         return "; ".join(doubts)
 
 
@@ -115,4 +136,5 @@ def verdict(events: list[Event], holes: dict[str, int] | None = None, evidence: 
         holes=dict(holes or {}),
         evidence=evidence or Evidence(),
         unsubmitted=sorted(r for r in done if r not in sub),
+        anomalies=anomalies(events),
     )

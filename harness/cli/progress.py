@@ -62,9 +62,17 @@ def verdict_line(v: checker.Verdict, row: dict) -> str:
               f", failed {row.get('failed', 0)}, indeterminate {row.get('indeterminate', 0)}")
     return (f"verdict {v.status}" + (f" ({v.reason})" if v.reason else "")
             + f": {v.completed}/{v.requests} completed, lost {len(v.lost)}, duplicated "
-            f"{len(v.duplicated)}" + inside + _broker(row) + (f", history holes: {gaps}" if gaps else "")
+            f"{len(v.duplicated)}" + _anomalies(v) + inside + _broker(row)
+            + (f", history holes: {gaps}" if gaps else "")
             + (f", refused for want of the run's key {int(refused)}" if refused else "")
             + f"; link backend {row['link_backend']}")
+
+
+def _anomalies(v: checker.Verdict) -> str:
+    """The safety anomalies beside the duplicates (harness.checker.anomalies), by summary.csv's names: two owners
+    driving one request at once, a task applied twice in one epoch; n/a where the history shows no owner."""
+    cells = checker.anomaly_columns(v.anomalies)
+    return "".join(f", {name.replace('_', ' ')} {cells[name]}" for name in checker.ANOMALY_COLUMNS)
 
 
 def _broker(row: dict) -> str:

@@ -27,7 +27,8 @@ from harness.state import write_atomic
 _Q_R, _Q_R_COMPUTE = registry.BY_NAME["Q_r"], registry.BY_NAME["Q_r_compute"]
 SUMMARY_COLUMNS = [
     "run", "design", "mechanism", "fault", "fault_at", "runtime", "link_backend", "n", "k", "h_r", "t_h", "s_p",
-    "s_o", "time_scale", "requests", "completed", "lost", "duplicated", *blackbox.CLIENT_COUNTS,
+    "s_o", "time_scale", "requests", "completed", "lost", "duplicated", *checker.ANOMALY_COLUMNS,
+    *blackbox.CLIENT_COUNTS,
     "reexecuted_tasks", "takeovers",
     "verdict", "verdict_reason", "history_holes", "refused",
     "detection_delay", "false_suspicions", *registry.summary_columns(),
@@ -105,6 +106,7 @@ def derive(record: Record) -> Tables:
         "runtime": z.runtime, "link_backend": record.link_backend, "n": z.n, "k": z.k, "h_r": z.h_r, "t_h": z.t_h,
         "s_p": z.s_p, "s_o": z.s_o, "time_scale": z.time_scale, "requests": verdict.requests,
         "completed": verdict.completed, "lost": len(verdict.lost), "duplicated": len(verdict.duplicated),
+        **checker.anomaly_columns(verdict.anomalies),  # "n/a" where the history shows no owner (black box)
         **blackbox.client_outcomes(record.events),
         "reexecuted_tasks": verdict.reexecuted_tasks, "takeovers": verdict.takeovers,
         "verdict": verdict.status, "verdict_reason": verdict.reason, "history_holes": sum(gaps.values()),
