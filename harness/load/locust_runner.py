@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import aiohttp
 
@@ -41,10 +41,24 @@ from protocol import auth
 
 if TYPE_CHECKING:
     from harness.experiment.testbed import Testbed
+    from harness.load.locustfile import LoadConfig  # not imported at run time: it patches with gevent
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONFIG_ENV = "MANOBENCH_LOAD"
 STARTUP_ALLOWANCE = 30.0  # seconds a default wait allows for Locust's start-up (imports, gevent patching)
+
+class StatsEntry(TypedDict, total=False):
+    """One entry of Locust's `--json-file` (one per request type and name), as far as it is read here."""
+
+    method: str
+    name: str
+    num_requests: int
+    num_none_requests: int
+    num_failures: int
+    response_times: dict[str, int]  # rounded response time (ms, as text) -> how many
+    min_response_time: float | None
+    max_response_time: float
+
 
 StartProcess = Callable[[str, list[str], dict[str, str]], Awaitable[asyncio.subprocess.Process]]
 
@@ -60,15 +74,18 @@ class LocustResult:
     max_ms: float
     exit_code: int  # 0: the load ran to its end by itself
     duration: float  # seconds the Locust process ran (start-up included)
-    bss: dict[str, Any] = field(default_factory=dict)  # the locustfile's summary: completed, timed_out, ...
+    # the locustfile's summary as it wrote it (harness.load.locustfile.Summary: completed, timed_out, ...); {}
+    # when it wrote none
+    bss: dict[str, object] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # what Locust left in out_dir: json, stats_csv, ...
 
     @property
     def offered_rate(self) -> float | None:
         """Submissions per second actually achieved, (N - 1) / (last - first submission)."""
-        return self.bss.get("offered_rate")
+        rate = self.bss.get("offered_rate")
+        return float(rate) if isinstance(rate, int | float) else None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """JSON-ready: every field, plus offered_rate."""
         return {**asdict(self), "offered_rate": self.offered_rate}
 
@@ -134,11 +151,11 @@ class LocustLoad:
         self._started_at = 0.0
 
     @classmethod
-    def for_testbed(cls, tb: Testbed, *, timeout: float | None = None, **overrides: Any) -> LocustLoad:
+    def for_testbed(cls, tb: Testbed, *, timeout: float | None = None, gate: bool = False) -> LocustLoad:
         """The load of the testbed's experiment z against it, live (`Testbed(z, ..., external_bss=True)`):
         z.requests workflows, open loop at z.rate if set, else closed loop with z.users; Locust's files and log
         in the testbed's workdir (the run folder). `timeout` per workflow, wall seconds; default 60 s plus 10
-        modelled workflow times (the model's t_c, scaled)."""
+        modelled workflow times (the model's t_c, scaled); `gate`: wait for `go()` (after a warm-up)."""
         z, out_dir = tb.z, tb.workdir
         if tb.deployment is None:
             raise RuntimeError("the testbed is not up")
@@ -149,18 +166,16 @@ class LocustLoad:
 
             timeout = model.workflow_timeout(z)
         rate = z.rate
-        kw: dict[str, Any] = {
-            "requests": z.requests, "timeout": timeout, "mode": "open" if rate else "closed", "users": z.users,
-            "rate": rate, "seed": z.seed, "entry_bytes": tb.deployment.entry_bytes,
-            "start_process": tb.runtime.start_process, "run": tb.run, "secret": tb.secret, **overrides,
-        }
-        load = cls(tb.deployment.entry, tb.bss_address, tb.collector.address, out_dir, **kw)
+        load = cls(tb.deployment.entry, tb.bss_address, tb.collector.address, out_dir, requests=z.requests,
+                   timeout=timeout, mode="open" if rate else "closed", users=z.users, rate=rate, seed=z.seed,
+                   entry_bytes=tb.deployment.entry_bytes, gate=gate, start_process=tb.runtime.start_process,
+                   run=tb.run, secret=tb.secret)
         tb.refusal_sources["bss"] = load.refused
         return load
 
     # -- what is started --------------------------------------------------------------------------------
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> LoadConfig:
         return {
             "entry": self.entry, "bss": self.bss, "collector": self.collector, "requests": self.requests,
             "timeout": self.timeout, "mode": self.mode, "rate": self.rate, "users": self.users,
@@ -232,7 +247,8 @@ class LocustLoad:
         refused = summary.get("refused", 0) if isinstance(summary, dict) else 0
         return refused if isinstance(refused, int) else 0
 
-    async def _post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def _post(self, path: str, body: dict[str, float], timeout: float) -> dict[str, int | bool]:
+        """POST to Locust's BSS with the harness's control key: its answer ({"n", "completed"} or {"ok"})."""
         headers = {auth.HEADER: auth.key(self.secret, auth.CONTROL)} if self.secret else {}
         async with aiohttp.ClientSession() as session, session.post(
                 f"http://{self.bss}{path}", json=body, headers=headers,
@@ -325,7 +341,7 @@ class LocustLoad:
             entries = json.loads(self.json_path.read_text())
         except json.JSONDecodeError:
             return None
-        summary: dict[str, Any] = {}
+        summary: dict[str, object] = {}
         if self.summary_path.exists():
             with contextlib.suppress(json.JSONDecodeError):
                 summary = json.loads(self.summary_path.read_text())
@@ -345,7 +361,7 @@ def percentile(response_times: dict[float, int], count: int, percent: float) -> 
     return 0.0
 
 
-def parse_stats(entries: list[dict[str, Any]], *, exit_code: int, duration: float, bss: dict[str, Any] | None = None,
+def parse_stats(entries: list[StatsEntry], *, exit_code: int, duration: float, bss: dict[str, object] | None = None,
                 files: dict[str, str] | None = None, method: str = "WORKFLOW", name: str = "instantiate"
                 ) -> LocustResult:
     """LocustResult from Locust's `--json-file` list of stats entries (one per request type and name)."""

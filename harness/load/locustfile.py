@@ -54,7 +54,8 @@ import os
 import random
 import time
 import uuid
-from typing import Any
+from typing import TypedDict
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 import gevent
 import urllib3
@@ -62,6 +63,7 @@ from gevent import pywsgi
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from locust import User, constant, events, task
+from locust.env import Environment
 
 from protocol import auth
 from protocol.events import EventSink
@@ -72,6 +74,53 @@ CONFIG_ENV = "MANOBENCH_LOAD"
 RETRY_EVERY = 0.05  # as harness/load/bss.py: a request no entry accepted is sent again 50 ms later
 EXIT_SETUP = 4  # exit code: bad configuration, or the BSS address cannot be bound
 POST_TIMEOUT = 10.0  # as harness/load/bss.py, but never past the workflow's own deadline
+
+
+class LoadConfig(TypedDict, total=False):
+    """The load as harness/load/locust_runner.py hands it over (MANOBENCH_LOAD, JSON): who to send to, how many,
+    how fast, where to listen for completions and where to write the summary."""
+
+    entry: list[str]  # the entries' "host:port"
+    bss: str  # where the completion server listens
+    collector: str | None
+    requests: int  # N
+    timeout: float  # per workflow, wall seconds
+    mode: str  # "closed" | "open"
+    rate: float | None  # open loop: submissions per second
+    users: int
+    arrivals: str  # "constant" | "poisson"
+    seed: int | None
+    linger: float  # seconds late duplicate notices still reach the history
+    entry_bytes: int  # P_a, the padded request body
+    gate: bool  # wait for the harness's /go
+    parent: int  # the launcher's pid: the load stops once it is gone
+    secret: str | None  # the run's secret (protocol.auth)
+    summary: str  # where the summary (`Bss.summary`) is written at the end
+
+
+class Outcome(TypedDict):
+    """How the load's workflows ended, each counted once towards N."""
+
+    completed: int
+    timed_out: int
+    not_accepted: int
+    error: int
+
+
+class Summary(Outcome):
+    """The load's exact counts, written at its end (LoadConfig's `summary`) and read by the launcher."""
+
+    requests: int
+    issued: int
+    accounted: int
+    first_submit: float | None
+    last_submit: float | None
+    offered_rate: float | None  # (issued - 1) / (last - first submission)
+    completions: int
+    duplicates: int
+    events_lost: int
+    finished: bool
+    refused: int
 
 
 class WorkflowTimeout(Exception):
@@ -95,9 +144,15 @@ class Sink(EventSink):
         self.lock = Semaphore()
         super().__init__(collector, svc, run="", secret=secret)
 
-    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def emit(self, kind: str, **fields: object) -> dict[str, object]:
         with self.lock:
             return super().emit(kind, **fields)
+
+    def stamp(self, kind: str, **fields: object) -> float:
+        """Send one event and return its `t` (CLOCK_MONOTONIC seconds): when a workflow was submitted."""
+        t = self.emit(kind, **fields)["t"]
+        assert isinstance(t, float)
+        return t
 
     def close(self) -> None:
         with self.lock:
@@ -107,7 +162,7 @@ class Sink(EventSink):
 class Bss:
     """State of the whole load: the completion server, who waits for what, and the count towards N."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
         self.entry: list[str] = list(cfg["entry"])
         if not self.entry:
@@ -129,7 +184,7 @@ class Bss:
         self.completions: dict[str, int] = {}
         self.issued = 0
         self.accounted = 0
-        self.outcome = {"completed": 0, "timed_out": 0, "not_accepted": 0, "error": 0}
+        self.outcome: Outcome = {"completed": 0, "timed_out": 0, "not_accepted": 0, "error": 0}
         self.first_submit: float | None = None
         self.last_submit: float | None = None
         self.done = Event()
@@ -138,7 +193,7 @@ class Bss:
             self.go.set()
         self.warm: set[str] = set()  # warm-up requests: not the load's, marked in the history
         self.scheduler_taken = False
-        self.environment: Any = None
+        self.environment: Environment | None = None  # Locust's, once its init event is fired
         self.http = urllib3.PoolManager(num_pools=max(8, 2 * len(self.entry)), maxsize=256, block=False,
                                         retries=False)
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" under open load
@@ -146,7 +201,7 @@ class Bss:
 
     # -- the completion endpoint ------------------------------------------------------------------------
 
-    def app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    def app(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
         if path == "/health" and method == "GET":
             return self._reply(start_response, "200 OK", {"ok": True, "waiting": len(self.waiting)})
@@ -183,7 +238,7 @@ class Bss:
             waiter.set(event["t"])
         return self._reply(start_response, "200 OK", {"ok": True})
 
-    def _signed(self, environ: dict[str, Any], name: str | None) -> bool:
+    def _signed(self, environ: WSGIEnvironment, name: str | None) -> bool:
         """Whether the request carries `name`'s key (always, without a secret); counts a refusal."""
         if self.secret is None:
             return True
@@ -194,7 +249,7 @@ class Bss:
         return False
 
     @staticmethod
-    def _reply(start_response: Any, status: str, body: dict[str, Any]) -> list[bytes]:
+    def _reply(start_response: StartResponse, status: str, body: dict[str, object]) -> list[bytes]:
         raw = json.dumps(body).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(raw)))])
         return [raw]
@@ -214,7 +269,7 @@ class Bss:
                 req = str(uuid.uuid4())
                 self.warm.add(req)
                 waiter = self.waiting[req] = AsyncResult()
-                started = self.sink.emit("submitted", req=req, to=len(self.entry), warmup=True)["t"]
+                started = self.sink.stamp("submitted", req=req, to=len(self.entry), warmup=True)
                 deadline = started + timeout
                 try:
                     if self.submit(req, deadline):
@@ -244,8 +299,7 @@ class Bss:
         try:
             req = str(uuid.uuid4())
             waiter = self.waiting[req] = AsyncResult()
-            submitted = self.sink.emit("submitted", req=req, to=len(self.entry))
-            started = submitted["t"]
+            started = self.sink.stamp("submitted", req=req, to=len(self.entry))
             if self.first_submit is None:
                 self.first_submit = started
             self.last_submit = started
@@ -268,6 +322,7 @@ class Bss:
             exc, elapsed = error, time.monotonic() - started
             self.outcome["error"] += 1
         try:
+            assert self.environment is not None, "Locust's init event comes before any user"
             self.environment.events.request.fire(
                 request_type="WORKFLOW", name="instantiate", response_time=elapsed * 1000.0, response_length=0,
                 exception=exc, context={},
@@ -361,13 +416,18 @@ class Bss:
     def finish(self) -> None:
         gevent.sleep(self.linger)  # late duplicate notices still reach the history
         self.done.set()
-        self.environment.runner.quit()
+        self.quit_runner()
 
     @property
     def finished(self) -> bool:
         return self.accounted >= self.total
 
-    def summary(self) -> dict[str, Any]:
+    def quit_runner(self) -> None:
+        """Stop Locust's runner: the load is over, or its launcher is gone."""
+        if self.environment is not None and self.environment.runner is not None:
+            self.environment.runner.quit()
+
+    def summary(self) -> Summary:
         span = (self.last_submit - self.first_submit) if self.first_submit is not None and self.last_submit else 0
         return {
             "requests": self.total, "issued": self.issued, "accounted": self.accounted, **self.outcome,
@@ -386,14 +446,14 @@ def _watch_parent(parent: int) -> None:
     while True:
         if os.getppid() != parent:
             log.warning("launcher %d is gone: stopping", parent)
-            if bss is not None and bss.environment is not None and bss.environment.runner is not None:
-                bss.environment.runner.quit()
+            if bss is not None:
+                bss.quit_runner()
             return
         gevent.sleep(0.5)
 
 
 @events.init.add_listener
-def _on_init(environment: Any, **_: Any) -> None:
+def _on_init(environment: Environment, **_: object) -> None:
     global bss
     raw = os.environ.get(CONFIG_ENV)
     if not raw:
@@ -412,7 +472,7 @@ def _on_init(environment: Any, **_: Any) -> None:
 
 
 @events.quitting.add_listener
-def _on_quitting(environment: Any, **_: Any) -> None:
+def _on_quitting(environment: Environment, **_: object) -> None:
     if bss is None:
         return
     if environment.runner is not None and environment.runner.exceptions:
