@@ -4,9 +4,11 @@ Wire format: one JSON object per line, over one TCP connection per process, to t
 (the spec's `collector`). Every event has `t` (CLOCK_MONOTONIC seconds: system-wide on Linux, so comparable
 across the processes of one host), `wall` (Unix time), `svc` (the instance id, or "bss", "harness") and
 `kind`; the other fields depend on the kind (`KINDS`). A request's id is `req` (a UUID), a task's number
-`task` (1-based), byte counts are body bytes. Events are sent synchronously, before the process goes on,
-so the collector sees "task 3 of R ended" before the service can start task 4: that is what lets the
-harness strike at a chosen point of a workflow. A line that does not parse is counted, not recorded.
+`task` (1-based), byte counts are body bytes. `epoch` (an integer >= 1, only with `mechanism: fenced`,
+docs/fencing.md) is the ownership epoch of the request the event acts under: its fencing token. Events are
+sent synchronously, before the process goes on, so the collector sees "task 3 of R ended" before the
+service can start task 4: that is what lets the harness strike at a chosen point of a workflow. A line that
+does not parse is counted, not recorded.
 Each connection opens with a hello line, `{"hello": svc, "secret": key}` (`protocol.auth`): the collector
 takes events only from a sender that proved its name, and only events of that name.
 
@@ -51,20 +53,29 @@ KINDS: dict[str, Kind] = {
                         "went away; the instance reconnects with back-off"),
     "broker_back": Kind(SERVICES, "plane, down_for", "transport amqp: the plane is connected to the broker again"),
     # a workflow
-    "request_received": Kind(SERVICES, "req, owner, bytes, task?",
-                             "a request (or chain hop) arrived; `owner` is the instance that ranks as its driver"),
-    "request_logged": Kind(SERVICES, "req, owner, task?", "a non-owner logged the request, to take it over if needed"),
+    "request_received": Kind(SERVICES, "req, owner, bytes, task?, epoch?",
+                             "a request (or chain hop) arrived; `owner` is the instance that ranks as its driver "
+                             "(fenced: the owner of `epoch` as this instance knows it)"),
+    "request_logged": Kind(SERVICES, "req, owner, task?, epoch?",
+                           "a non-owner logged the request, to take it over if needed"),
     "request_duplicate": Kind(SERVICES, "req, task?", "the request was already known here: dropped"),
-    "task_call": Kind("slm", "req, task, name, worker, attempt", "the SLM calls worker m_i"),
+    "task_call": Kind("slm", "req, task, name, worker, attempt, epoch?", "the SLM calls worker m_i"),
     "task_call_failed": Kind("slm", "req, task, worker, error", "the call failed (a dead worker): retried elsewhere"),
-    "task_reply": Kind("slm", "req, task, name, worker, bytes_out, bytes_in", "the worker's reply arrived"),
-    "task_start": Kind("worker, module, monolith", "req, task, name, bytes_in?", "the work of task i starts here"),
-    "task_end": Kind("worker, module, monolith", "req, task, name, bytes_out?", "the work of task i is done here"),
+    "task_reply": Kind("slm", "req, task, name, worker, bytes_out, bytes_in, epoch?",
+                       "the worker's reply arrived (fenced: and the owner may still act on it)"),
+    "task_start": Kind("worker, module, monolith", "req, task, name, bytes_in?, epoch?",
+                       "the work of task i starts here"),
+    "task_end": Kind("worker, module, monolith", "req, task, name, bytes_out?, epoch?",
+                     "the work of task i is done here: its effect is applied (fenced: under `epoch`)"),
+    "task_fenced": Kind("worker", "req, task, epoch, seen", "fenced: a call of an epoch below the highest seen "
+                        "for the request (`seen`) was refused: no effect applied"),
     "forward_sent": Kind("module", "req, task, to, bytes", "the chain's hop i -> i+1, to one instance of m_{i+1}"),
     "forward_failed": Kind("module", "req, task, to, error", "a hop could not be delivered"),
-    "request_completed": Kind(SERVICES, "req, task?", "the driver sent the completion notice to the BSS"),
+    "request_completed": Kind(SERVICES, "req, task?, epoch?, already?",
+                              "the driver sent the completion notice to the BSS (`already`: fenced, the BSS had "
+                              "one from an earlier owner and did not count this one)"),
     # the reliability mechanism
-    "state_share_sent": Kind("slm", "req, task, peer, bytes", "the owner shared its state after task i"),
+    "state_share_sent": Kind("slm", "req, task, peer, bytes, epoch?", "the owner shared its state after task i"),
     "state_share_received": Kind("slm", "req, task, owner, bytes", "a peer stored the owner's state"),
     "state_share_failed": Kind("slm", "req, task, peer, error", "a share could not be delivered"),
     "state_share_stale": Kind("slm", "req, task, owner", "a share older than what the peer has: ignored"),
@@ -76,12 +87,25 @@ KINDS: dict[str, Kind] = {
     "released": Kind("slm, module", "", "the instance speaks again after /hb-now's silence"),
     "peer_dead": Kind("slm, module", "peer, silent_for", "a peer was silent for longer than t_h"),
     "peer_rejoined": Kind("slm, module", "peer", "a heartbeat from a peer declared dead"),
-    "takeover": Kind("slm, module", "req, dead, from_task, last_shared?, task?",
-                     "a survivor resumes a dead owner's request at task `from_task`"),
+    "takeover": Kind("slm, module", "req, dead, from_task, last_shared?, task?, epoch?",
+                     "a survivor resumes a dead owner's request at task `from_task` (fenced: it won `epoch` "
+                     "from a majority)"),
+    # the fenced mechanism (targets/fencing.py, docs/fencing.md)
+    "vote_asked": Kind("slm", "req, epoch, peers, bytes", "a candidate asked every peer to promise it `epoch` of "
+                       "the request (one round; repeated while no majority answers)"),
+    "vote_granted": Kind("slm", "req, epoch, candidate, bytes", "this SLM promised `epoch` to `candidate`: it "
+                         "grants no other candidate that epoch and confirms no earlier one"),
+    "epoch_check": Kind("slm", "req, epoch, outcome, era, bytes", "an owner whose lease lapsed (or a request's "
+                        "first step) asked the majority whether `epoch` is still its own: ok, stale or "
+                        "undecided (no majority answered: it waits)"),
+    "stepped_down": Kind("slm", "req, epoch, newer, owner", "the owner learnt of a later epoch (`newer`, of "
+                         "`owner` where known) and stopped driving the request"),
     # the BSS (harness.load.bss, or the Locust BSS)
     "submitted": Kind("bss", "req, to, warmup?", "a request went to every entry point"),
-    "completed": Kind("bss", "req, by, n, warmup?, error?", "a completion notice arrived (n > 1: a duplicate; "
-                      "`error`: a python client saw the target attach one to the workflow it completed)"),
+    "completed": Kind("bss", "req, by, n, warmup?, error?, epoch?", "a completion notice arrived (n > 1: a "
+                      "duplicate; `error`: a python client saw the target attach one to the workflow it completed)"),
+    "completion_refused": Kind("bss", "req, by, epoch, reason, warmup?", "fenced: a completion notice not counted: "
+                               "`stale` (an epoch below one the BSS saw) or `already` (the request was completed)"),
     "failed": Kind("bss", "req, state?, detail?, warmup?", "a python client (protocol.client) saw the target refuse or "
                    "fail the workflow: certainly not done"),
     "indeterminate": Kind("bss", "req, state?, detail?, warmup?", "a python client could not tell how the workflow "

@@ -51,6 +51,10 @@ ROUTES = (
           "the owner's state after a task (padded to s_z), every s_p tasks from s_o"),
     Route("state", "POST", "/done", ("req", "by"), ("slm", "module"),
           "the request is finished: peers drop its state (padded to p_c)"),
+    Route("state", "POST", "/vote", ("req", "epoch", "candidate", "static"), ("slm",),
+          "fenced: promise `epoch` of the request to `candidate`? (padded to h_s) answered {granted, epoch, owner}"),
+    Route("state", "POST", "/confirm", ("req", "epoch", "owner", "static"), ("slm",),
+          "fenced: is `epoch` still `owner`'s? (padded to h_s) answered {ok, epoch, owner}; counts as hearing from it"),
 )
 
 

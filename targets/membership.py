@@ -99,6 +99,7 @@ class Membership:
         self.voice.set()
         self.beating = asyncio.Event()  # cleared when muted: no scheduled heartbeat, everything else goes on
         self.beating.set()
+        self.on_ack: Callable[[str, float], None] | None = None  # (peer, send time) of an acknowledged heartbeat
         self.marks: dict[tuple[str, int], Mark] = {}
         self.passed: dict[tuple[str, int], None] = {}  # insertion-ordered, the last PASSED_KEPT
 
@@ -119,6 +120,29 @@ class Membership:
     def owner_of(self, req: str) -> str:
         ranked = self.members()
         return ranked[uuid.UUID(req).int % len(ranked)][1]
+
+    def static_owner(self, req: str) -> str:
+        """The owner by rank among every member, dead or alive: the same on every instance once all UUIDs are
+        known, whoever each one holds dead (the fenced mechanism's epoch 1, targets/fencing.py)."""
+        ranked = sorted([(self.uuid, self.me), *((p.uuid or "", p.id) for p in self.peers.values())])
+        return ranked[uuid.UUID(req).int % len(ranked)][1]
+
+    def is_dead(self, peer: str) -> bool:
+        """Whether this instance holds `peer` dead (itself never; an unknown name always)."""
+        if peer == self.me:
+            return False
+        known = self.peers.get(peer)
+        return known is None or known.dead
+
+    def heard(self, peer: str) -> None:
+        """`peer` spoke other than by a heartbeat (a fenced vote or confirm): it is alive as of now."""
+        known = self.peers.get(peer)
+        if known is None:
+            return
+        known.last_seen = time.monotonic()
+        if known.dead:
+            known.dead = False
+            self.sink.emit("peer_rejoined", peer=peer)
 
     # --- heartbeats in -----------------------------------------------------------------------------------
     async def handle_heartbeat(self, request: web.Request) -> web.Response:
@@ -152,11 +176,14 @@ class Membership:
     async def _send(self, peer: Peer, triggered: bool = False) -> bool:
         """One heartbeat to `peer`; True once it acknowledged it."""
         body = {"id": self.me, "uuid": self.uuid, "seq": self.seq, **({"triggered": True} if triggered else {})}
+        sent = time.monotonic()
         try:
             await self.client.post(peer.hb_addr, "/hb", body, self.params.hb_bytes,
                                    timeout=max(self.params.t_h, 0.05))
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False  # a silent peer is what the monitor is for
+        if self.on_ack is not None:
+            self.on_ack(peer.id, sent)
         return True
 
     # --- the heartbeat at a chosen moment (harness control) -------------------------------------------------

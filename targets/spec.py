@@ -45,8 +45,9 @@ class Params:
         self.hop_bytes = [int(v * KB) for v in _per_task(z["P"], self.n)]
 
     def share_after(self, task: int) -> bool:
-        """Whether the processing SLM shares its state after `task` (s_o, s_o + s_p, ... below n)."""
-        return self.mechanism == "state-sharing" and task >= self.s_o and task < self.n and (
+        """Whether the processing SLM shares its state after `task` (s_o, s_o + s_p, ... below n): with state
+        sharing and fenced (which shares the same way), never with restart."""
+        return self.mechanism != "restart" and task >= self.s_o and task < self.n and (
             (task - self.s_o) % self.s_p == 0
         )
 

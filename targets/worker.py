@@ -3,9 +3,15 @@
 It gets a task with its slice of the state (P_a kB), works for t_i (sleep, or burn CPU with `work: burn`)
 and answers P_b kB. Task calls are idempotent: a survivor SLM may call the same task again after a
 takeover, and each execution is recorded, so the checker can count re-executed work.
+
+Fenced (`mechanism: fenced`, targets/fencing.py) a call carries its owner's epoch: the worker remembers the
+highest epoch it has seen per request and refuses a lower one (`task_fenced`, answered `{"fenced": true,
+"seen": E}`), so an owner that a later one replaced cannot apply the task's effect after the newer owner did.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from aiohttp import web
 
@@ -14,6 +20,8 @@ from protocol.messages import padded
 from protocol.spec import ServiceSpec
 from targets.http import Planes, read_json, spend
 from targets.spec import Params, task_name
+
+EPOCHS_KEPT = 65536  # requests whose highest epoch a worker remembers (the oldest forgotten first)
 
 
 class Worker:
@@ -24,6 +32,7 @@ class Worker:
         self.planes = Planes(sink, spec.bind, {"op": spec.ports["op"]}, self.p.max_message)
         self.planes.route("op", "GET", "/health", self.health)
         self.planes.route("op", "POST", "/task", self.handle_task)
+        self.epochs: OrderedDict[str, int] = OrderedDict()  # req -> highest epoch seen (fenced)
 
     async def start(self) -> None:
         await self.planes.start()
@@ -40,8 +49,20 @@ class Worker:
         if body["task"] != self.task:
             raise web.HTTPBadRequest(text=f"this worker does task {self.task}, not {body['task']}")
         req, i = body["req"], self.task
-        self.sink.emit("task_start", req=req, task=i, name=task_name(i), bytes_in=body["_bytes"])
+        epoch = body.get("epoch")
+        fenced: dict[str, int] = {}
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
+            seen = self.epochs.get(req, 0)
+            if epoch < seen:
+                self.sink.emit("task_fenced", req=req, task=i, epoch=epoch, seen=seen)
+                return web.json_response({"fenced": True, "seen": seen})
+            self.epochs[req] = epoch
+            self.epochs.move_to_end(req)
+            if len(self.epochs) > EPOCHS_KEPT:
+                self.epochs.popitem(last=False)
+            fenced = {"epoch": epoch}
+        self.sink.emit("task_start", req=req, task=i, name=task_name(i), bytes_in=body["_bytes"], **fenced)
         await spend(self.p.t_i[i - 1], self.p.work)
         reply = padded({"req": req, "task": i, "by": self.spec.id}, self.p.p_b[i - 1])
-        self.sink.emit("task_end", req=req, task=i, name=task_name(i), bytes_out=len(reply))
+        self.sink.emit("task_end", req=req, task=i, name=task_name(i), bytes_out=len(reply), **fenced)
         return web.Response(body=reply, content_type="application/json")

@@ -3,6 +3,9 @@
 It submits each request (a fresh UUID) to every entry point of the design and records `submitted` and
 `completed` events in the history. A workflow completed twice is recorded twice: the checker reports it as
 a duplicate, it is never merged here. A completion notice counts only with its sender's key (docs/security.md).
+A notice that carries an `epoch` (the fenced mechanism, docs/fencing.md) is checked as a fenced resource:
+one of an epoch below the highest the BSS saw for the request, or any after the request was completed, is
+answered `{"ok": true, "refused": "stale"|"already", "epoch": E}` and recorded as `completion_refused`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ from protocol import auth
 from protocol.messages import padded
 
 
+def fenced_refusal(highest: int, epoch: int, completed: bool) -> str | None:
+    """Why the BSS refuses a fenced completion notice of `epoch` (None: it counts): `stale` below the highest
+    epoch it saw for the request, `already` when the request was completed (by an owner that then died before
+    its peers heard 'done': the later owner's notice is the same completion, not a second service)."""
+    if epoch < highest:
+        return "stale"
+    return "already" if completed else None
+
+
 class Bss:
     def __init__(self, collector: Collector, host: str = "127.0.0.1", port: int = 0, secret: str | None = None
                  ) -> None:
@@ -32,6 +44,7 @@ class Bss:
         self.entry_bytes = 0  # the distributed chain's hop 0 carries P_{0,1} kB of state
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.completions: dict[str, int] = {}
+        self.epochs: dict[str, int] = {}  # req -> highest epoch of a completion notice (fenced)
         self.warm: set[str] = set()  # warm-up requests: marked in the history, left out by the checker
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -65,9 +78,18 @@ class Bss:
         if by is None:
             self.collector.emit("bss", "bad_message", path="/complete")
             raise web.HTTPBadRequest(text="expected {req, by}")
+        warm = {"warmup": True} if req in self.warm else {}
+        epoch = body.get("epoch")
+        fenced: dict[str, int] = {}
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
+            refused = fenced_refusal(self.epochs.get(req, 0), epoch, req in self.completions)
+            self.epochs[req] = max(self.epochs.get(req, 0), epoch)
+            if refused is not None:
+                self.collector.emit("bss", "completion_refused", req=req, by=by, epoch=epoch, reason=refused, **warm)
+                return web.json_response({"ok": True, "refused": refused, "epoch": self.epochs[req]})
+            fenced = {"epoch": epoch}
         self.completions[req] = self.completions.get(req, 0) + 1
-        self.collector.emit("bss", "completed", req=req, by=by, n=self.completions[req],
-                            **({"warmup": True} if req in self.warm else {}))
+        self.collector.emit("bss", "completed", req=req, by=by, n=self.completions[req], **warm, **fenced)
         future = self.waiting.get(req)
         if future and not future.done():
             future.set_result(now)

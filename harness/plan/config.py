@@ -37,7 +37,7 @@ from harness.errors import ConfigError
 from harness.plan.bounds import BOUNDS, NUMBER, check_text_numbers
 
 Design = Literal["monolith", "centralised", "distributed"]
-Mechanism = Literal["state-sharing", "restart"]
+Mechanism = Literal["state-sharing", "restart", "fenced"]
 Reading = Literal["corrected", "literal"]
 FaultName = Literal["none", "slm-crash", "worker-crash", "slm-pause", "link-delay", "partition",
                     "broker-crash", "broker-pause", "broker-partition", "crash", "pause", "restart"]
@@ -81,7 +81,8 @@ class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False, frozen=False, allow_inf_nan=False)
 
     design: Design = "centralised"
-    mechanism: Mechanism = Field("state-sharing", description="restart = no state sharing (Kubernetes/Akka)")
+    mechanism: Mechanism = Field("state-sharing", description="restart = no state sharing (Kubernetes/Akka); fenced = "
+                                 "ownership epochs through a majority of k >= 3 SLMs (docs/fencing.md)")
     model_reading: Reading = Field("corrected", description="how ambiguous equations are read (docs/model.md)")
 
     n: StrictInt = Field(6, description="number of tasks / microservices in the workflow")
@@ -187,6 +188,15 @@ class Experiment(BaseModel):
     def _check_rules(self) -> Experiment:
         if self.mechanism == "restart" and self.design != "centralised":
             raise ValueError(f"mechanism: restart applies to the centralised design only (got design={self.design})")
+        if self.mechanism == "fenced":
+            if self.design != "centralised":
+                raise ValueError(f"mechanism: fenced is built for the centralised design only (got {self.design})")
+            if self.k < 3:
+                raise ValueError(f"k: fenced needs k >= 3 SLMs, so that a majority survives one (got k={self.k})")
+            if self.transport != "http":
+                raise ValueError("mechanism: fenced is built for transport http only (docs/fencing.md)")
+            if self.target is not None:
+                raise ValueError("mechanism: fenced is a mechanism of our own designs, not of a target file")
         if self.t_m is not None:
             if "t_i" in self.model_fields_set:
                 raise ValueError("t_m: give t_i or t_m, not both")
