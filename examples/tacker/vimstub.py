@@ -6,7 +6,8 @@ NFVO lists a terminated VNF's images).
 It is where the infrastructure goes in a benchmark of the control plane: every call can be slowed (a latency
 per kind of call) or answered 503 (an error rate per kind), and every call is counted. Settings come from the
 command line and can be changed while it runs: `POST /stub/config` with a JSON object of the same keys
-(`latency`, `error_rate`, `stack_seconds`, `seed`), `GET /stub/stats` for the counts.
+(`latency`, `error_rate`, `stack_seconds`, `seed`), `GET /stub/stats` for the counts, which it also prints as
+one line `vimstub: stats {...}` when it stops on SIGTERM or SIGINT (the run folder's logs/vim.log).
 
 Kinds of call: token, discovery, stack_create, stack_get, stack_update, stack_delete, resources, template,
 files, image, other. `latency` and `error_rate` are either a number (every kind) or an object
@@ -367,6 +368,8 @@ async def _serve_until_signal(stub: VimStub, host: str, port: int, public: str |
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await serve(stub, host, port, public, stop=stop)
+    # the counts outlive the stub in its log: a run's folder says how many VIM calls its workflows made
+    print(f"vimstub: stats {json.dumps(stub.stats(), sort_keys=True)}", flush=True)
 
 
 def _json_arg(text: str | None) -> Any:
