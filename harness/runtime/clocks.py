@@ -13,8 +13,40 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import TypedDict
+
+
+class OffsetRecord(TypedDict, total=False):
+    """An `Offset` as config.yaml's swarm section records it (floats rounded to 7 places)."""
+
+    node: str
+    offset: float
+    uncertainty: float
+    wall_offset: float
+    samples: int
+    at: float
+
+
+class AgentReply(TypedDict, total=False):
+    """What a node's fault agent answers to an action (harness.runtime.swarm_agent)."""
+
+    t: float  # the node's CLOCK_MONOTONIC when it called its Engine
+    took: float  # the Engine's time for it, seconds
+    status: int  # the Engine's HTTP status
+
+
+class AgentAction(TypedDict):
+    """One fault an agent made on its node, timed on the harness's clock (config.yaml's swarm.agent_actions)."""
+
+    action: str
+    service: str
+    node: str
+    asked: float
+    answered: float
+    engine_at: float | None
+    engine_took: float | None
+    status: int | None
 
 
 @dataclass(frozen=True)
@@ -26,8 +58,9 @@ class Offset:
     samples: int
     at: float = 0.0  # the harness's clock when it was measured
 
-    def as_dict(self) -> dict[str, float | str | int]:
-        return {k: (round(v, 7) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+    def as_dict(self) -> OffsetRecord:
+        return {"node": self.node, "offset": round(self.offset, 7), "uncertainty": round(self.uncertainty, 7),
+                "wall_offset": round(self.wall_offset, 7), "samples": self.samples, "at": round(self.at, 7)}
 
 
 def best(node: str, exchanges: list[tuple[float, float, float, float]]) -> Offset:
@@ -54,7 +87,7 @@ def measure(node: str, host: str, port: int, samples: int = 8, timeout: float = 
     return best(node, exchanges)
 
 
-def on_harness_clock(t: float, start: Offset | dict[str, float], end: Offset | dict[str, float] | None) -> float:
+def on_harness_clock(t: float, start: Offset | OffsetRecord, end: Offset | OffsetRecord | None) -> float:
     """A node's monotonic `t` on the harness's clock: minus the node's offset, interpolated linearly between
     the start and end measurements (a drift between them is spread over the run), the start's alone without
     an end."""
@@ -69,8 +102,8 @@ def on_harness_clock(t: float, start: Offset | dict[str, float], end: Offset | d
     return t - (float(s["offset"]) + share * (float(e["offset"]) - float(s["offset"])))
 
 
-def agent_action(action: str, service: str, node: str, asked: float, answered: float, reply: dict[str, Any],
-                 start: list[dict[str, Any]]) -> dict[str, Any]:
+def agent_action(action: str, service: str, node: str, asked: float, answered: float, reply: AgentReply,
+                 start: list[OffsetRecord]) -> AgentAction:
     """One fault an agent made on its node, timed on the harness's clock: `asked` and `answered` (the harness's
     call), and `engine_at` (the node's moment of calling its Engine, `reply["t"]`, minus the node's offset;
     None where the node's clock was not measured or the agent did not say) with `engine_took` (the Engine's

@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 import aiohttp
 import psutil
@@ -108,6 +108,15 @@ def free_block(rng: random.Random | None = None) -> str:
     raise UserError("docker runtime: no free 10.x.y.0/24 for the run's network")
 
 
+class ContainerCounters(TypedDict, total=False):
+    """The last reading of a container's counters (a key is missing until it was read once)."""
+
+    cgroup: tuple[float, float]  # (user, system) CPU seconds of the whole container
+    mem: int  # peak memory, bytes
+    veth: tuple[int, int]  # (rx, tx) bytes of its host-side veth
+    proc: float  # CPU seconds of its init process and children, as psutil sees them (the cross-check)
+
+
 @dataclass
 class Container:
     service: str
@@ -117,7 +126,7 @@ class Container:
     veth: str | None
     proc: psutil.Process | None = None
     here: bool = True  # pid is this host's process of the container: direct signals, freezer and files apply
-    last: dict[str, Any] = field(default_factory=dict)
+    last: ContainerCounters = field(default_factory=lambda: ContainerCounters())
 
     @classmethod
     def of(cls, service: str, ident: str, pid: int) -> Container:
@@ -146,7 +155,8 @@ class Container:
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 self.proc = None
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> dict[str, object]:
+        """Its line of containers.csv (CONTAINER_COLUMNS)."""
         user, sys_ = self.last.get("cgroup", (float("nan"), float("nan")))
         total, proc = user + sys_, self.last.get("proc", float("nan"))
         rx, tx = self.last.get("veth", (None, None))

@@ -37,7 +37,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 PR_SET_PDEATHSIG = 1
 READY = "forkserver ready"
@@ -67,6 +67,27 @@ def preload(names: list[str]) -> None:
                     importlib.import_module(found.name)
 
 
+class SpawnRequest(TypedDict):
+    """One request line to the server: fork a child that runs the module with `args`, `env` added, its output
+    to `log`, at `nice`."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log: str
+    nice: int
+
+
+class Reply(TypedDict, total=False):
+    """One reply line of the server: {ready} once its preloads are imported, {name, pid} for each fork, {pid,
+    code} for each child's exit; {} (on the harness side) once the server is gone."""
+
+    ready: str
+    name: str
+    pid: int
+    code: int
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """PR_SET_PDEATHSIG: `sig` to this process when its parent dies (even SIGKILLed); a sweep's trial asks for
     SIGINT, so its run tears down in order. The caller checks that the parent had not died already."""
@@ -74,7 +95,7 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
-def _child(module: str, request: dict[str, Any], keep: list[int], server: int) -> None:
+def _child(module: str, request: SpawnRequest, keep: list[int], server: int) -> None:
     """In the forked child: become the process the request describes, run MODULE as __main__, never return."""
     code = 1
     try:
@@ -135,7 +156,7 @@ def serve(module: str, preloads: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the harness, which tears down in order
 
-    def reply(message: dict[str, Any]) -> None:
+    def reply(message: Reply) -> None:
         os.write(replies, (json.dumps(message) + "\n").encode())
 
     children: set[int] = set()
@@ -167,7 +188,7 @@ def serve(module: str, preloads: list[str]) -> int:
         pending += chunk
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
-            request = json.loads(line)
+            request: SpawnRequest = json.loads(line)
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
@@ -210,7 +231,7 @@ class ForkServer:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.children: dict[int, Forked] = {}
-        self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._replies: asyncio.Queue[Reply] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read())
         self._lock = asyncio.Lock()
 
@@ -234,7 +255,7 @@ class ForkServer:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
-            message = json.loads(line)
+            message: Reply = json.loads(line)
             if "code" in message:
                 child = self.children.get(message["pid"])
                 if child is not None:
@@ -247,7 +268,7 @@ class ForkServer:
             child.exited(-signal.SIGKILL)
         self._replies.put_nowait({})
 
-    async def _reply(self, key: str) -> dict[str, Any]:
+    async def _reply(self, key: str) -> Reply:
         message = await self._replies.get()
         if key not in message:
             raise RuntimeError(f"the fork server ended (exit {await self.proc.wait()}): see its log")
@@ -262,7 +283,7 @@ class ForkServer:
         """Fork one process running the server's module with `args`, `env` added, at `nice`; returns once it
         exists."""
         assert self.proc.stdin is not None
-        request = {"name": name, "args": args or [], "env": env, "log": str(log), "nice": nice}
+        request: SpawnRequest = {"name": name, "args": args or [], "env": env, "log": str(log), "nice": nice}
         async with self._lock:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             await self.proc.stdin.drain()

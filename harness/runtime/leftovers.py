@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import psutil
 
@@ -62,7 +62,7 @@ def end(procs: list[psutil.Process], grace: float = 2.0) -> int:
     """SIGTERM (after SIGCONT, in case they are paused), then SIGKILL what is left; returns how many ended.
 
     Then the brokers' data directories of the runs they belonged to go, once no labelled process of such a run
-    is left: only directories the harness recorded under its own state root (`broker.remove_data`), never a
+    is left: only directories the harness recorded under its own state root (`broker_data.remove_data`), never a
     path read from a process's environment, which any local process can set. A process that merely borrows a
     live run's label is ended, and that run's data stays while its own processes live."""
     runs = {run for run in map(_run_of, procs) if run}
@@ -215,7 +215,11 @@ def _remove_container(client: DockerClient, ident: str) -> None:
     _quietly(client.api.remove_container, ident, force=True, v=True)
 
 
-def _quietly(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _quietly(call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
     """An Engine call whose failure (already gone, in use) leaves nothing to do; None then."""
     from docker.errors import DockerException
 

@@ -42,7 +42,6 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import psutil
@@ -58,6 +57,7 @@ from docker.types import (
     Resources,
     RestartPolicy,
     ServiceMode,
+    TaskTemplate,
 )
 
 from harness.errors import UserError
@@ -108,10 +108,10 @@ class SwarmRuntime(Freezing):
         self.tasks: dict[str, Task] = {}
         self.frozen: set[str] = set()
         self.agents: dict[str, str] = {}  # node id -> the agent's address on the overlay
-        self.clocks: dict[str, list[dict[str, Any]]] = {"start": [], "end": []}
+        self.clocks: dict[str, list[clocks.OffsetRecord]] = {"start": [], "end": []}
         # every kill/pause/unpause an agent made on another node: when the harness asked, and when the node's
         # Engine was called, on the harness's clock (config.yaml's swarm.agent_actions)
-        self.agent_actions: list[dict[str, Any]] = []
+        self.agent_actions: list[clocks.AgentAction] = []
         self.timings: dict[str, float] = {}
         self.image: str | None = None
         self.network_id: str | None = None
@@ -323,7 +323,7 @@ class SwarmRuntime(Freezing):
             here = node.id == self.local_node and runs_here(pid, cid)  # another node's pids are not ours to signal
             self.tasks[svc] = Task(svc, node, cid, pid, here, CgroupFiles.of(pid) if here else CgroupFiles())
 
-    def measure_clocks(self) -> list[dict[str, Any]]:
+    def measure_clocks(self) -> list[clocks.OffsetRecord]:
         assert self.placement
         names = {n.id: n.hostname for n in self.placement.nodes}
         out = []
@@ -332,10 +332,10 @@ class SwarmRuntime(Freezing):
                 out.append(clocks.measure(names.get(node_id, node_id), addr, swarm_agent.AGENT_PORT).as_dict())
         return out
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> dict[str, object]:
         """The run's swarm facts, in config.yaml's `swarm` section (and swarm.json when there is no config.yaml)."""
         assert self.placement
-        facts = {
+        facts: dict[str, object] = {
             "stack": self.stack, "network": self.network, "subnet": self.subnet, "gateway": self.gateway,
             "nodes": [{"id": n.id[:12], "hostname": n.hostname, "addr": n.addr, "role": n.role, "labels": n.labels}
                       for n in self.placement.nodes],
@@ -391,7 +391,7 @@ class SwarmRuntime(Freezing):
         asked = time.monotonic()
         request = urllib.request.Request(url, method="POST", headers={auth.HEADER: self.agent_key})
         with opener.open(request, timeout=5) as resp:
-            reply = json.loads(resp.read() or b"{}")
+            reply: clocks.AgentReply = json.loads(resp.read() or b"{}")
         done = clocks.agent_action(action, task.service, task.node.hostname, asked, time.monotonic(), reply,
                                    self.clocks["start"])
         self.agent_actions.append(done)
@@ -540,8 +540,8 @@ def _never() -> str | None:
 
 def _task_template(image: str, command: list[str], container_labels: dict[str, str], env: dict[str, str | bytes | None],
                    network: str, alias: str, constraints: list[str], resources: Resources | None,
-                   mounts: list[Mount] | None = None, cap_add: list[str] | None = None) -> Any:
-    from docker.types import ContainerSpec, TaskTemplate
+                   mounts: list[Mount] | None = None, cap_add: list[str] | None = None) -> TaskTemplate:
+    from docker.types import ContainerSpec
     from docker.types import Placement as SwarmPlacement
 
     spec = ContainerSpec(image, command=command, labels=container_labels, env=env, mounts=mounts or [],

@@ -14,12 +14,34 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from harness.errors import UserError
 from harness.runtime import engine
+from harness.runtime.clocks import OffsetRecord
 from harness.runtime.swarm import SwarmRuntime
 from harness.runtime.swarm_nodes import nodes, require_manager
+
+
+class NodeReport(TypedDict, total=False):
+    """One node as `harness swarm check` reports it."""
+
+    hostname: str
+    id: str  # the node id's first 12 characters
+    addr: str
+    role: str
+    labels: dict[str, str]
+    agent: str  # its agent task's state (and error)
+    image: str  # "present" | "missing" | "unknown"
+    clock: OffsetRecord | None  # None: its agent did not answer /clock
+
+
+class CheckReport(TypedDict, total=False):
+    """What `harness swarm check` found: the nodes, the image, how long it took."""
+
+    nodes: list[NodeReport]
+    image: str | None
+    took_s: float
 
 
 def _agent_states(rt: SwarmRuntime) -> dict[str, dict[str, str]]:
@@ -34,11 +56,11 @@ def _agent_states(rt: SwarmRuntime) -> dict[str, dict[str, str]]:
     return out
 
 
-async def check(run: str, timeout: float = 30.0) -> tuple[dict[str, Any], list[str]]:
+async def check(run: str, timeout: float = 30.0) -> tuple[CheckReport, list[str]]:
     """(report, problems): problems is empty when a run can start here."""
     await asyncio.to_thread(require_manager, "swarm check")
     found = await asyncio.to_thread(nodes)
-    report: dict[str, Any] = {"nodes": [{"hostname": n.hostname, "id": n.id[:12], "addr": n.addr, "role": n.role,
+    report: CheckReport = {"nodes": [{"hostname": n.hostname, "id": n.id[:12], "addr": n.addr, "role": n.role,
                                          "labels": n.labels} for n in found]}
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="manobench-swarm-check-") as tmp:

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from harness.errors import UserError
 from harness.runtime import engine
@@ -105,13 +105,39 @@ class Placement:
         return all(len(set(ids)) == min(len(ids), len(self.nodes)) for ids in by_group.values())
 
 
-def task_of(service_id: str) -> dict[str, Any] | None:
+class ContainerStatus(TypedDict, total=False):
+    ContainerID: str
+    PID: int
+
+
+class TaskStatus(TypedDict, total=False):
+    State: str
+    Err: str
+    ContainerStatus: ContainerStatus
+
+
+class NetworkAttachment(TypedDict, total=False):
+    Network: dict[str, object]  # the network's ID, Spec, ...
+    Addresses: list[str]  # "10.a.b.c/24"
+
+
+class SwarmTask(TypedDict, total=False):
+    """A swarm task as the Engine lists it (GET /tasks), as far as the runtime reads it."""
+
+    ID: str
+    NodeID: str
+    CreatedAt: str  # RFC 3339: sorts in time order as text
+    Status: TaskStatus
+    NetworksAttachments: list[NetworkAttachment]
+
+
+def task_of(service_id: str) -> SwarmTask | None:
     """The newest task of a service (replicas 1), or None before the orchestrator made one."""
     tasks = engine.client().api.tasks(filters={"service": service_id})
     return max(tasks, key=lambda t: t.get("CreatedAt", ""), default=None)
 
 
-def task_address(task: dict[str, Any], network_id: str) -> str | None:
+def task_address(task: SwarmTask, network_id: str) -> str | None:
     for att in task.get("NetworksAttachments") or []:
         if att.get("Network", {}).get("ID") == network_id and att.get("Addresses"):
             return str(att["Addresses"][0]).split("/")[0]
