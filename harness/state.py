@@ -19,7 +19,6 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from harness.errors import UserError
 
@@ -80,6 +79,6 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_json_atomic(path: Path, data: Any, indent: int | None = 1) -> None:
+def write_json_atomic(path: Path, data: object, indent: int | None = 1) -> None:
     write_atomic(path, json.dumps(data, indent=indent, allow_nan=True))
 

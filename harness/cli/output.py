@@ -7,9 +7,8 @@ import io
 import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,18 +16,18 @@ from rich.table import Table
 FORMATS = ("table", "csv", "json")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.4g}"
     return "-" if value is None else str(value)
 
 
-def _json_safe(value: Any) -> Any:
+def _json_safe(value: object) -> object:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def render(rows: Sequence[dict[str, Any]], fmt: str, title: str | None = None, *, csv_path: str | Path | None = None,
-           width: int | None = None) -> str:
+def render(rows: Sequence[Mapping[str, object]], fmt: str, title: str | None = None, *,
+           csv_path: str | Path | None = None, width: int | None = None) -> str:
     """All rows (same keys, in order) as one string in the chosen format; CSV keeps full precision.
 
     A table never cuts a column name or a cell: it shows the columns that fit `width` (default: the
@@ -85,7 +84,7 @@ def _min_width(column: str, cells: list[str]) -> int:
     return max(len(column), min(longest_word, 40))
 
 
-def write_rows(path: str, rows: Sequence[dict[str, Any]]) -> None:
+def write_rows(path: str, rows: Sequence[Mapping[str, object]]) -> None:
     """Every row as CSV at `path` (`--out`), or a UserError saying why it cannot be written."""
     from harness.errors import UserError
 

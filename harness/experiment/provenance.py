@@ -8,7 +8,6 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -29,7 +28,8 @@ def commit() -> str:
         return "unknown"
 
 
-def machine() -> dict[str, Any]:
+def machine() -> dict[str, str | int | float | None]:
+    """The machine a run or sweep ran on, for its record (harness.analysis.sweep_folder.Machine reads it)."""
     return {
         "hostname": platform.node(),
         "kernel": platform.release(),
@@ -40,6 +40,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def stamp() -> dict[str, Any]:
+def stamp() -> dict[str, object]:
+    """Where a run or sweep comes from: the version, the commit, the machine and when it started. A plain dict:
+    a run adds its own facts to it (the wire capture's note) before it goes into config.yaml."""
     return {"manobench": __version__, "commit": commit(), "machine": machine(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
