@@ -3,7 +3,10 @@
 Anything the user can fix (a bad key, a bad value, a file that does not parse, a fault that does not fit the
 design) is a `UserError`, which the CLI turns into one clear line and exit code 2; the other subclasses are
 a part of the testbed failing (a proxy, the capture, tc, the load generator) and say which; anything else
-is a bug and keeps its traceback.
+is a bug and keeps its traceback. The fault library (the top-level `faults`, which imports nothing of the
+harness) raises its own `faults.FaultError` for a fault that does not fit the run; the harness turns it into a
+UserError where it drives the faults (harness.experiment.run), so the CLI's one line and exit code 2 stay
+those of every user mistake.
 """
 
 

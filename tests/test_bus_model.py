@@ -6,9 +6,8 @@ import math
 
 import pytest
 
+from faults import FAULTS, FaultContext, FaultError
 from harness import model
-from harness.errors import UserError
-from harness.faults import FAULTS, FaultContext
 from harness.history import Collector
 from harness.model import bus
 from harness.plan.config import build
@@ -62,10 +61,11 @@ def test_broker_faults_need_the_bus(name: str, tmp_path) -> None:
         def cut(self, *a: object) -> None: ...
         def heal(self, *a: object) -> None: ...
 
-    ctx = FaultContext(z, dep, Collector(tmp_path / "e.jsonl"), processes=object(), links=NoLinks())  # type: ignore[arg-type]
+    ctx = FaultContext(z, dep, Collector(tmp_path / "e.jsonl"), processes=object(), links=NoLinks(),  # type: ignore[arg-type]
+                       model=model)
     import asyncio
 
-    with pytest.raises(UserError, match="--transport amqp"):
+    with pytest.raises(FaultError, match="--transport amqp"):
         asyncio.run(FAULTS[name](ctx).setup())
 
 

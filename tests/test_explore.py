@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from faults import explore
 from harness import model
 from harness.analysis import explore as analysis
 from harness.analysis.sweep_folder import read_record
 from harness.errors import UserError
 from harness.experiment import sweep
-from harness.faults import explore
 from harness.plan import config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,18 +39,18 @@ def run_spec(spec: dict, tmp_path: Path, timeout: float) -> Path:
 
 def test_crash_points_that_lose_the_same_work_at_the_same_phase_are_one_class():
     z = config.build({**SMALL, "n": 6, "s_p": 2, "s_o": 2})
-    found = explore.classes(z)
+    found = explore.classes(model, z)
     assert explore.exhaustive_runs(z) == 6 * 4 * 2 and len(found) == 11
     first = {c[0].fault_at: [p.fault_at for p in c] for c in found}
     assert first["task:1@0"] == ["task:1@0", "task:3@0", "task:5@0"]  # one task lost after each share point
     assert first["task:2@0"] == ["task:2@0", "task:4@0", "task:6@0"]  # the whole run of two: the worst
     assert first["task:2@0.5"] == ["task:2@0.5", "task:4@0.5"]  # the share got out: nothing redone
-    assert explore.lost_tasks(z, 6, 0.5) is None  # after the completion went out
-    worst = max((c[0] for c in found), key=lambda p: explore.predicted_lost_time(z, p))
+    assert explore.lost_tasks(model, z, 6, 0.5) is None  # after the completion went out
+    worst = max((c[0] for c in found), key=lambda p: explore.predicted_lost_time(model, z, p))
     assert worst.fault_at == "task:2@0"
-    assert explore.predicted_lost_time(z, worst) == pytest.approx(model.evaluate(z).t_l)
+    assert explore.predicted_lost_time(model, z, worst) == pytest.approx(model.evaluate(z).t_l)
     dist = config.build({**SMALL, "design": "distributed", "n": 6})
-    assert len(explore.classes(dist)) == 1 + 2 * 3  # every task alike: one class per phase, and the completion
+    assert len(explore.classes(model, dist)) == 1 + 2 * 3  # every task alike: one class per phase, and the completion
 
 
 def test_a_bad_phase_list_and_every_outside_a_sweep_are_refused(tmp_path):

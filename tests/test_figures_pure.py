@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from harness import checker
-from harness.faults.aim import worst_task
-from harness.faults.base import FaultContext
+from faults.aim import worst_task
+from faults.base import FaultContext
+from harness import checker, model
 from harness.history import Collector
 from harness.history.record import Counters, Record
 from harness.measure import metrics, summary
@@ -116,7 +116,8 @@ def test_links_csv_attributes_service_bytes_and_the_wire_agrees_to_the_header_ov
 ])
 def test_the_worst_task_is_the_end_of_the_longest_unprotected_run(values, task):
     z = config.build(values)
-    ctx = FaultContext(z, plan(z, "r", lambda s: "127.0.0.1", "127.0.0.1:1", None), Collector(), processes=None)  # type: ignore[arg-type]
+    ctx = FaultContext(z, plan(z, "r", lambda s: "127.0.0.1", "127.0.0.1:1", None), Collector(), processes=None,  # type: ignore[arg-type]
+                       model=model)
     assert worst_task(ctx) == task
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from faults import aim
 from harness import checker
 from harness.analysis import fit
 from harness.checker import detection, fault_timeline, outcomes, verdicts
 from harness.experiment import warmup
-from harness.faults import aim
 from harness.history import Collector
 from harness.history import events as history_events
 from harness.measure import metrics, summary

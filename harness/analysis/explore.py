@@ -3,7 +3,7 @@ per explored point, what each class of crash points cost (the target request's t
 case beside the model's under both readings of Eq 3, and which reading the data supports.
 
 The classes, the runs used and the runs an exhaustive search would need come from sweep.yaml's `exploration`
-(harness/faults/explore.py made them); the measured lost time of a trial is the target request's
+(faults/explore.py made them); the measured lost time of a trial is the target request's
 `lost_time` in its affected.csv (paper seconds), 0 when the crash did not touch the target (it had completed),
 and infinite when the target never completed.
 """
@@ -17,11 +17,11 @@ from typing import TypedDict
 
 import pandas as pd
 
+from faults import explore
 from harness import model
 from harness.analysis import tables
 from harness.analysis.sweep_folder import Exploration, Settings, SweepRecord
 from harness.errors import ConfigError
-from harness.faults import explore
 from harness.history.reading import read_history
 from harness.plan import config
 
@@ -80,7 +80,7 @@ def tables_of(out: Path, record: SweepRecord) -> list[tuple[Exploration, pd.Data
             if z is None or pid is None:
                 continue
             point = explore.CrashPoint(z.fault_task or 0, z.fault_phase or 0.0,
-                                       explore.lost_tasks(z, z.fault_task or 0, z.fault_phase or 0.0))
+                                       explore.lost_tasks(model, z, z.fault_task or 0, z.fault_phase or 0.0))
             trials = list(done[done["point"] == pid]["trial"]) if "point" in done else []
             lost = [target_lost_time(Path(out) / "trials" / t) for t in trials]
             false = tables.numeric(done[done["point"] == pid], ["false_suspicions"])["false_suspicions"].sum()
@@ -91,7 +91,7 @@ def tables_of(out: Path, record: SweepRecord) -> list[tuple[Exploration, pd.Data
                          "runs": len(lost), "measured": stats["x_mean"].iloc[0] if stats is not None else math.nan,
                          "ci95_lo": stats["x_ci95_lo"].iloc[0] if stats is not None else math.nan,
                          "ci95_hi": stats["x_ci95_hi"].iloc[0] if stats is not None else math.nan,
-                         "corrected": explore.predicted_lost_time(z, point), "false suspicions": int(false)})
+                         "corrected": explore.predicted_lost_time(model, z, point), "false suspicions": int(false)})
         found.append((entry, pd.DataFrame(rows)))
     return found
 
@@ -124,7 +124,7 @@ def lines(out: Path, record: SweepRecord) -> list[str]:
     md = ["## Exploration of every crash point", "",
           "Each crash point (K, F): the driver's heartbeat at the end of task K of the target request, the SIGKILL "
           "F heartbeat intervals later (`fault_at task:K@F`); points that lose tasks of the same parameters at the "
-          "same phase form a class, run once (harness/faults/explore.py). Lost time is the target's t_r - t_c "
+          "same phase form a class, run once (faults/explore.py). Lost time is the target's t_r - t_c "
           "(paper seconds); `corrected` is the model's corrected reading of Eq 3 at that point. Classes whose trials "
           "saw false suspicions (a detector starved of CPU) are shown but left out of the worst case.", ""]
     for entry, frame in found:

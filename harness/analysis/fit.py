@@ -308,7 +308,7 @@ def _mean_err(values: list[float]) -> tuple[float, float]:
 def fault_params(trials: list[TrialData]) -> list[Param]:
     """How far the crashes were from the model's worst case (a crash right after a heartbeat went out), and how
     late the injector's crash came after the configured schedule's worst moment: the event's `late_by`
-    (harness/faults/aim.py: positive when late); folders written before it carry `early_by`, its negation."""
+    (faults/aim.py: positive when late); folders written before it carry `early_by`, its negation."""
     after, late = [], []
     for t in trials:
         ts = t.z.time_scale
@@ -323,7 +323,7 @@ def fault_params(trials: list[TrialData]) -> list[Param]:
     if late:
         out.append(Param("fault.late_by", *_mean_err(late), 0.0, "s", len(late),
                          "how late the crash came after the configured schedule's worst moment (paper s; positive: "
-                         "after it, as the real task ends a little after its configured end; harness/faults/aim.py)"))
+                         "after it, as the real task ends a little after its configured end; faults/aim.py)"))
     return out
 
 

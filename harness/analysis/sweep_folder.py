@@ -43,7 +43,7 @@ class PointRecord(TypedDict):
 
 
 class Exploration(TypedDict):
-    """A point with `fault_at: every`: what it made of the crash points (harness.faults.explore)."""
+    """A point with `fault_at: every`: what it made of the crash points (faults.explore)."""
 
     overrides: Settings
     design: str

@@ -29,7 +29,7 @@ def fault_windows(events: list[Event]) -> list[tuple[str, float, float]]:
 
 
 def broker_windows(events: list[Event]) -> list[tuple[float, float]]:
-    """(start, end) of each broker fault (a `fault` whose name starts with `broker-`: harness/faults/broker.py)."""
+    """(start, end) of each broker fault (a `fault` whose name starts with `broker-`: faults/broker.py)."""
     starts = {e["t"] for e in events if e["svc"] == "harness" and e["kind"] == "fault"
               and str(e.get("fault", "")).startswith("broker-")}
     return [(start, end) for _, start, end in fault_windows(events) if start in starts]

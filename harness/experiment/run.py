@@ -25,12 +25,12 @@ from typing import Any, TextIO
 
 import yaml
 
+from faults import FaultContext, FaultError, make
 from harness import checker, history, model
 from harness.errors import UserError
 from harness.experiment import outdir, provenance
 from harness.experiment.testbed import Testbed, new_run_id
 from harness.experiment.warmup import prelude
-from harness.faults import FaultContext, make
 from harness.history import Event, manifest, record
 from harness.history.flows import Flow
 from harness.links.client import ProxyControlError
@@ -279,8 +279,11 @@ async def _experiment(z: Experiment, target: TargetFile | None, out: Path, *, lo
             if tb.broker is not None:
                 sampler.add("broker", tb.broker.pid())
             ctx = FaultContext(z, tb.deployment, tb.collector, BrokerControl(tb.runtime, tb.broker), tb.wiring,
-                               target_index=max(1, min(z.requests, z.users + 1)), broker=tb.broker)
-            fault = make(ctx)
+                               target_index=max(1, min(z.requests, z.users + 1)), broker=tb.broker, model=model)
+            try:
+                fault = make(ctx)
+            except FaultError as err:  # the faults' own error: to the CLI a user's, one line and exit code 2
+                raise UserError(str(err)) from None
             injector: asyncio.Task | None = None
             armed = False
 
@@ -290,7 +293,10 @@ async def _experiment(z: Experiment, target: TargetFile | None, out: Path, *, lo
                 sampler.mark()  # CPU is counted for the measured load only
                 if fault:
                     armed = True
-                    await fault.setup()
+                    try:
+                        await fault.setup()
+                    except FaultError as err:
+                        raise UserError(str(err)) from None
                     fault.start_clock()
                     injector = asyncio.create_task(fault.inject())
 

@@ -9,13 +9,13 @@ A spec (YAML) names a `base` configuration and the points to run:
                                           # point at another time_scale, which lets `harness fit` separate
                                           # the configured link latency from the per-message software cost
     repeat: R                             # runs per point (default 1; --repeat overrides)
-    phases: [0, 0.25, 0.5, 0.75]          # fault_at: every: the heartbeat phases explored (harness.faults.explore)
+    phases: [0, 0.25, 0.5, 0.75]          # fault_at: every: the heartbeat phases explored (faults.explore)
     load: builtin | locust                # the spec's own default load generator (--load overrides; default builtin)
     jobs: auto | J                        # the spec's own default concurrency (--jobs overrides; default auto)
     description: free text                # shown in the report
 
 A point whose fault_at is `every` is an exploration: it becomes one point per class of crash points that cost
-the same (harness/faults/explore.py), each with fault_at `task:K@F`.
+the same (faults/explore.py), each with fault_at `task:K@F`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from faults import explore
+from harness import model
 from harness.analysis.sweep_folder import TRIAL_ID_CHARS
 from harness.errors import ConfigError, UserError
-from harness.faults import explore
 from harness.plan import capacity, config
 from harness.plan.config import Experiment
 from harness.plan.target import TargetError, experiment_for
@@ -212,7 +213,7 @@ def plan(spec: dict[str, object], repeat: int | None = None) -> Plan:
         _runnable(z, f"{where} ({desc})")
         expanded: list[tuple[Settings, Experiment | None]] = [(overrides, z)]
         if z.fault_at == "every":
-            found = explore.classes(z, phases)
+            found = explore.classes(model, z, phases)
             expanded = [({**overrides, "fault_at": c[0].fault_at}, None) for c in found]
             exploration.append({"overrides": overrides, "design": z.design, "phases": list(phases),
                                 "exhaustive_runs": explore.exhaustive_runs(z, phases), "runs": len(found),

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.errors import UserError
 from harness.plan.config import Experiment
 from protocol.bus import AMQP_PORT, bus_address
 from protocol.messages import PLANES
@@ -58,26 +57,6 @@ class Deployment:
 
 
 Route = Callable[[Link], str]
-ROLE_PREFIX = "role:"
-
-
-def select_instances(roles: dict[str, str], aims: list[str]) -> list[str]:
-    """The instance ids `aims` names (fault_target: ids, or role:NAME for every instance of a role), in the
-    deployment's order, each once; a name that matches nothing is a UserError naming what there is."""
-    chosen: list[str] = []
-    for aim in aims:
-        if aim.startswith(ROLE_PREFIX):
-            role = aim[len(ROLE_PREFIX):]
-            found = [svc for svc, r in roles.items() if r == role]
-            if not found:
-                known = ", ".join(sorted(set(roles.values())))
-                raise UserError(f"fault_target: no instance has role {role!r} (roles: {known})")
-        elif aim in roles:
-            found = [aim]
-        else:
-            raise UserError(f"fault_target: {aim!r} is not an instance (instances: {', '.join(roles)})")
-        chosen += [svc for svc in found if svc not in chosen]
-    return chosen
 
 
 def direct(link: Link) -> str:

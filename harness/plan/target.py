@@ -32,10 +32,11 @@ from pydantic import (
     model_validator,
 )
 
+from faults.contract import FaultError
+from faults.selection import select_instances
 from harness.errors import UserError
 from harness.history.guarded import RecordFileError, read_text
 from harness.plan.config import Experiment, build, safe_load_unique
-from harness.plan.deploy import select_instances
 
 NAME = re.compile(r"[a-z][a-z0-9-]{0,39}", re.ASCII)
 PLANE = re.compile(r"[a-z][a-z0-9_]{0,15}", re.ASCII)
@@ -217,7 +218,7 @@ class TargetFile(_Strict):
         """Instance ids named by `aims` (ids, or role:NAME for every instance of a role), in file order."""
         try:
             return select_instances({i.id: i.role for i in self.instances}, aims)
-        except UserError as err:
+        except FaultError as err:
             raise TargetError(f"target {self.name}: {err}") from None
 
     def program(self, inst: Instance) -> str | None:
@@ -283,7 +284,7 @@ def load(path: str | Path) -> TargetFile:
         raise TargetError(f"target file {path}: {_one_line(err)}") from None
 
 
-WHITE_BOX_AIMS = ("worst", "task")  # fault_at forms that read the target's own events (harness.faults.aim)
+WHITE_BOX_AIMS = ("worst", "task")  # fault_at forms that read the target's own events (faults.aim)
 
 
 def experiment_for(z: Experiment) -> tuple[Experiment, TargetFile | None]:

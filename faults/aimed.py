@@ -1,4 +1,4 @@
-"""The base of every fault that strikes at a moment of the target request (harness/faults/aim.py decides it:
+"""The base of every fault that strikes at a moment of the target request (faults/aim.py decides it:
 `task:K`, `worst`, `time:T`): it keeps the load's start for `time:T`, waits for the moment, strikes, and
 stamps the moment's fields (request, task, how late it struck) on every `fault` event it records."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from harness.faults import aim
-from harness.faults.base import Fault, FaultContext
+from faults import aim
+from faults.base import Fault, FaultContext
 
 
 class Aimed(Fault):

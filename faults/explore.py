@@ -1,7 +1,7 @@
 """Every crash point of a workflow, and the classes of those that cost the same (`fault_at: every`).
 
 A crash point is (K, F): the driver of the target request sends a heartbeat at the end of task K and is
-SIGKILLed F heartbeat intervals later (`fault_at task:K@F`, harness/faults/aim.py). The victim is the driver
+SIGKILLed F heartbeat intervals later (`fault_at task:K@F`, faults/aim.py). The victim is the driver
 at that moment: the owning SLM (centralised) or the owning instance of module K (distributed). The other
 instances that could own the request (k SLMs, two twins) run the same code with the same parameters, so
 which of them owns it is symmetric and is not explored; an exhaustive search would still count them.
@@ -20,14 +20,16 @@ Two crash points cost the same when the tasks they lose have the same parameters
 between two share points costs the same wherever the share points are equal") and the phase is the same;
 the phase is never pooled, because the detector's wait after the last heartbeat is the phase's business.
 One run per class explores them all (`classes`); `exhaustive_runs` counts every (K, F, instance).
+
+What the model says of the workflow (share points, task times, t_h) is the caller's `model` (a
+faults.contract.WorkflowModel: manobench passes harness.model), so the library never imports a runner's model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import model
-from harness.plan.config import Experiment
+from faults.contract import ExperimentView, WorkflowModel
 
 PHASES = (0.0, 0.25, 0.5, 0.75)  # heartbeat intervals after the heartbeat at the end of the task
 COMPLETED = "completed"  # a crash after the target's completion went out
@@ -44,7 +46,7 @@ class CrashPoint:
         return f"task:{self.task}@{self.phase:g}"
 
 
-def lost_tasks(z: Experiment, task: int, phase: float) -> tuple[int, ...] | None:
+def lost_tasks(model: WorkflowModel, z: ExperimentView, task: int, phase: float) -> tuple[int, ...] | None:
     """The tasks a crash at (task, phase) makes the survivor redo (module docstring); None if none can be."""
     if phase > 0 and task == z.n:
         return None
@@ -56,12 +58,12 @@ def lost_tasks(z: Experiment, task: int, phase: float) -> tuple[int, ...] | None
     return tuple(range((shared[-1] if shared else 0) + 1, task + 1))
 
 
-def crash_points(z: Experiment, phases: tuple[float, ...] = PHASES) -> list[CrashPoint]:
+def crash_points(model: WorkflowModel, z: ExperimentView, phases: tuple[float, ...] = PHASES) -> list[CrashPoint]:
     """Every task boundary of the workflow at every phase."""
-    return [CrashPoint(k, f, lost_tasks(z, k, f)) for k in range(1, z.n + 1) for f in phases]
+    return [CrashPoint(k, f, lost_tasks(model, z, k, f)) for k in range(1, z.n + 1) for f in phases]
 
 
-def _signature(z: Experiment, point: CrashPoint) -> tuple:
+def _signature(z: ExperimentView, point: CrashPoint) -> tuple:
     """What a crash point's cost depends on: the phase and the parameters of each task it loses, in order."""
     if point.lost is None:
         return (point.phase, COMPLETED)
@@ -69,25 +71,25 @@ def _signature(z: Experiment, point: CrashPoint) -> tuple:
     return (point.phase, *(tuple(z.per_task(key)[k - 1] for key in keys) for k in point.lost))
 
 
-def classes(z: Experiment, phases: tuple[float, ...] = PHASES) -> list[list[CrashPoint]]:
+def classes(model: WorkflowModel, z: ExperimentView, phases: tuple[float, ...] = PHASES) -> list[list[CrashPoint]]:
     """The crash points grouped by cost signature, in first-seen order; the first of each is the one run."""
     out: dict[tuple, list[CrashPoint]] = {}
-    for point in crash_points(z, phases):
+    for point in crash_points(model, z, phases):
         out.setdefault(_signature(z, point), []).append(point)
     return list(out.values())
 
 
-def instances(z: Experiment) -> int:
+def instances(z: ExperimentView) -> int:
     """How many instances could be the driver at a boundary: k SLMs, or a module's two twins."""
     return z.k if z.design == "centralised" else 2
 
 
-def exhaustive_runs(z: Experiment, phases: tuple[float, ...] = PHASES) -> int:
+def exhaustive_runs(z: ExperimentView, phases: tuple[float, ...] = PHASES) -> int:
     """Runs of an exhaustive search: every boundary, every phase, every instance that could be the driver."""
     return z.n * len(phases) * instances(z)
 
 
-def predicted_lost_time(z: Experiment, point: CrashPoint) -> float:
+def predicted_lost_time(model: WorkflowModel, z: ExperimentView, point: CrashPoint) -> float:
     """t_r - t_c of the target by the model's corrected reading at this crash point (paper seconds): the
     detection l_hb + t_h after the last heartbeat plus the work redone; 0 once the target had completed, and
     0 in the distributed design once the state was forwarded (the survivors of the next module go on)."""

@@ -19,18 +19,18 @@ from __future__ import annotations
 import asyncio
 import math
 
-from harness.errors import UserError
-from harness.faults import aim
-from harness.faults.aimed import Aimed
-from harness.faults.base import BrokerHandle, FaultContext
-from harness.faults.links import Partition
+from faults import aim
+from faults.aimed import Aimed
+from faults.base import FaultContext
+from faults.contract import BrokerHandle, FaultError
+from faults.links import Partition
 from protocol.bus import BROKER_ID
 
 
 def _broker(ctx: FaultContext, fault: str) -> BrokerHandle:
     broker = ctx.broker
     if ctx.z.transport != "amqp" or broker is None:
-        raise UserError(f"fault {fault} needs the bus: --transport amqp")
+        raise FaultError(f"fault {fault} needs the bus: --transport amqp")
     return broker
 
 

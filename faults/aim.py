@@ -40,9 +40,8 @@ from typing import Any
 
 import aiohttp
 
-from harness import model
-from harness.faults.base import FaultContext
-from harness.history import Event
+from faults.base import FaultContext
+from faults.contract import Event
 from protocol import auth
 
 WAIT = 600.0  # wall seconds: no experiment legitimately waits longer for its moment
@@ -71,7 +70,7 @@ class Aim:
 
 def worst_task(ctx: FaultContext) -> int:
     """The task whose end is the worst moment to crash (see module docstring)."""
-    z = ctx.z
+    z, model = ctx.z, ctx.model
     if z.design == "distributed":
         durations = model.task_durations(z)
         return max(range(1, z.n + 1), key=lambda i: durations[i - 1])
@@ -138,7 +137,7 @@ async def task_started(ctx: FaultContext, k: int) -> tuple[str, str, Event]:
 def task_wall_time(ctx: FaultContext, k: int) -> float:
     """Wall seconds from the start (or call) of task k to its end (or reply) at the driver."""
     z = ctx.z
-    work = model.task_durations(z)[k - 1]
+    work = ctx.model.task_durations(z)[k - 1]
     if z.design == "centralised":
         work += z.per_task("l_a")[k - 1] + z.per_task("l_b")[k - 1]
     return ctx.scaled(work)

@@ -1,5 +1,5 @@
 """Faults on the MANO's own processes: slm-crash (SIGKILL the driver), worker-crash (SIGKILL the worker
-answering task K), slm-pause (SIGSTOP the driver for fault_for: a grey failure). harness/faults/catalogue.py
+answering task K), slm-pause (SIGSTOP the driver for fault_for: a grey failure). faults/catalogue.py
 says what each does to each design."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from harness.faults import aim
-from harness.faults.aimed import Aimed
-from harness.faults.base import FaultContext
+from faults import aim
+from faults.aimed import Aimed
+from faults.base import FaultContext
 
 
 class SlmCrash(Aimed):

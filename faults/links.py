@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from harness.errors import UserError
-from harness.faults import aim
-from harness.faults.aimed import Aimed
-from harness.faults.base import FaultContext
-from harness.plan.deploy import Link
+from faults import aim
+from faults.aimed import Aimed
+from faults.base import FaultContext
+from faults.contract import FaultError, LinkView
 
 
 class LinkFault(Aimed):
@@ -22,16 +21,16 @@ class LinkFault(Aimed):
 
     def __init__(self, ctx: FaultContext) -> None:
         super().__init__(ctx)
-        self.touched: list[Link] = []
+        self.touched: list[LinkView] = []
 
     async def setup(self) -> None:
         if self.ctx.links is None:
-            raise UserError(f"fault {self.name} needs a link backend that can change links (link_backend: proxy)")
+            raise FaultError(f"fault {self.name} needs a link backend that can change links (link_backend: proxy)")
 
-    def apply(self, link: Link) -> None:
+    def apply(self, link: LinkView) -> None:
         raise NotImplementedError
 
-    def undo(self, link: Link) -> None:
+    def undo(self, link: LinkView) -> None:
         raise NotImplementedError
 
     async def strike(self, hit: aim.Aim) -> None:
@@ -54,17 +53,17 @@ class LinkFault(Aimed):
 
 class Spike:
     """What link-delay does to a link and how it is undone: `spike` more latency each way, then the link's own
-    again. Shared by the driver's link-delay (below) and an instance's (harness.faults.instances)."""
+    again. Shared by the driver's link-delay (below) and an instance's (faults.instances)."""
 
     ctx: FaultContext
     actions = ("delay", "restore")
 
-    def apply(self, link: Link) -> None:
+    def apply(self, link: LinkView) -> None:
         assert self.ctx.links is not None
         spike = self.ctx.z.spike
         self.ctx.links.set_delay(link, link.delay_fwd + spike, link.delay_rev + spike)
 
-    def undo(self, link: Link) -> None:
+    def undo(self, link: LinkView) -> None:
         assert self.ctx.links is not None
         self.ctx.links.set_delay(link, link.delay_fwd, link.delay_rev)
 
@@ -75,11 +74,11 @@ class Cut:
     ctx: FaultContext
     actions = ("cut", "heal")
 
-    def apply(self, link: Link) -> None:
+    def apply(self, link: LinkView) -> None:
         assert self.ctx.links is not None
         self.ctx.links.cut(link)
 
-    def undo(self, link: Link) -> None:
+    def undo(self, link: LinkView) -> None:
         assert self.ctx.links is not None
         self.ctx.links.heal(link)
 

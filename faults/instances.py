@@ -6,7 +6,7 @@ A target file's instance is struck as a whole: its process group (a master and i
 
 The moment needs nothing from the target: `time:T` (T paper seconds after the measured load started) or
 `request:K+D` (D paper seconds after the client submitted the K-th measured request: the harness's own
-history). `task:K` and `worst` read the target's events (harness.faults.aim) and are refused, before
+history). `task:K` and `worst` read the target's events (faults.aim) and are refused, before
 anything starts, for a target that has none (`instrumented: false`).
 
 - crash: SIGKILL every instance named, at once.
@@ -24,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from harness.errors import UserError
-from harness.faults import aim
-from harness.faults.base import Fault, FaultContext
-from harness.faults.links import Cut, Spike
-from harness.history import Event
-from harness.plan.deploy import Link, select_instances
+from faults import aim
+from faults.base import Fault, FaultContext
+from faults.contract import Event, FaultError, LinkView
+from faults.links import Cut, Spike
+from faults.selection import select_instances
 
 
 class InstanceFault(Fault):
@@ -115,7 +114,7 @@ class Restart(Crash):
 
     async def setup(self) -> None:
         if self.ctx.z.runtime != "local":
-            raise UserError("fault restart: a target file's instances are started again on the local runtime only")
+            raise FaultError("fault restart: a target file's instances are started again on the local runtime only")
 
     async def strike(self) -> None:
         await super().strike()
@@ -132,7 +131,7 @@ class Restart(Crash):
 
 class InstanceLinkFault(InstanceFault):
     """Every link to or from the named instances, for fault_for: needs a link backend that can change links.
-    What it does to each link is harness.faults.links's, as for the driver's link faults."""
+    What it does to each link is faults.links's, as for the driver's link faults."""
 
     actions = ("", "")  # what the history calls striking and undoing (the Cut or Spike mixed in says)
 
@@ -142,14 +141,14 @@ class InstanceLinkFault(InstanceFault):
 
     async def setup(self) -> None:
         if self.ctx.links is None:
-            raise UserError(f"fault {self.name} needs a link backend that can change links (link_backend: proxy)")
+            raise FaultError(f"fault {self.name} needs a link backend that can change links (link_backend: proxy)")
         if not self.touched:
-            raise UserError(f"fault {self.name}: {', '.join(self.targets)} has no links to or from it")
+            raise FaultError(f"fault {self.name}: {', '.join(self.targets)} has no links to or from it")
 
-    def apply(self, link: Link) -> None:
+    def apply(self, link: LinkView) -> None:
         raise NotImplementedError
 
-    def undo(self, link: Link) -> None:
+    def undo(self, link: LinkView) -> None:
         raise NotImplementedError
 
     async def strike(self) -> None:
