@@ -95,7 +95,7 @@ def test_every_design_and_fault_loses_nothing(runs_dir, design, fault):
 
 
 def _the_fault_did_what_its_doc_promises(out: Path, fault: str, row: dict) -> None:
-    """harness/faults/catalogue.py: a pause is taken for a crash (the victim is declared dead, a survivor takes over,
+    """faults/catalogue.py: a pause is taken for a crash (the victim is declared dead, a survivor takes over,
     and the victim finishes too: centralised, the BSS sees a duplicate; distributed, both twins run the task and
     the next module drops the second copy); a partition makes each side declare the other dead."""
     events = history.read(out / "events.jsonl")
