@@ -1,0 +1,146 @@
+"""The fenced mechanism (issue 22, docs/fencing.md): the epoch rules as pure functions, and real runs where a
+paused or crashed owner is replaced without a workflow driven twice, beside the paper's mechanism that is not."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.load.bss import fenced_refusal
+from harness.plan import config
+from protocol.events import KINDS
+from protocol.messages import ROUTES
+from targets.fencing import LEASE_MARGIN, Lease, Promise, confirms, grants, lease_start, majority
+
+# --- the rules, pure ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k,need", [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 4)])
+def test_a_majority_of_k_is_more_than_half(k, need):
+    assert majority(k) == need
+    assert 2 * majority(k) > k, "two majorities always share a member"
+
+
+def test_a_voter_grants_one_candidate_per_epoch_and_only_above_its_promise():
+    dead_owner = Promise(1, "slm-a")
+    assert grants(dead_owner, 2, "slm-b", owner_dead=True)
+    assert not grants(dead_owner, 1, "slm-b", owner_dead=True), "not the epoch already promised"
+    promised = Promise(2, "slm-b")
+    assert not grants(promised, 2, "slm-c", owner_dead=True), "one candidate per epoch"
+    assert grants(promised, 3, "slm-c", owner_dead=True)
+
+
+def test_a_voter_that_still_hears_the_owner_grants_nobody_else():
+    alive_owner = Promise(1, "slm-a")
+    assert not grants(alive_owner, 2, "slm-b", owner_dead=False), "the owner's lease rests on this refusal"
+    assert grants(Promise(2, "slm-b"), 3, "slm-b", owner_dead=False), "a candidate may raise its own epoch"
+
+
+def test_an_owner_is_confirmed_only_while_no_later_epoch_was_promised():
+    assert confirms(Promise(1, "slm-a"), 1, "slm-a")
+    assert confirms(Promise(1, "slm-a"), 2, "slm-b"), "a voter that missed the vote learns the new epoch"
+    assert not confirms(Promise(2, "slm-b"), 1, "slm-a"), "a paused owner that resumes is stale"
+    assert not confirms(Promise(2, "slm-b"), 2, "slm-c"), "the same epoch, someone else's"
+
+
+def test_the_lease_starts_at_the_latest_heartbeat_a_majority_acknowledged():
+    assert lease_start({}, 3) is None
+    assert lease_start({"b": 5.0}, 3) == 5.0, "k = 3: the owner and one peer"
+    assert lease_start({"b": 5.0, "c": 7.0}, 3) == 7.0
+    assert lease_start({"b": 5.0, "c": 7.0}, 5) == 5.0, "k = 5: the owner and two peers"
+    assert lease_start({"b": 5.0}, 5) is None
+
+
+def test_a_lease_that_lapsed_starts_a_new_era_and_an_unbroken_one_does_not():
+    async def scenario() -> None:
+        lease = Lease(k=3, t_h=1.0)
+        now = time.monotonic()
+        assert not lease.valid()
+        lease.acked("b", now)
+        assert lease.valid() and lease.era == 1
+        assert lease.expires == pytest.approx(now + 1.0 * (1 - LEASE_MARGIN))
+        lease.acked("b", now + 0.5)  # renewed before it ran out: the same stretch
+        assert lease.era == 1
+        lease.acked("c", now + 0.2)  # older than what b gave: nothing changes
+        assert lease.expires == pytest.approx(now + 0.5 + 1.0 * (1 - LEASE_MARGIN))
+        lease.acked("b", now + 5.0)  # a gap (a pause): the owner must confirm its epochs again
+        assert lease.era == 2
+
+    asyncio.run(scenario())
+
+
+def test_the_bss_refuses_a_stale_epoch_and_a_second_completion():
+    assert fenced_refusal(0, 1, completed=False) is None
+    assert fenced_refusal(2, 1, completed=False) == "stale"
+    assert fenced_refusal(1, 2, completed=True) == "already"
+    assert fenced_refusal(2, 2, completed=False) is None
+
+
+def test_every_fenced_event_and_message_is_documented():
+    for kind in ("task_call", "task_start", "task_end", "task_reply", "takeover", "request_completed", "completed"):
+        assert "epoch?" in KINDS[kind].fields, kind
+    for kind in ("vote_asked", "vote_granted", "epoch_check", "stepped_down", "task_fenced", "completion_refused"):
+        assert "epoch" in KINDS[kind].fields, kind
+    assert {"/vote", "/confirm"} <= {r.path for r in ROUTES}
+
+
+@pytest.mark.parametrize("sets,message", [
+    ({"mechanism": "fenced"}, "k: fenced needs k >= 3"),
+    ({"mechanism": "fenced", "k": 3, "design": "distributed"}, "fenced is built for the centralised design only"),
+    ({"mechanism": "fenced", "k": 3, "transport": "amqp"}, "fenced is built for transport http only"),
+])
+def test_fenced_where_it_cannot_work_is_refused_in_one_line(sets, message):
+    with pytest.raises(ConfigError) as err:
+        config.build(sets)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert config.build({"mechanism": "fenced", "k": 3}).k == 3
+
+
+# --- real runs --------------------------------------------------------------------------------------------
+
+FAST = ("--set", "k=3", "--set", "n=4", "--set", "t_i=2", "--set", "requests=6", "--set", "users=3")
+
+
+def _run(out: Path, mechanism: str, fault: str) -> dict[str, str]:
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", "builtin",
+                           "--design", "centralised", "--mechanism", mechanism, "--fault", fault, *FAST],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with (out / "summary.csv").open() as fh:
+        (row,) = list(csv.DictReader(fh))
+    return row
+
+
+def _kinds(out: Path, kind: str) -> list[dict]:
+    import json
+
+    with (out / "events.jsonl").open() as fh:
+        return [e for e in map(json.loads, fh) if e["kind"] == kind]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["slm-crash", "slm-pause"])
+def test_fenced_takes_over_without_driving_a_workflow_twice(tmp_path, fault):
+    row = _run(tmp_path / fault, "fenced", fault)
+    assert row["completed"] == row["requests"] == "6"
+    assert (row["lost"], row["duplicated"], row["concurrent_owners"], row["double_effects"]) == ("0", "0", "0", "0")
+    assert row["verdict"] == "pass", row["verdict_reason"]
+    takeovers = _kinds(tmp_path / fault, "takeover")
+    assert takeovers and all(e["epoch"] >= 2 for e in takeovers), "a takeover wins a later epoch"
+    if fault == "slm-pause":  # the paused owner resumed: it learnt of the later epoch and stopped
+        stepped = _kinds(tmp_path / fault, "stepped_down")
+        assert {e["req"] for e in takeovers} <= {e["req"] for e in stepped}
+
+
+@pytest.mark.slow
+def test_the_papers_mechanism_on_the_same_pause_drives_twice(tmp_path):
+    row = _run(tmp_path / "paper", "state-sharing", "slm-pause")
+    assert int(row["duplicated"]) >= 1 and int(row["concurrent_owners"]) >= 1
+    assert row["verdict"] == "fail"
