@@ -57,24 +57,25 @@ class Counters:
     """What was counted beside the history, over the spans `harness run` documents."""
 
     cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # service -> (user s, system s)
-    proxy: dict[str, dict[str, Any]] = field(default_factory=dict)  # link -> the proxy's byte counters
+    proxy: dict[str, dict[str, object]] = field(default_factory=dict)  # link -> the proxy's counters (bytes_fwd...)
     harness_cpu_share: float = 0.0  # the harness's own CPU seconds per wall second of the run
     collector_bad_lines: int = 0  # lines the collector could not parse: events it could not record
     # the capture's stats sidecar (kernel_drops, ...) and `flows_used`: whether its flows (wire.csv) count
-    capture: dict[str, Any] = field(default_factory=dict)
+    capture: dict[str, int | float | str | bool | None] = field(default_factory=dict)
     # the host's CPU over the measured load (harness.measure.cpu.host_summary: cpus, busy, busy_p90, full,
     # seconds); {} in folders written before it was recorded
-    host_cpu: dict[str, Any] = field(default_factory=dict)
+    host_cpu: dict[str, float] = field(default_factory=dict)
     # requests to an instrument (collector, BSS, proxyd's control, /hb-now, the swarm agent) without the run's
     # secret, refused and counted by instrument (docs/security.md); {} in folders written before it was counted
     refused: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "cpu": {k: list(v) for k, v in self.cpu.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Counters:
-        """counters.json read back, every field of the type it must have (else TypeError/ValueError naming it)."""
+        """counters.json read back, every field of the type it must have (else TypeError/ValueError naming it).
+        `data` is JSON as read, untyped until checked here."""
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown key {unknown[0]!r}")
@@ -111,7 +112,7 @@ class Record:
     flows: list[Flow] | None  # None: no capture ran
     # per phase (start, end), each node's clock offset from the harness with its uncertainty (config.yaml's
     # swarm section: harness.runtime.clocks); {} where every event came from one host's clock
-    clock_offsets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    clock_offsets: dict[str, list[dict[str, float | str]]] = field(default_factory=dict)
     # the history's lines that are not events, by kind (harness.history.reading.HOLE_KINDS)
     history_holes: dict[str, int] = field(default_factory=dict)
     # what the folder says about itself: the requests the run expected, whether it is the folder it sealed
@@ -119,7 +120,7 @@ class Record:
     target: TargetFile | None = None  # the target file deployed (target.yaml), None for our designs
 
 
-def deployment_to_dict(d: Deployment) -> dict[str, Any]:
+def deployment_to_dict(d: Deployment) -> dict[str, object]:
     # every field of a service's spec but its key: a run folder is shared, the run's keys are not
     services = [{k: v for k, v in s.__dict__.items() if k != "secret"} for s in d.services]
     return {"services": services, "links": [asdict(link) for link in d.links], "entry": d.entry,
@@ -132,7 +133,7 @@ def deployment_from_dict(z: Experiment, data: dict[str, Any]) -> Deployment:
                       {str(k): dict(v) for k, v in data.get("entries", {}).items()})
 
 
-def _dump(path: Path, data: Any) -> None:
+def _dump(path: Path, data: object) -> None:
     """JSON with exact floats (repr round-trips), written whole or not at all."""
     write_json_atomic(path, data)
 

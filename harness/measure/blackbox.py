@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 from harness import checker, history
@@ -104,7 +105,7 @@ def _span(events: list[Event]) -> float:
 CLIENT_COUNTS = ("failed", "indeterminate", "client_actions", "end_states")
 
 
-def affected_rows(events: list[Event], time_scale: float, t_c: float) -> list[dict[str, Any]]:
+def affected_rows(events: list[Event], time_scale: float, t_c: float) -> list[dict[str, object]]:
     """affected.csv for a black-box target: per workflow in flight during a fault, its completion time, the
     time it lost against t_c, and how often it completed (who resumed it is not known from outside)."""
     lat = {r: v / time_scale for r, v in checker.latencies(events).items()}
@@ -133,7 +134,7 @@ def client_outcomes(events: list[Event]) -> dict[str, int | str]:
             "end_states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))}
 
 
-def fill(row: dict[str, Any], record: Record, target: TargetFile) -> dict[str, Any]:
+def fill(row: Mapping[str, object], record: Record, target: TargetFile) -> dict[str, Any]:
     """summary.csv's row of our designs (`row`, computed from a history without the target's events) made
     honest for a black-box target: its own times and bytes, "n/a" where events would be needed."""
     events = history.measured(record.events)

@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from harness.history.flows import Flow, replace_file, stats_path, write_flows
 from harness.measure.capture_socket import (
@@ -59,7 +58,16 @@ from harness.measure.capture_socket import (
     kernel_stamp,
     open_socket,
 )
-from harness.measure.frames import READERS, TCP_FIN, TCP_RST, TCP_SYN, Parsed, parse_frame, parse_frame_layers
+from harness.measure.frames import (
+    READERS,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Frame,
+    Parsed,
+    parse_frame,
+    parse_frame_layers,
+)
 
 EXIT_UNAVAILABLE = 3
 SNAP = 256  # bytes copied per packet: link (14) + IP (<= 60) + TCP (<= 60) headers fit with room to spare
@@ -72,12 +80,15 @@ SPARSE, BATCH_WAIT = 256, 0.02
 class Capture:
     """The counting loop: drain the socket, count, rewrite the CSV every interval, stop on a signal."""
 
-    def __init__(self, iface: str, net: str, reader: str = "raw", **options: Any) -> None:
+    def __init__(self, iface: str, net: str, reader: str = "raw", *, buffer: int = DEFAULT_BUFFER,
+                 outgoing: bool | None = None, kernel_filter: bool = True) -> None:
+        """Open the socket (capture_socket.open_socket: `buffer`, `outgoing`, `kernel_filter` are its own)."""
         if reader not in READERS:
             raise ValueError(f"reader must be one of {', '.join(READERS)}, not {reader!r}")
         self.net = ipaddress.IPv4Network(net, strict=False)
         self._mask, self._addr = int(self.net.netmask), int(self.net.network_address)
-        self.sock, self.info = open_socket(iface, self.net, **options)
+        self.sock, self.info = open_socket(iface, self.net, buffer=buffer, outgoing=outgoing,
+                                           kernel_filter=kernel_filter)
         self.info["reader"] = reader
         self.link: int = self.info["link_header"]
         self.skip_outgoing: bool = self.info["skip_outgoing"]
@@ -92,7 +103,7 @@ class Capture:
         self.lag = 0.0  # the longest a packet waited in the socket before it was counted, seconds
         self.peak = 0.0  # the highest packets/s over one write interval
         self._last = (time.monotonic(), 0)
-        self.parse: Callable[[Any, int, int], Parsed | None] = parse_frame if reader == "raw" else parse_frame_layers
+        self.parse: Callable[[Frame, int, int], Parsed | None] = parse_frame if reader == "raw" else parse_frame_layers
 
     def _count(self, p: Parsed | None) -> None:
         """Add one parsed packet (or count it as other traffic)."""

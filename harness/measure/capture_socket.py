@@ -19,7 +19,7 @@ import socket
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from harness.errors import ManobenchError
 
@@ -145,8 +145,24 @@ def _listen(iface: str, code: bytes | None, promisc: bool) -> socket.socket:
     return sock
 
 
+class SocketInfo(TypedDict, total=False):
+    """What the capture's socket is (the sidecar's first keys): where it listens, how frames start, whether
+    the kernel filters them; `reader` is added by the capture process."""
+
+    iface: str
+    net: str
+    hatype: int  # ARPHRD_*: the interface's link type
+    link_header: int  # bytes before the IP header
+    skip_outgoing: bool
+    scapy: str  # scapy's version
+    bpf_filter: str | bool  # the expression attached, "not attached: why", or False (kernel_filter=False)
+    rcvbuf: int  # the socket's receive buffer as the kernel set it, bytes
+    ignore_outgoing: bool  # PACKET_IGNORE_OUTGOING attached
+    reader: str
+
+
 def open_socket(iface: str, net: ipaddress.IPv4Network, *, buffer: int = DEFAULT_BUFFER,
-                outgoing: bool | None = None, kernel_filter: bool = True) -> tuple[socket.socket, dict[str, Any]]:
+                outgoing: bool | None = None, kernel_filter: bool = True) -> tuple[socket.socket, SocketInfo]:
     """An AF_PACKET socket on `iface` with the run's BPF filter, non-blocking; raises CaptureUnavailable.
 
     `outgoing`: count PACKET_OUTGOING copies too (default: not on loopback, where each packet passes twice).
@@ -160,7 +176,7 @@ def open_socket(iface: str, net: ipaddress.IPv4Network, *, buffer: int = DEFAULT
         raise CaptureUnavailable(f"cannot capture on interface {iface!r}: link type {hatype} not supported")
     skip_outgoing = hatype == ARPHRD_LOOPBACK if outgoing is None else not outgoing
     expr = bpf_expression(net, skip_outgoing)
-    info: dict[str, Any] = {"iface": iface, "net": str(net), "hatype": hatype, "link_header": _LINK_HEADER[hatype],
+    info: SocketInfo = {"iface": iface, "net": str(net), "hatype": hatype, "link_header": _LINK_HEADER[hatype],
                             "skip_outgoing": skip_outgoing, "scapy": _scapy_version(), "bpf_filter": False}
     promisc = hatype != ARPHRD_LOOPBACK  # a bridge: also the frames switched between two of its ports
     code = None

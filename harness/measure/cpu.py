@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import itertools
 import time
-from typing import Any
 
 import psutil
 
@@ -82,14 +81,14 @@ class CpuSampler:
         return {name: (u - self.base.get(name, zero)[0], s - self.base.get(name, zero)[1])
                 for name, (u, s) in self.last.items()}
 
-    def host(self) -> dict[str, Any]:
+    def host(self) -> dict[str, float]:
         """The host's CPU over the samples since the baseline: `cpus`, `busy` (mean busy fraction of all its
         cores), `busy_p90` (the 90th percentile of the per-interval fractions, weighted by duration), `full`
         (the share of the time with the cores at least FULL busy) and `seconds` covered; {} without two samples."""
         return host_summary(self.host_samples, psutil.cpu_count() or 1)
 
 
-def host_summary(samples: list[tuple[float, float]], cpus: int) -> dict[str, Any]:
+def host_summary(samples: list[tuple[float, float]], cpus: int) -> dict[str, float]:
     """See `CpuSampler.host`: from (monotonic s, busy core-seconds) samples, in time order."""
     kept = samples[:1]
     for sample in samples[1:]:  # a sample right after another (a kill's) spans one clock tick or none

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Any
 
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 READERS = ("raw", "layers")
@@ -21,9 +20,10 @@ _IP = struct.Struct("!BxHxxHxB2xII")  # version/IHL, total length, flags/fragmen
 _TCP = struct.Struct("!HH8xBB")  # sport, dport, (seq, ack), data offset, flags
 
 Parsed = tuple[int, int, int, int, int, int, int]  # src, sport, dst, dport, ip_bytes, payload_bytes, tcp flags
+Frame = bytes | bytearray | memoryview  # the first bytes of a frame, as the capture's socket filled them
 
 
-def parse_frame(frame: bytes | bytearray | memoryview, length: int, link: int = 14) -> Parsed | None:
+def parse_frame(frame: Frame, length: int, link: int = 14) -> Parsed | None:
     """(src, sport, dst, dport, ip_bytes, payload_bytes, tcp_flags) of an IPv4/TCP frame, addresses as ints.
 
     `frame` holds the first bytes of the frame (at least the headers), `length` its full length as the kernel
@@ -33,7 +33,7 @@ def parse_frame(frame: bytes | bytearray | memoryview, length: int, link: int = 
     return _parse_ip(frame, link, min(len(frame), length) - link, length - link)
 
 
-def parse_frame_layers(frame: bytes | bytearray | memoryview, length: int, link: int = 14) -> Parsed | None:
+def parse_frame_layers(frame: Frame, length: int, link: int = 14) -> Parsed | None:
     """What `parse_frame` returns, read from scapy's dissection (Ether or, for link=0, IP): the layers reader."""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
@@ -48,7 +48,7 @@ def parse_frame_layers(frame: bytes | bytearray | memoryview, length: int, link:
             ip_len, max(payload, 0), int(tcp.flags))
 
 
-def _parse_ip(buf: Any, at: int, have: int, size: int) -> Parsed | None:
+def _parse_ip(buf: Frame, at: int, have: int, size: int) -> Parsed | None:
     """parse_frame's work on an IP packet at buf[at:], `have` bytes of it present, `size` its full length."""
     if have < 20:
         return None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from typing import Any
 
 from harness import checker
 from harness.history import Event
@@ -179,7 +178,7 @@ def monolith_compute(reference: dict[str, float], z: Experiment) -> float:
 SATURATED_FULL = 0.25  # share of the measured load with the host's cores >= cpu.FULL busy that saturates it
 
 
-def saturated(host: dict[str, Any]) -> bool | None:
+def saturated(host: dict[str, float]) -> bool | None:
     """Whether the host had no CPU headroom left while the load ran: for at least SATURATED_FULL of the
     measured load its cores were all at least 95% busy (harness.measure.cpu.host_summary). None: not recorded."""
     if not host:
@@ -187,7 +186,7 @@ def saturated(host: dict[str, Any]) -> bool | None:
     return bool(host.get("full", 0.0) >= SATURATED_FULL)
 
 
-def link_rows(deployment: Deployment, counters: dict[str, dict[str, Any]], events: list[Event],
+def link_rows(deployment: Deployment, counters: dict[str, dict[str, object]], events: list[Event],
               wire: dict[str, dict[str, int]] | None = None) -> list[dict]:
     """One row per link: bytes each way as captured on the wire (TCP payload towards/from the address the
     source dials) and as the proxy forwarded them, beside the body bytes the services say they sent."""

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TypedDict
 
 from harness.history.flows import Flow
 from harness.measure.attribution import by_endpoint
@@ -128,7 +128,17 @@ def block_of(run_dir: Path) -> str:
     return nets.pop()
 
 
-def compare_links(run_dir: Path, flows: list[Flow]) -> list[dict[str, Any]]:
+class LinkComparison(TypedDict):
+    """One link's bytes each way as links.csv has them (`wire_*`) and as another capture counted them."""
+
+    link: str
+    wire_fwd: int
+    wire_rev: int
+    other_fwd: int
+    other_rev: int
+
+
+def compare_links(run_dir: Path, flows: list[Flow]) -> list[LinkComparison]:
     """Per link of a local (proxy) run: links.csv's wire bytes beside the same bytes counted in `flows`.
 
     Each link's bytes are those towards / from the address its source dials (the proxy's listen address),
@@ -142,7 +152,7 @@ def compare_links(run_dir: Path, flows: list[Flow]) -> list[dict[str, Any]]:
                 for r in csv.DictReader(fh) if r["link"] in listen]
 
 
-def agreement(rows: list[dict[str, Any]]) -> tuple[float, float]:
+def agreement(rows: list[LinkComparison]) -> tuple[float, float]:
     """(relative difference of the totals, the largest relative difference of one link and direction)."""
     ours = sum(r["wire_fwd"] + r["wire_rev"] for r in rows)
     other = sum(r["other_fwd"] + r["other_rev"] for r in rows)

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 from harness.history.flows import CSV_COLUMNS, Flow, read_flows, stats_path, write_flows
 from harness.measure.attribution import by_endpoint, parse_endpoint
@@ -202,8 +202,9 @@ class WireCapture:
         """The flows as of the capture's last periodic write (it need not be stopped)."""
         return read_flows(self.out) if self.out.exists() else []
 
-    def stats(self) -> dict[str, Any]:
-        """The JSON sidecar: kernel_packets, kernel_drops, packets_counted, peak_packets_per_second, ..."""
+    def stats(self) -> dict[str, int | float | str | bool | None]:
+        """The JSON sidecar: kernel_packets, kernel_drops, packets_counted, peak_packets_per_second, ... (every
+        value a JSON scalar: harness.measure.capture_process writes it)."""
         return json.loads(self.stats_file.read_text()) if self.stats_file.exists() else {}
 
     def health(self) -> str:
@@ -211,9 +212,9 @@ class WireCapture:
         s = self.stats()
         if not s:
             return "no capture statistics"
-        packets, drops = s.get("kernel_packets", 0), s.get("kernel_drops", 0)
-        rates = (f"peak {s.get('peak_packets_per_second', 0):,} packets/s, longest wait in the socket "
-                 f"{s.get('max_lag_seconds', 0) * 1000:.0f} ms, reader {s.get('reader')}")
+        packets, drops = _number(s, "kernel_packets"), _number(s, "kernel_drops")
+        rates = (f"peak {_number(s, 'peak_packets_per_second'):,} packets/s, longest wait in the socket "
+                 f"{_number(s, 'max_lag_seconds') * 1000:.0f} ms, reader {s.get('reader')}")
         if drops:
             return (f"INCOMPLETE: the kernel dropped {drops:,} of {packets:,} packets (the {s.get('reader')} "
                     f"reader did not keep up; wire bytes are short); {rates}")
@@ -262,3 +263,10 @@ class WireCapture:
 
 if __name__ == "__main__":  # the capture process's entry, as it was before it had its own module
     sys.exit(main())
+
+
+def _number(stats: dict[str, int | float | str | bool | None], key: str) -> int | float:
+    """A count or a time of the capture's sidecar, 0 where it has none (an int stays an int: it is printed
+    with thousands separators)."""
+    value = stats.get(key, 0)
+    return value if isinstance(value, int | float) else 0
