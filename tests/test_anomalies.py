@@ -181,15 +181,18 @@ def test_distributed_a_twin_killed_after_its_effect_is_redone_in_a_new_epoch():
 
 
 def fenced_history(stale_effect: bool) -> list[dict]:
-    """The fenced mechanism: the paused slm-a wakes, its calls under the stale epoch 1 are refused (no reply),
-    slm-b drives epoch 2. With `stale_effect`, a worker applied a stale call of epoch 1 once more anyway."""
+    """The fenced mechanism: the paused slm-a wakes, its call under the stale epoch 1 is refused (no reply) and it
+    steps down; slm-b drives epoch 2 (slm-a's notice the BSS did not count, `already`, is no act). With
+    `stale_effect`, a worker applied a stale call of epoch 1 once more anyway."""
     events = [*start(), *task(0.1, "slm-a", 1, "m1", epoch=1), *task(0.6, "slm-a", 2, "m2", epoch=1),
               ev(1.1, "harness", "fault", fault="slm-pause", action="pause", target="slm-a"),
               *takeover(2.2, "slm-b", "slm-a", 1, epoch=2),
               *task(2.3, "slm-b", 1, "m1", epoch=2), *task(2.7, "slm-b", 2, "m2", epoch=2), *complete(3.1, "slm-b"),
               ev(4.0, "harness", "fault", fault="slm-pause", action="resume", target="slm-a"),
               ev(4.01, "slm-a", "task_call", req=REQ, task=3, name="x", worker="m3", attempt=0, epoch=1),
-              ev(4.02, "slm-a", "task_call_failed", req=REQ, task=3, worker="m3", error="stale epoch")]
+              ev(4.02, "m3", "task_fenced", req=REQ, task=3, epoch=1, seen=2),
+              ev(4.03, "slm-a", "stepped_down", req=REQ, epoch=1, newer=2, owner=""),
+              ev(4.5, "slm-a", "request_completed", req=REQ, epoch=1, already=True)]
     if stale_effect:
         events += [ev(4.1, "m2", "task_start", req=REQ, task=2, name="x", epoch=1),
                    ev(4.3, "m2", "task_end", req=REQ, task=2, name="x", epoch=1)]

@@ -7,8 +7,10 @@ the `owner` (the rank owner at receipt), or its `takeover`. From its claim on, a
 request are the events showing it advanced the request *and that something took it*:
 - centralised (an SLM): `task_reply` (a worker did a task for it), `state_share_sent` that the peer stored (a
   `state_share_received` of that request and task naming it the owner: a stale share a peer ignored moved
-  nothing), `request_completed` (the BSS took its notice). A `task_call` counts through its reply: a call
-  nobody answered, or one a fenced worker refused, drove nothing;
+  nothing), `request_completed` (the BSS took its notice; not one marked `already`: the fenced BSS had the
+  request's completion from an earlier owner and did not count it). A `task_call` counts through its reply:
+  a call nobody answered, or one a fenced worker refused (`task_fenced`), drove nothing, and a fenced owner
+  records no `task_reply` once it learns its epoch is stale;
 - distributed (an instance of m_i; its claims carry `task` = i, the hop, and so does each act): `task_start`,
   `task_end`, `forward_sent`, `request_completed`.
 A **stint** is one instance's driving of one request (of one hop, distributed): from a claim to its last act
@@ -104,8 +106,8 @@ def stints(events: list[Event]) -> list[Stint]:
         own = claims.get((e["svc"], e["req"]))
         if not own:
             continue  # a worker's task, or an instance acting without a claim the history shows
-        if e["kind"] == "state_share_sent" and id(e) not in stored:
-            continue
+        if (e["kind"] == "state_share_sent" and id(e) not in stored) or e.get("already") is True:
+            continue  # a share the peer ignored; a completion the BSS did not count (fenced: done before)
         k = bisect_right([t for t, _ in own], e["t"]) - 1
         if k < 0:
             continue
