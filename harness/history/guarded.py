@@ -53,7 +53,7 @@ def _reason(err: BaseException) -> str:
 
 @contextmanager
 def guard(path: Path | str, what: str = "") -> Iterator[None]:
-    """Any error reading or interpreting `path` becomes one line: `<path>: <what>: <reason>`."""
+    """An error reading or interpreting `path` becomes one line: `<path>: <what>: <reason>`."""
     try:
         yield
     except RecordFileError:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from harness.history.guarded import RecordFileError, read_json
 from harness.state import write_json_atomic
@@ -34,18 +34,32 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def seal(folder: Path, expected: dict[str, Any]) -> dict[str, Any]:
+class FileDigest(TypedDict):
+    sha256: str
+    bytes: int
+
+
+class Manifest(TypedDict):
+    """manifest.json as `seal` writes it."""
+
+    version: int
+    sealed_at: float  # wall seconds
+    expected: dict[str, int]  # what the run expected: requests, history_lines
+    files: dict[str, FileDigest]  # each record file (SEALED) present when the run closed
+
+
+def seal(folder: Path, expected: dict[str, int]) -> Manifest:
     """Write manifest.json: `expected` (e.g. requests, history lines) and the digest of each record file."""
-    files = {name: {"sha256": digest(folder / name), "bytes": (folder / name).stat().st_size}
-             for name in SEALED if (folder / name).is_file()}
-    manifest = {"version": VERSION, "sealed_at": time.time(), "expected": expected, "files": files}
+    files: dict[str, FileDigest] = {name: {"sha256": digest(folder / name), "bytes": (folder / name).stat().st_size}
+                                    for name in SEALED if (folder / name).is_file()}
+    manifest: Manifest = {"version": VERSION, "sealed_at": time.time(), "expected": expected, "files": files}
     write_json_atomic(folder / MANIFEST, manifest)
     return manifest
 
 
-def check(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
+def check(folder: Path) -> tuple[dict[str, object] | None, list[str]]:
     """(what the seal says the run expected, or None where there is no seal; the files that differ from it):
-    ({...}, []) for an intact sealed folder."""
+    ({...}, []) for an intact sealed folder. What it expected is read back unchecked: its reader checks it."""
     path = folder / MANIFEST
     if not path.exists():
         return None, []

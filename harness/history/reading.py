@@ -19,12 +19,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from harness.history.events import Event
 from harness.history.guarded import read_bytes
 from protocol.events import KINDS, is_event
-
-Event = dict[str, Any]
 
 # the type each field must have wherever a kind requires it (protocol.events.KINDS: the fields without `?`);
 # a field not named here may hold anything
@@ -57,9 +55,9 @@ class HistoryFile:
     holes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(HOLE_KINDS, 0))
 
 
-def classify(obj: Any) -> str | None:
+def classify(obj: object) -> str | None:
     """None for an event, else the hole it is (a key of HOLE_KINDS)."""
-    if not is_event(obj):
+    if not is_event(obj) or not isinstance(obj, dict):  # (an event is a dict: is_event says so first)
         return "unreadable_lines"
     kind = obj["kind"]
     if kind not in KINDS:
