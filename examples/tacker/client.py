@@ -32,7 +32,8 @@ plane), `api` (else the entry with an `api` plane), `poll` (s, 0.2), `retry` (fa
 `terminate` (true), `failed_temp_settle` (0), `csar` (a CSAR path, relative to the target file's folder),
 `sol001_dir` (where the ETSI SOL001 type files are; default: the installed Tacker's), `onboard_timeout` (60),
 `onboard_attempts` (5) and `onboard_stuck_after` (8 s): a package still PROCESSING after that long is given up
-and a new one uploaded (two conductors race on the package's `downloading` counter: NOTES.md).
+and a new one uploaded (two conductors race on the package's `downloading` counter: NOTES.md); an ONBOARDED one
+is tried `onboard_settle` (1 s) later with a VNF instance created and deleted, and given up if that fails.
 
 Needs aiohttp and, for the CSAR, the installed Tacker's type files; nothing of Tacker is imported.
 """
@@ -296,13 +297,27 @@ class TackerClient:
                                 {"Content-Type": "application/zip"})
             give_up = float(self.opts.get("onboard_stuck_after", 8.0))  # a normal onboarding takes ~1 s
             state, info = await self._wait_onboarded(pid, min(timeout, give_up) if attempt < attempts else timeout)
-            if state == "ONBOARDED":
+            if state == "ONBOARDED" and await self._usable(info.get("vnfdId") or vnfd_id):
                 self.package_id, self.vnfd_id = pid, info.get("vnfdId") or vnfd_id
                 self.setup.record("onboarded", package=pid, vnfd=self.vnfd_id, attempts=attempt,
                                   stuck=stuck, seconds=round(time.monotonic() - t0, 3))
                 return
             stuck.append(pid)
         raise TackerError(f"no package onboarded in {attempts} attempts (left {stuck} in PROCESSING/CREATED)")
+
+    async def _usable(self, vnfd_id: str) -> bool:
+        """Whether an ONBOARDED package can be used, `onboard_settle` s (default 1) after it said so: the other
+        conductor's failed onboarding of the same upload can still remove the extracted files that the v2 API
+        reads, and then every create answers 422 'not found or not operational' (NOTES.md, behaviour 7). Tried
+        the way a workflow uses it: a VNF instance created (201) and deleted again."""
+        await asyncio.sleep(float(self.opts.get("onboard_settle", 1.0)))
+        try:
+            inst = await self._post(f"{self.api}/vnflcm/v2/vnf_instances",
+                                    {"vnfdId": vnfd_id, "vnfInstanceName": "manobench-onboarding-check"}, (201,))
+        except TackerError:
+            return False
+        await self._request("DELETE", f"{self.api}/vnflcm/v2/vnf_instances/{inst['id']}", None, (204,), V2)
+        return True
 
     async def _wait_onboarded(self, pid: str, timeout: float) -> tuple[str, dict[str, Any]]:
         until = time.monotonic() + timeout
