@@ -7,7 +7,7 @@ side by side moves the figures.
 
 Every sweep runs as a user runs it (`harness sweep` in its own process) into a fresh temporary folder.
 `--full` runs the three full specs as three sweeps at once, each admitting up to J concurrent trials by
-measured CPU headroom (harness/experiment/sweep.py, Headroom: one admission at a time on the machine), and
+measured CPU headroom (harness/experiment/sweep/admission.py, Headroom: one admission at a time on the machine), and
 prints the wall time, the CPU used (our process trees, and the whole host's, other users' included), the host's
 load average, false suspicions, and the model's errors after fitting (`harness fit`). Every mode prints each
 sweep's wall seconds and CPU seconds per trial (mean, sd, range: `trial_seconds` in trials.csv and each trial's

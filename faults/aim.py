@@ -23,7 +23,7 @@ A fault other than a crash struck at `worst` (pause, link faults) releases the d
 once it has struck.
 
 `task:K@F` explores the crash points (a sweep with `fault_at: every` runs one per class, see
-harness/experiment/sweep.py): the same heartbeat at the end of task K of the target request, and then the
+harness/experiment/sweep/runner.py): the same heartbeat at the end of task K of the target request, and then the
 driver is muted (no scheduled heartbeat; it goes on working: shares, forwards, the next call) and the crash
 comes F heartbeat intervals after that heartbeat. F = 0 is `worst`'s silence at the end of task K (the
 result held, nothing acted on). The fault event records `phase` (F) and `last_hb` (that heartbeat's send

@@ -16,8 +16,9 @@ from click.testing import CliRunner
 from harness import model
 from harness.analysis import figures, fit, qr, report, tables
 from harness.cli.commands import cli
+from harness.cli.sweep_progress import run_sweep
 from harness.errors import UserError
-from harness.experiment.sweep import read_rows, run_sweep
+from harness.experiment.sweep import read_rows
 from harness.measure import cpu, metrics, summary
 from harness.model import compute
 from harness.plan import config

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from harness.errors import UserError
-from harness.experiment import admission, sweep
+from harness.experiment import sweep
+from harness.experiment.sweep import admission
 from harness.measure.summary import SUMMARY_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,7 +285,7 @@ def test_side_by_side_each_repeat_starts_with_its_longest_trials(tmp_path):
 # --- the machine-wide board: validated on read, under the state root (issue #20) ----------------------------
 
 def entry(pid: int, **kw) -> dict:
-    """A board entry as a sweep writes it (harness/experiment/admission.py)."""
+    """A board entry as a sweep writes it (harness/experiment/sweep/admission.py)."""
     return {"kind": "manobench-sweep", "pid": pid, "running": 1, "reserved": 0.0, "waiting": 0.0, **kw}
 
 
@@ -431,3 +432,20 @@ def test_a_sweep_with_no_flags_runs_the_fast_path(tmp_path):
     assert not any((out / "trials").glob("*/locust*")), "no trial ran Locust"
     session = yaml.safe_load((out / "sweep.yaml").read_text())["sessions"][-1]
     assert session["load"] == "builtin" and session["jobs"] == "auto"
+
+
+def test_a_trial_is_ready_when_its_history_says_so_whole():
+    """The runner renices a starting trial once the harness's `ready` is in its history, read as the history
+    reader reads a line (the bytes `"kind": "ready"` inside another event's text, or a torn line, are not it)."""
+    from harness.experiment.sweep.runner import _is_ready
+
+    ready = {"t": 1.5, "wall": 1.7e9, "svc": "harness", "kind": "ready"}
+    assert _is_ready(json.dumps(ready).encode())
+    assert _is_ready(json.dumps(ready, separators=(",", ":")).encode())
+    assert not _is_ready(json.dumps(ready).encode()[:-3]), "a torn line"
+    assert not _is_ready(json.dumps({**ready, "kind": "load_start", "waited": 0, "quiet": 0, "suspicions_before": 0,
+                                     "warmup": 0, "warmup_completed": 0}).encode())
+    assert not _is_ready(json.dumps({**ready, "svc": "slm-a"}).encode()), "only the harness says the run is ready"
+    text = {"t": 2.0, "wall": 1.7e9, "svc": "slm-a", "kind": "error", "plane": "api", "path": "/x",
+            "error": '"kind": "ready"'}
+    assert not _is_ready(json.dumps(text).encode())

@@ -22,7 +22,7 @@ Settings = dict[str, object]
 
 
 class SpecRecord(TypedDict, total=False):
-    """The sweep's spec as it was given (harness.experiment.sweepspec checks every part before a trial runs)."""
+    """The sweep's spec as it was given (harness.experiment.sweep.spec checks every part before a trial runs)."""
 
     base: Settings
     grid: dict[str, list[object]]

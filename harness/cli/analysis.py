@@ -37,7 +37,7 @@ def sweep_cmd(spec: str, out: str | None, repeat: int | None, jobs: str | None, 
 
     Each finished trial is a row of DIR/trials.csv; a stopped sweep (Ctrl-C, a crash) resumes where it stopped.
     """
-    from harness.experiment.sweep import run_sweep
+    from harness.cli.sweep_progress import run_sweep
 
     target = Path(out) if out else Path("results") / f"sweep-{Path(spec).stem}"
     run_sweep(spec, target, repeat=repeat, jobs=jobs, load=load)

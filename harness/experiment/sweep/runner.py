@@ -1,19 +1,8 @@
-"""A sweep: many experiments z, each run R times, into one folder that can be stopped and resumed.
-
-The spec (its keys, its checks: harness/experiment/sweepspec.py) names a base configuration and the points to
-run. Every point is validated (it must build a valid Experiment) before anything runs. Each trial (point, k)
-runs `harness.experiment.run.experiment` in its own child process (harness/experiment/trial.py: own loopback
-block, own teardown) into DIR/trials/<point>-r<k>/ on the runtime its z names (`runtime: docker` in `base`
-runs the whole sweep in containers, with the same files), and once it has finished its summary row is appended
-to DIR/trials.csv. A trial counts as finished only once that row is written: rerunning the same command skips
-those, removes any half-done trial folder and runs it again. DIR/sweep.yaml holds the spec, the points and the
-machine/commit of every session that worked on the sweep; an explored point's classes are in its `exploration`.
-
-The defaults are the fast path: the builtin load and as many trials at once as the CPU headroom admits
-(harness/experiment/admission.py), bounded by `auto_jobs`. `--load locust` and `--jobs 1` on request, or the
-spec's own `load:` and `jobs:`; the command line wins over the spec, the spec over the folder it resumes,
-and that over the defaults.
-"""
+"""The sweep's runner: the unfinished trials of a plan, up to `jobs` at a time, each in a child process
+(harness/experiment/sweep/trial.py, forked from one fork server per sweep), admitted by the machine's CPU headroom
+(admission.py), each stopped when it runs past its time-out, and its summary row appended to trials.csv once it
+has finished. It reports through callbacks (`on_update`, `say`): what is shown, and the exit codes, are the
+command line's (harness/cli/sweep_progress.py)."""
 
 from __future__ import annotations
 
@@ -28,137 +17,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, SupportsFloat, cast
+from typing import SupportsFloat
 
-import yaml
-
-from harness.errors import UserError
-from harness.experiment import provenance
-from harness.experiment.admission import (  # noqa: F401  (re-exported: sweep.Headroom, sweep.HEAVY, ...)
-    ADMIT_GAP,
-    CPU_CAP,
-    CPU_CAP_ENV,
-    HEAVY,
-    WINDOW,
-    Headroom,
-    Profile,
-    Watched,
-    auto_jobs,
-    cpu_cap,
-    prior_need,
-)
-from harness.experiment.sweepspec import (  # noqa: F401  (re-exported: sweep.plan, sweep.read_spec, ...)
-    AUTO,
-    LOADS,
-    RUN_KEYS,
-    SPEC_KEYS,
-    TRIAL_COLUMNS,
-    Plan,
-    Point,
-    Trial,
-    parse_jobs,
-    plan,
-    point_id,
-    read_spec,
-    run_defaults,
-)
-from harness.experiment.trial import TRIAL_MODULE, TRIAL_PRELOAD, clear_trial_dir
+from harness.experiment.sweep.admission import Headroom, Profile
+from harness.experiment.sweep.folder import TrialsCsv, read_rows
+from harness.experiment.sweep.spec import Plan, Trial
+from harness.experiment.sweep.trial import TRIAL_MODULE, TRIAL_PRELOAD, clear_trial_dir
+from harness.history.reading import parse_line
 from harness.plan.config import Experiment
 from harness.runtime import forkserver
 from harness.runtime.forkserver import Forked, ForkServer
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from harness.analysis.sweep_folder import Session, SweepRecord  # sweep.yaml's shape (the analysis reads it)
-
-
-# --- the folder ---------------------------------------------------------------------------------------------
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of trials.csv, every cell as written; a torn last line (a sweep killed while appending) is not
-    a row."""
-    from harness.analysis import tables  # pandas: not imported by the trial processes, which need none of it
-
-    frame = tables.read_csv(path, text=True)
-    if "trial" not in frame:
-        return []
-    return frame[frame["trial"] != ""].to_dict("records")  # type: ignore[return-value]
-
-
-class TrialsCsv:
-    """DIR/trials.csv: appended a row at a time, each flushed to disk before the trial counts as finished."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        from harness.analysis import tables
-
-        self.path, self.columns = path, columns
-        if path.exists():
-            if list(tables.read_csv(path, text=True).columns) != columns:
-                raise UserError(f"{path} has other columns than this sweep writes: it belongs to another sweep "
-                                "(use another --out)")
-            text = path.read_text(encoding="utf-8")
-            if text and not text.endswith("\n"):  # torn last line: cut it off
-                path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
-        else:
-            path.write_text(",".join(columns) + "\n", encoding="utf-8")
-
-    def append(self, row: Mapping[str, object]) -> None:
-        from harness.analysis import tables
-
-        line = tables.csv_line({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()},
-                               self.columns)
-        with self.path.open("a", newline="", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def _comparable(spec: Mapping[str, object]) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k not in RUN_KEYS}, sort_keys=True, default=str)
-
-
-def recorded_load(out: Path) -> str | None:
-    """The load generator a sweep folder was started with (None: no folder, or it does not say)."""
-    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
-        load = (yaml.safe_load((out / "sweep.yaml").read_text(encoding="utf-8")) or {}).get("load")
-        return load if load in LOADS else None
-    return None
-
-
-def prepare(out: Path, plan_: Plan, spec_file: str | None, load: str, jobs: int | str = 1) -> SweepRecord:
-    """Create or reopen DIR; refuse a folder that holds a different sweep. Returns sweep.yaml's record."""
-    out.mkdir(parents=True, exist_ok=True)
-    record_path = out / "sweep.yaml"
-    session = cast("Session", {**provenance.stamp(), "load": load, "jobs": jobs, "repeat": plan_.repeat,
-                               "argv": sys.argv[1:]})
-    record: SweepRecord
-    if record_path.exists():
-        try:
-            record = yaml.safe_load(record_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            record = {}
-        if _comparable(record.get("spec", {})) != _comparable(plan_.spec):
-            raise UserError(f"{out} holds another sweep (its spec differs from this one): use another --out, or the "
-                            "spec it was started with")
-        if record.get("load", load) != load:
-            raise UserError(f"{out} was started with --load {record.get('load')}: resume it with the same --load")
-        record["repeat"] = max(plan_.repeat, int(record.get("repeat", 1)))
-        record.setdefault("sessions", []).append(session)
-    else:
-        record = cast("SweepRecord", {"spec_file": spec_file, "spec": plan_.spec, "load": load, "repeat": plan_.repeat,
-                                      "swept": plan_.swept, **provenance.stamp(), "sessions": [session]})
-    record["points"] = [{"id": p.id, "overrides": p.overrides} for p in plan_.points]
-    if plan_.exploration:
-        record["exploration"] = plan_.exploration
-    tmp = record_path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
-    tmp.replace(record_path)
-    return record
-
-
-# --- the sweep ------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -311,8 +179,9 @@ class Runner:
                     chunk = fh.read()
             except OSError:
                 continue
-            self.starting[trial_id] = offset + chunk.rfind(b"\n") + 1
-            if b'"kind": "ready"' not in chunk and b'"kind":"ready"' not in chunk:
+            whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written is read next time, whole
+            self.starting[trial_id] = offset + len(whole)
+            if not any(_is_ready(line) for line in whole.splitlines()):
                 continue
             del self.starting[trial_id]
             if self.headroom:
@@ -448,6 +317,12 @@ class Runner:
         return self.outcome
 
 
+def _is_ready(line: bytes) -> bool:
+    """Whether one line of a trial's history is the harness's `ready` (read as the history reader reads it)."""
+    event, _ = parse_line(line)
+    return event is not None and event["kind"] == "ready" and event["svc"] == "harness"
+
+
 def _fmt(value: object) -> str:
     if not isinstance(value, SupportsFloat | str):
         return str(value)
@@ -462,66 +337,3 @@ def _trial_line(trial: Trial, row: Mapping[str, object], seconds: float) -> str:
     return (f"done {trial.id} in {seconds:.1f} s: t_c {_fmt(row.get('t_c_measured'))} s, "
             f"R_a {_fmt(row.get('R_a_measured'))}, R_r {_fmt(row.get('R_r_measured'))}, "
             f"completed {row.get('completed')}/{row.get('requests')}, lost {row.get('lost')}")
-
-
-def resolve_run(spec: dict[str, object], out: Path, load: str | None, jobs: int | str | None
-                ) -> tuple[str, int | str]:
-    """The load generator and the concurrency of this session: the command line's, else the spec's, else (the
-    load) the folder's it resumes, else the fast path: builtin, auto."""
-    if load is not None and load not in LOADS:
-        raise UserError(f"--load: expected one of {', '.join(LOADS)} (got {load!r})")
-    if jobs is not None:
-        jobs = parse_jobs(jobs, "--jobs")
-    spec_load, spec_jobs = run_defaults(spec)
-    return (load or spec_load or recorded_load(out) or "builtin",
-            jobs if jobs is not None else spec_jobs if spec_jobs is not None else AUTO)
-
-
-def run_sweep(spec_path: str, out: Path, *, repeat: int | None = None, jobs: int | str | None = None,
-              load: str | None = None, console: Console | None = None) -> Outcome:
-    """`harness sweep`: validate, then run what is left; progress with ETA on stderr (rich). `load` and `jobs`
-    None: the spec's, else the defaults (`resolve_run`)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    spec = read_spec(spec_path)
-    plan_ = plan(spec, repeat)
-    load, jobs = resolve_run(spec, out, load, jobs)
-    bound = auto_jobs() if jobs == AUTO else int(jobs)
-    if bound > 1:
-        cpu_cap()  # a bad MANOBENCH_SWEEP_CPU is refused before the folder is made
-    console = console or Console(stderr=True, soft_wrap=True)
-    prepare(out, plan_, str(spec_path), load, jobs)
-    runner = Runner(out, plan_, load, bound, say=lambda m: console.print(m, highlight=False))
-    total, todo = len(plan_.trials), len(runner.todo())
-    at_once = f"up to {bound} at a time as the CPU admits: --jobs auto" if jobs == AUTO else f"{bound} at a time"
-    console.print(f"harness sweep: {len(plan_.points)} points x {plan_.repeat} = {total} trials, "
-                  f"{total - todo} already finished, {todo} to run ({at_once}, load {load}) -> {out}",
-                  highlight=False)
-    with Progress(TextColumn("trials {task.fields[done]}/{task.total:.0f}"), BarColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("sweep", total=total, done=total - todo)
-
-        def update(completed: float, done: int, _total: int) -> None:
-            progress.update(task, completed=completed, done=done)
-
-        runner.on_update = update
-        try:
-            outcome = asyncio.run(runner.run())
-        except KeyboardInterrupt:  # before the signal handlers were in place
-            outcome = runner.outcome
-            outcome.interrupted = True
-    if outcome.interrupted:
-        console.print(f"interrupted: {outcome.finished} of {total} trials finished and kept in "
-                      f"{out / 'trials.csv'}; resume with the same command: harness sweep {spec_path} "
-                      f"--out {out}", highlight=False)
-        raise SystemExit(130)
-    console.print(f"sweep: {outcome.finished}/{total} trials finished ({outcome.ran} now, {outcome.skipped} before) "
-                  f"in {outcome.seconds:.0f} s; results in {out / 'trials.csv'}; next: harness fit {out}, "
-                  f"harness report {out}", highlight=False)
-    if outcome.failed:
-        console.print(f"{len(outcome.failed)} trial(s) failed: {', '.join(outcome.failed)}; rerun the same command "
-                      "to retry them", highlight=False)
-        raise SystemExit(1)
-    return outcome
-

@@ -31,7 +31,7 @@ from harness.plan.config import Experiment
 from harness.state import state_dir, write_atomic
 
 if TYPE_CHECKING:
-    from harness.experiment.sweepspec import Point
+    from harness.experiment.sweep.spec import Point
 
 
 class BoardEntry(TypedDict, total=False):

@@ -1,6 +1,6 @@
-"""One trial of a sweep, in a child process: `python -m harness.experiment.trial DIR PARENT_PID`.
+"""One trial of a sweep, in a child process: `python -m harness.experiment.sweep.trial DIR PARENT_PID`.
 
-The sweep (harness/experiment/sweep.py) writes DIR/trial.json and starts this module on it, forked from its fork
+The sweep (harness/experiment/sweep/runner.py) writes DIR/trial.json and starts this module on it, forked from its fork
 server (harness/runtime/forkserver.py, which runs it as `__main__` with these arguments) or as an interpreter
 of its own (MANOBENCH_FORKSERVER=0). It runs `harness.experiment.run.experiment` into DIR, with its pid in
 DIR/trial.pid (so a resumed sweep can wait for a trial still tearing down before it clears the folder:
@@ -23,7 +23,7 @@ from pathlib import Path
 from harness.plan import config
 from harness.runtime import forkserver
 
-TRIAL_MODULE = "harness.experiment.trial"  # `python -m harness.experiment.trial DIR PARENT` runs one trial
+TRIAL_MODULE = "harness.experiment.sweep.trial"  # `python -m harness.experiment.sweep.trial DIR PARENT` runs one trial
 TRIAL_PRELOAD = "harness.experiment.run"  # what a trial imports: the fork server imports it once per sweep
 
 
@@ -57,7 +57,7 @@ def clear_trial_dir(path: Path, wait: float = 30.0) -> None:
 
 
 def trial_main(argv: list[str]) -> None:
-    """`python -m harness.experiment.trial DIR PARENT_PID`: run DIR/trial.json's experiment into DIR."""
+    """`python -m harness.experiment.sweep.trial DIR PARENT_PID`: run DIR/trial.json's experiment into DIR."""
     trial_dir, parent = Path(argv[0]), int(argv[1])
     forkserver.die_with_parent(signal.SIGINT)  # SIGINT when the sweep dies: the run tears down in order
     if os.getppid() != parent:  # the sweep died before the death signal was armed
@@ -88,7 +88,7 @@ def _tree_cpu_seconds() -> float:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        print("usage: python -m harness.experiment.trial TRIAL_DIR PARENT_PID  (internal; use `harness sweep`)",
+        print("usage: python -m harness.experiment.sweep.trial TRIAL_DIR PARENT_PID  (internal; use `harness sweep`)",
               file=sys.stderr)
         raise SystemExit(2)
     trial_main(sys.argv[1:])
