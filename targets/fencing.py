@@ -200,7 +200,10 @@ class Fence:
     async def elect(self, req: str, static_owner: str, still_wanted: Callable[[], bool]) -> int | None:
         """Ask the peers for the next epoch of `req` until a majority grants it (the epoch), a peer knows a
         later owner (None: this SLM adopted it) or `still_wanted()` turns false (None). Waits in between:
-        without a majority nobody may decide."""
+        without a majority nobody may decide. The wait doubles from half a heartbeat interval up to t_h: a
+        candidate on the minority side, or one whose rival owner came back, asks again until the request is
+        done (giving up could leave its promise deposing an owner for nobody), but not at the heartbeat rate."""
+        wait = self.retry
         while still_wanted():
             mine = self.promise(req, static_owner)
             epoch = mine.epoch + 1
@@ -220,7 +223,8 @@ class Fence:
                     self.promises[req] = refused  # a later owner exists: follow it
                 if not self.is_dead(refused.owner):
                     return None
-            await asyncio.sleep(self.retry)
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, self.t_h)
         return None
 
     async def may_act(self, req: str, epoch: int, static_owner: str) -> None:

@@ -103,6 +103,20 @@ def test_fenced_where_it_cannot_work_is_refused_in_one_line(sets, message):
     assert config.build({"mechanism": "fenced", "k": 3}).k == 3
 
 
+def test_the_fenced_model_adds_the_election_to_t_l_and_only_what_exceeds_t_o_to_t_c():
+    from harness import model
+
+    paper = model.evaluate(config.build({"k": 3}))
+    fenced = model.evaluate(config.build({"k": 3, "mechanism": "fenced"}))
+    assert fenced.t_c == pytest.approx(paper.t_c), "2 l_hb = 0.1 s hides in t_o = 0.15 s"
+    assert fenced.t_l == pytest.approx(paper.t_l + 2 * 0.05)
+    assert fenced.B_rel == pytest.approx(paper.B_rel + 2 * 0.1 / paper.t_c)
+    slow = {"k": 5, "l_hb": 0.2}
+    paper, fenced = model.evaluate(config.build(slow)), model.evaluate(config.build({**slow, "mechanism": "fenced"}))
+    assert fenced.t_c == pytest.approx(paper.t_c + 0.4 - 0.15)
+    assert fenced.t_r == pytest.approx(paper.t_r + 0.4 - 0.15 + 0.4)
+
+
 # --- real runs --------------------------------------------------------------------------------------------
 
 FAST = ("--set", "k=3", "--set", "n=4", "--set", "t_i=2", "--set", "requests=6", "--set", "users=3")

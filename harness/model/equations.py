@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from harness.model import registry
+from harness.model import fenced, registry
 from harness.model.tasks import centralised_lost_work, literal_share_count, share_points, t_m, task_durations
 from harness.plan.config import Design, Experiment
 
@@ -61,12 +61,15 @@ def t_h(z: Experiment) -> float:
 
 
 def centralised(z: Experiment) -> Metrics:
-    """Eqs 2-5 for an SLM delegating to n microservices, with k >= 2 SLMs."""
+    """Eqs 2-5 for an SLM delegating to n microservices, with k >= 2 SLMs; with `mechanism: fenced` what the
+    epoch check and the election add (this project's extension, harness.model.fenced)."""
     tm = t_m(z)
     tc = centralised_t_c(z)
     tl = z.l_hb + t_h(z) + centralised_lost_work(z)
+    if z.mechanism == "fenced":
+        tc, tl = tc + fenced.t_c_added(z), tl + fenced.t_l_added(z)
     b_op = (sum(z.per_task("P_a")) + sum(z.per_task("P_b"))) / tc  # Eq 5
-    b_rel = centralised_b_rel(z, tc)
+    b_rel = centralised_b_rel(z, tc) + (fenced.b_rel_added(z, tc) if z.mechanism == "fenced" else 0.0)
     return assemble(z, tm, tc, tl, b_op, b_rel, q_r=z.n + z.k - 1)
 
 
