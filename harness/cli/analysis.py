@@ -11,6 +11,7 @@ import click
 from harness.analysis.qr import QR_RULES
 from harness.cli.output import FORMATS, render, write_rows
 from harness.errors import UserError
+from harness.load import LOADS
 
 
 def _sweep_dir(path: str) -> Path:
@@ -29,7 +30,7 @@ def _sweep_dir(path: str) -> Path:
               help="Trials run at the same time, each on its own loopback block (default: the spec's `jobs:`, "
                    "else auto: as many as the CPU headroom admits, machine-wide, at most 4 a core and 16; "
                    "MANOBENCH_SWEEP_CPU is the share of the cores they may fill, default 0.9). 1: one at a time.")
-@click.option("--load", type=click.Choice(("builtin", "locust")), default=None,
+@click.option("--load", type=click.Choice(LOADS), default=None,
               help="Load generator of every trial (default: the spec's `load:`, else the folder's it resumes, "
                    "else builtin, the harness's asyncio BSS; locust: Locust in its own process).")
 def sweep_cmd(spec: str, out: str | None, repeat: int | None, jobs: str | None, load: str | None) -> None:

@@ -35,6 +35,7 @@ from faults import explore
 from harness import model
 from harness.analysis.sweep_folder import TRIAL_ID_CHARS
 from harness.errors import ConfigError, UserError
+from harness.load import LOADS
 from harness.plan import capacity, config
 from harness.plan.config import Experiment
 from harness.plan.target import TargetError, experiment_for
@@ -45,7 +46,6 @@ if TYPE_CHECKING:  # sweep.yaml's shape, written once where the analysis reads i
 SPEC_KEYS = ("base", "grid", "points", "extra", "repeat", "phases", "load", "jobs", "description")
 RUN_KEYS = ("repeat", "load", "jobs", "description")  # how a sweep is run, not what it measures: may change on resume
 TRIAL_COLUMNS = ["point", "repeat", "trial", "trial_seconds", "host_load"]
-LOADS = ("locust", "builtin")
 
 
 @dataclass
