@@ -44,7 +44,7 @@ ROUTES = (
     Route("hb", "POST", "/hb-now", (), ("slm", "module"),
           "harness hook (optional fields req, task, silence): send one heartbeat to every peer, at once or "
           "when task `task` of `req` ends here, answer once each peer acknowledged it, and with silence fall "
-          "silent: the heartbeat phase of the model's worst case (harness/faults/aim.py, targets/membership.py)"),
+          "silent: the heartbeat phase of the model's worst case (faults/aim.py, targets/membership.py)"),
     Route("hb", "POST", "/release", (), ("slm", "module"),
           "harness hook: speak again after /hb-now's silence (when a pause or link fault, not a crash, followed)"),
     Route("state", "POST", "/state", ("req", "owner", "last_task"), ("slm",),

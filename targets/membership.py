@@ -21,7 +21,7 @@ instance dies, and that is what these emulate:
   moment the heartbeat left. The caller SIGKILLs it after the answer; the ack round trip (2 l_hb) it
   waits for costs nothing, because the instance stopped acting when the heartbeat went out.
   With `mute: true` the instance sends no scheduled heartbeat after that one but goes on working: a crash
-  the harness strikes a phase later (`fault_at task:K@F`, harness/faults/aim.py) then comes F heartbeat
+  the harness strikes a phase later (`fault_at task:K@F`, faults/aim.py) then comes F heartbeat
   intervals after the survivors last heard from it, whatever the schedule's own phase.
 - `POST /release`: speak again (after a pause or a link fault struck at that moment; a crash never needs it).
 
