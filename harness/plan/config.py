@@ -50,7 +50,7 @@ Queues = Literal["transient", "durable"]
 # The registries: each list of names is written once, above, and every choice (CLI, sweep specs) comes from it.
 DESIGNS: tuple[str, ...] = get_args(Design)
 MECHANISMS: tuple[str, ...] = get_args(Mechanism)
-FAULTS: tuple[str, ...] = get_args(FaultName)  # harness.faults.catalogue.FAULTS holds the class of each but "none"
+FAULTS: tuple[str, ...] = get_args(FaultName)  # faults.catalogue.FAULTS holds the class of each but "none"
 # faults aimed at instances by id or role (fault_target), on any target: the others are white-box aims at the
 # driver of a request in our own designs; partition and link-delay are both, by whether fault_target is given
 BY_INSTANCE: tuple[str, ...] = ("crash", "pause", "restart", "partition", "link-delay")
@@ -288,7 +288,7 @@ class Experiment(BaseModel):
     @property
     def fault_phase(self) -> float | None:
         """F of fault_at task:K@F: the crash comes F heartbeat intervals after the driver's heartbeat at the end
-        of task K (harness/faults/aim.py)."""
+        of task K (faults/aim.py)."""
         kind, _, arg = self.fault_at.partition(":")
         return float(arg.partition("@")[2]) if kind == "task" and "@" in arg else None
 
