@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict
 
 import aiohttp
 
@@ -40,8 +40,11 @@ from harness.runtime.local import LocalRuntime
 from protocol import auth
 
 if TYPE_CHECKING:
-    from harness.experiment.testbed import Testbed
+    from harness.history.collector import Collector
     from harness.load.locustfile import LoadConfig  # not imported at run time: it patches with gevent
+    from harness.plan.config import Experiment
+    from harness.plan.deploy import Deployment
+    from harness.runtime.contract import Runtime
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONFIG_ENV = "MANOBENCH_LOAD"
@@ -58,6 +61,32 @@ class StatsEntry(TypedDict, total=False):
     response_times: dict[str, int]  # rounded response time (ms, as text) -> how many
     min_response_time: float | None
     max_response_time: float
+
+
+class LoadTestbed(Protocol):
+    """What a Locust load reads of the testbed it drives (harness.experiment.testbed.Testbed), so that load
+    needs nothing of the experiment layer above it."""
+
+    refusal_sources: dict[str, Callable[[], int]]  # the load adds its BSS's count of refused requests
+
+    @property
+    def z(self) -> Experiment: ...
+    @property
+    def workdir(self) -> Path: ...
+    @property
+    def run(self) -> str: ...
+    @property
+    def secret(self) -> str: ...
+    @property
+    def deployment(self) -> Deployment | None: ...
+    @property
+    def external_bss(self) -> bool: ...
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def collector(self) -> Collector: ...
+    @property
+    def bss_address(self) -> str: ...
 
 
 StartProcess = Callable[[str, list[str], dict[str, str]], Awaitable[asyncio.subprocess.Process]]
@@ -151,7 +180,7 @@ class LocustLoad:
         self._started_at = 0.0
 
     @classmethod
-    def for_testbed(cls, tb: Testbed, *, timeout: float | None = None, gate: bool = False) -> LocustLoad:
+    def for_testbed(cls, tb: LoadTestbed, *, timeout: float | None = None, gate: bool = False) -> LocustLoad:
         """The load of the testbed's experiment z against it, live (`Testbed(z, ..., external_bss=True)`):
         z.requests workflows, open loop at z.rate if set, else closed loop with z.users; Locust's files and log
         in the testbed's workdir (the run folder). `timeout` per workflow, wall seconds; default 60 s plus 10
