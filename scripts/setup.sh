@@ -39,7 +39,7 @@ else
 fi
 
 # OpenStack Tacker as a target (examples/tacker, docs/tacker.md): Tacker from PyPI in .venv-tacker (its pins
-# clash with ours), so tests/test_tacker.py runs instead of skipping; about 25 s the first time, 1 s after.
+# clash with ours), so tests/test_tacker.py runs instead of skipping; ~30 s the first time, 0.1 s after.
 if command -v "${TACKER_PYTHON:-python3.11}" >/dev/null 2>&1; then
   PYTHON="${TACKER_PYTHON:-python3.11}" bash examples/tacker/setup.sh | sed 's/^/setup: /'
 else
