@@ -1,4 +1,4 @@
-"""Faults on the run's broker (`transport: amqp`, harness/runtime/broker.py): the shared component of a bus.
+"""Faults on the run's broker (`transport: amqp`, manobench: harness.runtime's Broker): the shared component of a bus.
 
 - broker-crash: SIGKILL the broker; `fault_for` later it is started again on the same data directory
   (durable queues and persistent messages come back, transient ones do not). Every service loses every

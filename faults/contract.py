@@ -127,7 +127,7 @@ class LinkControl(Protocol):
 
 
 class BrokerHandle(Protocol):
-    """What the bus runtime offers the broker faults (manobench: harness/runtime/broker.py's Broker): crash it,
+    """What the bus runtime offers the broker faults (manobench: harness.runtime's Broker): crash it,
     freeze and thaw it, start it again on the same data directory."""
 
     started_in: float  # wall seconds its last start took
