@@ -14,7 +14,7 @@ import yaml
 
 from faults import explore
 from harness import model
-from harness.analysis import explore as analysis
+from harness.analysis import crash_costs as analysis
 from harness.analysis.sweep_folder import read_record
 from harness.errors import UserError
 from harness.experiment import sweep

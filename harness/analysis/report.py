@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from harness.analysis import explore, fit, qr, tables
+from harness.analysis import crash_costs, fit, qr, tables
 from harness.analysis.figures import Figure, fig6, fig7, fig8
 from harness.analysis.optimum import ModelGrid
 from harness.analysis.sweep_folder import SweepRecord
@@ -241,7 +241,7 @@ def _markdown(out: Path, record: SweepRecord, result: fit.FitResult, figures: li
     md += _error_lines(result, result.points[result.points["time_scale"] == ts])
     md += _outside_lines(result.points[result.points["time_scale"] == ts])
     md += _crash_lines(result)
-    md += explore.lines(out, record)
+    md += crash_costs.lines(out, record)
     md += ["## Figures", ""]
     for f in figures:
         if f.path:

@@ -33,7 +33,7 @@ from harness.experiment.testbed import Testbed, new_run_id
 from harness.experiment.warmup import prelude
 from harness.history import Event, manifest, record
 from harness.history.flows import Flow
-from harness.links.client import ProxyControlError
+from harness.links.proxyd_control import ProxyControlError
 from harness.links.wiring import select_backend
 from harness.measure import metrics, summary
 from harness.measure.cpu import CpuSampler

@@ -3,9 +3,9 @@
 Importing this package does not import aiohttp; only the daemon (`harness.links.proxyd`) needs it.
 """
 
-from harness.links.client import ProxyControl, ProxyControlError, launch_proxyd
 from harness.links.netem import NetemProbe, choose_backend, probe_netem
 from harness.links.proxy import LinkProxy
+from harness.links.proxyd_control import ProxyControl, ProxyControlError, launch_proxyd
 from harness.links.spec import PLANE_NAME, LinkSpec, dump_specs, load_specs, parse_hostport
 
 __all__ = [

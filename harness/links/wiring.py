@@ -16,9 +16,9 @@ import subprocess
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.links.client import ProxyControl, ProxyControlError, launch_proxyd
 from harness.links.netem import choose_backend, probe_netem
 from harness.links.netem_wiring import LEAF_ENV, configured_leaf, probe_classifier
+from harness.links.proxyd_control import ProxyControl, ProxyControlError, launch_proxyd
 from harness.plan.deploy import Link
 from harness.runtime.contract import Runtime
 

@@ -1,4 +1,4 @@
-"""The exploration of every crash point (a sweep with `fault_at: every`), read back from the sweep folder:
+"""The cost of every class of crash points (a sweep with `fault_at: every`), read back from the sweep folder:
 per explored point, what each class of crash points cost (the target request's t_r - t_c), the empirical worst
 case beside the model's under both readings of Eq 3, and which reading the data supports.
 

@@ -1,4 +1,5 @@
-"""Synchronous client for proxyd's control API, plus a launcher, for harness code that is not asyncio.
+"""The control client of proxyd (the process of every link's latency proxy) and its launcher, for harness code
+that is not asyncio.
 
 urllib only, and with proxies switched off: an ``http_proxy`` variable in the user's environment must never
 route our loopback control calls through some other host.
