@@ -66,3 +66,38 @@ def test_the_cpu_sampler_counts_from_its_baseline():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_services_cpu_is_its_whole_live_process_tree():
+    """A master that forks a worker which does the work (tacker-conductor's shape) is charged the worker's CPU
+    while the worker lives, and keeps it once the worker has exited and been reaped."""
+    import subprocess
+    import sys
+    import time as clock
+
+    from harness.measure.cpu import CpuSampler, descendants
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(3)"
+    master = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
+                               f"subprocess.Popen([sys.executable, '-c', {burn!r}]).wait()\ntime.sleep(60)"])
+    try:
+        sampler = CpuSampler({"conductor": master.pid})
+        sampler.mark()
+
+        def used() -> float:
+            sampler.sample()
+            return sum(sampler.last["conductor"]) - sum(sampler.base["conductor"])
+
+        deadline = clock.monotonic() + 30  # generous: the worker's 0.3 CPU s beside a busy suite
+        while used() < 0.25 and clock.monotonic() < deadline:
+            clock.sleep(0.05)
+        assert descendants(master.pid), "the worker is still alive: what was counted is the live tree"
+        live = used()
+        assert live >= 0.25, f"the live worker's CPU is the service's: {live:.3f} s"
+        while descendants(master.pid) and clock.monotonic() < deadline:
+            clock.sleep(0.1)
+        assert not descendants(master.pid)
+        assert used() >= live - 0.01, "the reaped worker's CPU stays the service's"
+    finally:
+        master.kill()
+        master.wait()

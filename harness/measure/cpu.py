@@ -8,6 +8,12 @@ The same samples read the host's CPU (/proc/stat through psutil: every process o
 users' included), so a run records how much headroom the host had while it was measured (`host()`): a
 timing taken on a saturated host includes waiting for a core, and is a measurement of the host, not of the
 design (harness.measure.metrics.saturated).
+
+A service is its whole live process tree: its own CPU, what its exited children left in its counters (once
+reaped), and every live descendant's (a target's instance is often a master that forks workers, like
+tacker-conductor's cotyledon: the work is in the workers). Descendants are found through Linux's
+/proc/PID/task/TID/children, a few small reads a sample; a figure never goes down (a descendant reaped by
+init takes its counters along: the service keeps the most it was seen to have used).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from pathlib import Path
 
 import psutil
 
@@ -30,9 +37,35 @@ def host_busy() -> float:
     return sum(t) - unavailable
 
 
+def children(pid: int) -> list[int]:
+    """The live direct children of pid (every thread's), [] where /proc does not say."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                out.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of pid, breadth first."""
+    found, frontier = [], children(pid)
+    while frontier:
+        found.extend(frontier)
+        frontier = [c for p in frontier for c in children(p)]
+    return found
+
+
+def used(proc: psutil.Process) -> tuple[float, float]:
+    """(user, system) seconds of one process and the children it reaped."""
+    times = proc.cpu_times()
+    return times.user + times.children_user, times.system + times.children_system
+
+
 class CpuSampler:
     def __init__(self, pids: dict[str, int], interval: float = 0.25) -> None:
         self.procs: dict[str, psutil.Process] = {}
+        self.known: dict[int, psutil.Process] = {}  # live descendants seen, kept so a reused pid is told apart
         for name, pid in pids.items():
             with contextlib.suppress(psutil.NoSuchProcess):
                 self.procs[name] = psutil.Process(pid)
@@ -50,10 +83,18 @@ class CpuSampler:
         self.host_samples.append((time.monotonic(), host_busy()))
         for name, proc in self.procs.items():
             try:
-                times = proc.cpu_times()
-                self.last[name] = (times.user + times.children_user, times.system + times.children_system)
+                user, system = used(proc)
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
+            for pid in descendants(proc.pid):
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    child = self.known.get(pid)
+                    if child is None or not child.is_running():
+                        child = self.known[pid] = psutil.Process(pid)
+                    u, s = used(child)
+                    user, system = user + u, system + s
+            before = self.last.get(name, (0.0, 0.0))
+            self.last[name] = (max(user, before[0]), max(system, before[1]))
 
     async def _loop(self) -> None:
         while True:
