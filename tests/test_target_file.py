@@ -170,3 +170,26 @@ def test_the_examples_are_valid_target_files():
         target = load(path)
         assert target.instances and target.entry, path
     assert load(RUST).instrumented is False
+
+
+def test_a_black_box_t_r_is_infinite_while_a_touched_workflow_never_completed():
+    """From outside, t_r is the slowest workflow in flight at the fault; one that never completed (Tacker's
+    operation stuck PROCESSING after its conductor died) has not recovered: t_r is inf, not the survivors'."""
+    import math
+
+    from harness.measure import blackbox
+
+    def ev(t: float, svc: str, kind: str, **fields: object) -> dict[str, object]:
+        return {"t": t, "wall": 1.7e9 + t, "svc": svc, "kind": kind, **fields}
+
+    base = [ev(0.0, "bss", "submitted", req="clean", to="api"), ev(1.0, "bss", "completed", req="clean", by="api", n=1),
+            ev(2.0, "bss", "submitted", req="slow", to="api"),
+            ev(2.5, "harness", "fault", fault="crash", action="kill", target="conductor-1"),
+            ev(6.0, "bss", "completed", req="slow", by="api", n=1)]
+    recovered = blackbox.times(base, time_scale=1.0)
+    assert (recovered["t_c"], recovered["t_r"], recovered["touched"]) == (1.0, 4.0, 1)
+    submitted = ev(2.1, "bss", "submitted", req="stuck", to="api")
+    stuck = blackbox.times([*base, submitted, ev(20.0, "bss", "indeterminate", req="stuck", state="PROCESSING")], 1.0)
+    assert math.isinf(stuck["t_r"]) and stuck["touched"] == 2, stuck
+    done = blackbox.times([*base, submitted, ev(9.0, "bss", "completed", req="stuck", by="api", n=1)], 1.0)
+    assert done["t_r"] == 9.0 - 2.1, done

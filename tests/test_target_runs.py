@@ -152,6 +152,7 @@ def test_a_python_client_sees_what_a_crash_of_an_api_it_polls_leaves(tmp_path):
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert any(e["kind"] == "indeterminate" and str(e.get("state")).startswith("poll") for e in events)
     assert row["verdict"] == "fail", row  # accepted and never completed: never a pass
+    assert float(row["t_r_measured"]) == float("inf"), row  # in flight at the crash and never done: not recovered
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ From the client's history (the BSS's `submitted` and `completed`, a python clien
   and not yet completed) at any moment of a fault's window (a crash: its instant; a pause, cut or delay:
   until it was undone). From outside, which instance drove a workflow is unknown, so every workflow in flight
   counts, not only the victim's.
-- t_r: the slowest completion among the touched workflows; lost (accepted, never completed), duplicated
+- t_r: the slowest completion among the touched workflows, and infinite (`inf`, R_r too) when one of them
+  never completed: a stuck or lost workflow has not recovered, so no finite figure may stand for it (the
+  survivors' slowest would read as a recovery time); lost (accepted, never completed), duplicated
   (completed twice), failed and indeterminate (what a python client reported), and the verdict, with the
   same evidence rules as ever (harness.checker).
 From the wire (each plane's bytes: a link's plane says which, the target file whether it counts to B_op or
@@ -62,7 +64,7 @@ def times(events: list[Event], time_scale: float) -> dict[str, float]:
     lat = {r: v / time_scale for r, v in checker.latencies(events).items()}
     hit = touched(events)
     clean = [v for r, v in lat.items() if r not in hit]
-    worst = [v for r, v in lat.items() if r in hit]
+    worst = [lat.get(r, math.inf) for r in hit]  # one that never completed has not recovered: inf
     return {"t_c": statistics.fmean(clean) if clean else math.nan, "t_r": max(worst) if worst else math.nan,
             "clean": len(clean), "touched": len(hit)}
 
