@@ -157,8 +157,11 @@ def test_a_python_client_sees_what_a_crash_of_an_api_it_polls_leaves(tmp_path):
 
 @pytest.mark.slow
 def test_a_python_client_fault_free_passes(tmp_path):
-    row = harness_run("--target", str(restpoll_target(tmp_path, 2.0)), "--requests", "8", out=tmp_path / "run")
+    target = restpoll_target(tmp_path, 2.0)
+    target.write_text(target.read_text() + "z: {users: 2, requests: 8}\n")  # run settings, not a model
+    row = harness_run("--target", str(target), out=tmp_path / "run")
     assert (row["verdict"], row["completed"], row["failed"], row["indeterminate"]) == ("pass", "8", "0", "0"), row
+    assert row["requests"] == "8" and row["t_c_model"] == row["R_r_model"] == "n/a", row  # z applied, no model
     assert abs(float(row["t_c_measured"]) - 0.3) <= 0.1 * 0.3 + 0.04  # 3 steps of 0.1 s, plus one poll interval
 
 

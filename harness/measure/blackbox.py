@@ -19,7 +19,8 @@ B_rel):
   messages over its duration), kB/s;
 - B_rel: the reliability planes' bytes per second from ready to teardown (heartbeats and state at the run's
   load: from outside, a share cannot be told from a heartbeat), kB/s; B_tot their sum.
-Model columns are filled only where the target file gives the paper's parameters (`z:`).
+Model columns are filled only where the target file gives the paper's parameters (`z:` keys the model reads;
+run settings such as users and requests alone are not a model).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from harness import checker, history
 from harness.history import Event
 from harness.history.record import Record
 from harness.measure.attribution import by_endpoint
+from harness.plan.config import Experiment
 from harness.plan.deploy import Deployment
 from harness.plan.target import TargetFile
 
@@ -44,6 +46,14 @@ NEEDS_EVENTS = ("reexecuted_tasks", "takeovers", "detection_delay", "false_suspi
                 "header_bytes_per_message", "t_m_measured", "R_a_measured", "Q_r_compute", "instances_extra")
 # the paper's parameters in summary.csv: the target's only where its file gives them (`z:`)
 PARAMETERS = ("mechanism", "n", "k", "h_r", "t_h", "s_p", "s_o")
+
+
+def model_keys() -> frozenset[str]:
+    """The keys of z the model reads: the Experiment's fields declared before its run settings (config.py
+    groups them: `runtime` opens "how an experiment is run"), time_scale aside. A target file whose `z:` holds
+    none of them (only users, requests, ...) gives no model to stand beside the measurement."""
+    fields = list(Experiment.model_fields)
+    return frozenset(fields[: fields.index("runtime")]) - {"time_scale"}
 
 
 def touched(events: list[Event]) -> set[str]:
@@ -150,6 +160,6 @@ def fill(row: Mapping[str, object], record: Record, target: TargetFile) -> dict[
                 "t_r_measured": measured["t_r"],
                 "R_r_measured": measured["t_r"] / measured["t_c"] if measured["t_c"] else math.nan,
                 **{f"{key}_measured": value for key, value in bw.items()}})
-    if not target.z:  # no paper parameters: no model to stand beside the measurement
+    if not model_keys() & set(target.z):  # no paper parameters: no model to stand beside the measurement
         out.update({key: NA for key in out if "_model" in key})
     return out
