@@ -278,3 +278,19 @@ def test_a_column_name_is_never_cut(columns):
     for line in text.splitlines():
         for name in re.findall(r"mechanism\w*", line):
             assert re.fullmatch(r"mechanism_\d+", name), line
+
+
+def test_report_md_sums_the_safety_anomalies_only_where_a_history_shows_them(tmp_path):
+    """Issue 22's anomalies in the report's totals: summed over the trials that measured them; n/a, not 0,
+    where no trial could (black-box targets); the share said where only some could."""
+    record, points, trials = fig7_like()
+    md = write_report(tmp_path, record, points, trials)
+    assert "concurrent owners and double effects n/a" in md  # trials.csv of a sweep before the columns
+    trials = trials.assign(concurrent_owners=[2] + [0] * (len(trials) - 1), double_effects=8)
+    md = write_report(tmp_path, record, points, trials)
+    assert "2 driven by two owners at once (concurrent_owners), " in md
+    assert f"{8 * len(trials)} task effects applied twice in one epoch (double_effects)." in md
+    trials = trials.assign(concurrent_owners=["n/a"] + [1] * (len(trials) - 1))
+    md = write_report(tmp_path, record, points, trials)
+    assert f"{len(trials) - 1} driven by two owners" in md
+    assert f"(in the {len(trials) - 1} of {len(trials)} trials whose history shows it)" in md

@@ -192,6 +192,19 @@ def _crash_lines(result: fit.FitResult) -> list[str]:
             f"that reached the survivor, so measured t_r falls short of the model by about {crash.value:.3g} s.", ""]
 
 
+def _anomalies(trials: pd.DataFrame) -> str:
+    """The checker's safety anomalies summed over the trials whose history can show them (docs/checker.md);
+    n/a where none can (black-box targets), never a 0 that nothing measured."""
+    anomalies = tables.numeric(trials, ["concurrent_owners", "double_effects"])
+    known = anomalies.notna().all(axis=1)
+    if not known.any():
+        return "concurrent owners and double effects n/a (no trial's history shows who drove a workflow)"
+    total = anomalies[known].sum()
+    where = "" if known.all() else f" (in the {int(known.sum())} of {len(trials)} trials whose history shows it)"
+    return (f"{total['concurrent_owners']:.0f} driven by two owners at once (concurrent_owners), "
+            f"{total['double_effects']:.0f} task effects applied twice in one epoch (double_effects){where}")
+
+
 def _markdown(out: Path, record: SweepRecord, result: fit.FitResult, figures: list[Figure], optimum: list[str],
               ts: float, rule: str, include_saturated: bool = False) -> str:
     spec = record.get("spec") or {}
@@ -219,7 +232,7 @@ def _markdown(out: Path, record: SweepRecord, result: fit.FitResult, figures: li
            + (" (plus calibration points at other time scales)" if (result.points["time_scale"] != ts).any()
               else "") + ".",
            f"- Workflows: {total['completed']:.0f}/{total['requests']:.0f} completed, {total['lost']:.0f} lost, "
-           f"{total['duplicated']:.0f} completed twice (duplicates).",
+           f"{total['duplicated']:.0f} completed twice (duplicates); {_anomalies(trials)}.",
            *([load_line] if load_line else []),
            *_saturation_lines(trials, include_saturated),
            f"- Machine: {machine.get('hostname', '?')}, {machine.get('cpus', '?')} CPUs, "
