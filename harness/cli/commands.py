@@ -150,7 +150,6 @@ def run_cmd(design, mechanism, target, fault, fault_target, fault_at, runtime, t
     service as its own interpreter."""
     from harness.cli.progress import report_run
     from harness.experiment import outdir
-    from harness.experiment import run as runner
     from harness.plan import capacity
     from harness.plan.target import experiment_for
 
@@ -165,7 +164,7 @@ def run_cmd(design, mechanism, target, fault, fault_target, fault_at, runtime, t
         outdir.check_out(Path(out), force=force)
     elif force:
         raise UserError("--force replaces the folder --out names: give --out too")
-    report_run(runner, z, out, load)
+    report_run(z, out, load)
 
 
 @cli.command("analyse")

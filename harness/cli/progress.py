@@ -7,7 +7,6 @@ import io
 import math
 import time
 from pathlib import Path
-from types import ModuleType
 
 import click
 from rich.console import Console
@@ -25,11 +24,12 @@ def default_out(z: Experiment) -> Path:
     return Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{z.design}-{z.fault}"
 
 
-def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) -> None:
+def report_run(z: Experiment, out: str | None, load: str) -> None:
     """Run z into `out` with a progress bar, then print measured beside modelled and the verdict. `harness run`
     has settled whether z fits this machine (harness.plan.capacity) before calling it, so a refusal is one line
     before the header, a folder or a process."""
     from harness.cli import stackdump
+    from harness.experiment.run import experiment  # the whole runner: imported once a run is sure to start
 
     stackdump.install()  # kill -USR1: where a run that seems stuck is
     console = Console(stderr=True)
@@ -42,7 +42,7 @@ def report_run(runner: ModuleType, z: Experiment, out: str | None, load: str) ->
                   console=console, transient=True) as progress:
         task = progress.add_task("workflows completed", total=z.requests)
         try:
-            result = asyncio.run(runner.experiment(
+            result = asyncio.run(experiment(
                 z, target, load=load, say=lambda m: console.print(m), fresh=out is None,
                 on_progress=lambda done, total: progress.update(task, completed=done)))
         except KeyboardInterrupt:
