@@ -66,6 +66,20 @@ class InstanceFault(Fault):
     async def strike(self) -> None:
         raise NotImplementedError
 
+    async def hold(self) -> None:
+        """Keep the fault on for fault_for, then heal it."""
+        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
+        await self.heal()
+
+    async def heal(self) -> None:
+        """Undo the fault once, whoever comes first: its own timer (`hold`) or the run's teardown."""
+        if self.struck:
+            self.struck = False
+            await self.restore()
+
+    async def restore(self) -> None:
+        """What undoing the fault takes (a crash: nothing)."""
+
     def record(self, action: str, **fields: object) -> None:
         for svc in self.targets:
             self.ctx.record(action, svc, req=self.req, task=None, late_by=0.0, **fields)
@@ -95,15 +109,12 @@ class Pause(InstanceFault):
         for svc in self.targets:
             self.ctx.processes.pause(svc)
         self.record("pause", duration=self.ctx.z.fault_duration)
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
+        await self.hold()
 
-    async def heal(self) -> None:
-        if self.struck:
-            self.struck = False
-            for svc in self.targets:
-                self.ctx.processes.resume(svc)
-            self.record("resume")
+    async def restore(self) -> None:
+        for svc in self.targets:
+            self.ctx.processes.resume(svc)
+        self.record("resume")
 
 
 class Restart(Crash):
@@ -118,15 +129,12 @@ class Restart(Crash):
 
     async def strike(self) -> None:
         await super().strike()
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
+        await self.hold()
 
-    async def heal(self) -> None:
-        if self.struck:
-            self.struck = False
-            for svc in self.targets:
-                await self.ctx.processes.restart(svc)
-                self.ctx.record("restart", svc, req=self.req, task=None, late_by=0.0)
+    async def restore(self) -> None:
+        for svc in self.targets:
+            await self.ctx.processes.restart(svc)
+            self.ctx.record("restart", svc, req=self.req, task=None, late_by=0.0)
 
 
 class InstanceLinkFault(InstanceFault):
@@ -155,15 +163,12 @@ class InstanceLinkFault(InstanceFault):
         for link in self.touched:
             self.apply(link)
         self.record(self.actions[0], links=len(self.touched), duration=self.ctx.z.fault_duration)
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
+        await self.hold()
 
-    async def heal(self) -> None:
-        if self.struck:
-            self.struck = False
-            for link in self.touched:
-                self.undo(link)
-            self.record(self.actions[1], links=len(self.touched))
+    async def restore(self) -> None:
+        for link in self.touched:
+            self.undo(link)
+        self.record(self.actions[1], links=len(self.touched))
 
 
 class InstancePartition(Cut, InstanceLinkFault):

@@ -188,3 +188,22 @@ def test_a_sweep_over_the_moment_of_a_crash_of_a_foreign_orchestrator(tmp_path):
         done = subprocess.run([sys.executable, "-m", "harness", command, str(out)], cwd=ROOT, capture_output=True,
                               text=True, timeout=120, check=False)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault,actions", [("pause", ("pause", "resume")), ("partition", ("cut", "heal"))])
+def test_an_instance_fault_holds_for_fault_for_then_heals(tmp_path, fault, actions):
+    """Faults by instance that last (pause, partition) are undone once, fault_for after they struck, and the
+    workflows outlive them: the REST + poll API paused or cut off for 0.6 s while its client polls."""
+    out = tmp_path / "run"
+    row = harness_run("--target", str(restpoll_target(tmp_path, 5.0)), "--fault", fault, "--fault-target", "api",
+                      "--fault-at", "request:4+0.05", "--set", "fault_for=0.6", "--requests", "8", "--users", "2",
+                      "--load", "builtin", out=out)
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    struck = [e for e in events if e["kind"] == "fault" and e["target"] == "api"]
+    assert [e["action"] for e in struck] == list(actions), struck
+    held = struck[1]["t"] - struck[0]["t"]
+    assert 0.6 <= held <= 0.6 + 1.0, held  # its own timer healed it, not the teardown
+    assert int(row["completed"]) + int(row["failed"]) + int(row["indeterminate"]) == 8, row
+    if fault == "pause":  # a paused API answers once resumed: every workflow completes
+        assert (row["completed"], row["verdict"]) == ("8", "pass"), row
