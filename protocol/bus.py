@@ -34,6 +34,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "/hb": ("hb", "mano.heartbeat"),
     "/state": ("state", "mano.inter.slm.state"),
     "/done": ("state", "mano.inter.done"),
+    "/vote": ("state", "mano.inter.slm.vote"),  # the fenced mechanism's (docs/fencing.md)
+    "/confirm": ("state", "mano.inter.slm.confirm"),
 }
 assert {plane for plane, _ in KEYS.values()} <= set(PLANES)
 

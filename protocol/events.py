@@ -67,6 +67,8 @@ KINDS: dict[str, Kind] = {
                        "the work of task i starts here"),
     "task_end": Kind("worker, module, monolith", "req, task, name, bytes_out?, epoch?",
                      "the work of task i is done here: its effect is applied (fenced: under `epoch`)"),
+    "task_repeated": Kind("worker", "req, task, epoch", "fenced: a second call of an epoch whose task this "
+                          "replica applied (or is applying): answered with that execution's reply, not applied again"),
     "task_fenced": Kind("worker", "req, task, epoch, seen", "fenced: a call of an epoch below the highest seen "
                         "for the request (`seen`) was refused: no effect applied"),
     "forward_sent": Kind("module", "req, task, to, bytes", "the chain's hop i -> i+1, to one instance of m_{i+1}"),

@@ -32,6 +32,7 @@ run at different rates by more than the margin (the lease is timed by each side'
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,13 +124,15 @@ class Fence:
 
     def __init__(self, me: str, k: int, sink: EventSink, t_h: float, hb_interval: float, message_bytes: int,
                  state_peers: dict[str, str], is_dead: Callable[[str], bool], heard: Callable[[str], None],
-                 client: Client) -> None:
+                 driving: Callable[[str], bool], client: Client) -> None:
         """`state_peers`: peer id -> its state-plane address; `is_dead`/`heard`: the failure detector's view of
-        a peer and the way to tell it a peer spoke (a /vote or /confirm counts as hearing from it)."""
+        a peer and the way to tell it a peer spoke (a /vote or /confirm counts as hearing from it); `driving`:
+        whether this SLM runs a request's workflow now (an owner never grants a vote against itself)."""
         self.me, self.k, self.sink = me, k, sink
         self.t_h, self.retry = t_h, hb_interval / 2
         self.size = message_bytes
         self.state_peers, self.is_dead, self.heard, self.client = state_peers, is_dead, heard, client
+        self.driving = driving
         self.lease = Lease(k, t_h)
         self.promises: dict[str, Promise] = {}
         self.eras: dict[str, int] = {}  # req -> lease era in which this owner last knew its epoch good
@@ -148,7 +151,9 @@ class Fence:
         req, epoch, candidate = body["req"], body["epoch"], body["candidate"]
         self.heard(candidate)
         promise = self.promise(req, body["static"])
-        granted = promise.owner != self.me and grants(promise, epoch, candidate, self.is_dead(promise.owner))
+        # a candidate that is not driving the request steps back for a later epoch (Raft's higher term)
+        idle = self.is_dead(promise.owner) or (promise.owner == self.me and not self.driving(req))
+        granted = grants(promise, epoch, candidate, idle)
         if granted:
             self.promises[req] = promise = Promise(epoch, candidate)
             self.sink.emit("vote_granted", req=req, epoch=epoch, candidate=candidate, bytes=body["_bytes"])
@@ -198,16 +203,17 @@ class Fence:
             return None  # no answer: the majority is what decides
 
     async def elect(self, req: str, static_owner: str, still_wanted: Callable[[], bool]) -> int | None:
-        """Ask the peers for the next epoch of `req` until a majority grants it (the epoch), a peer knows a
-        later owner (None: this SLM adopted it) or `still_wanted()` turns false (None). Waits in between:
-        without a majority nobody may decide. The wait doubles from half a heartbeat interval up to t_h: a
-        candidate on the minority side, or one whose rival owner came back, asks again until the request is
-        done (giving up could leave its promise deposing an owner for nobody), but not at the heartbeat rate."""
-        wait = self.retry
+        """Ask the peers for the next epoch of `req` until a majority grants it (the epoch), this SLM promised
+        a later epoch to a live rival candidate (None: it stepped back) or `still_wanted()` turns false (None).
+        Waits in between: without a majority nobody may decide. A refusal is no reason to give up (a rival is
+        only a candidate until it wins; giving up would leave this SLM's promise deposing an owner for
+        nobody): the next round asks above every epoch seen, after a wait that doubles, with jitter so that
+        rival candidates do not collide again, from half a heartbeat interval up to t_h."""
+        wait, seen = self.retry, 0
         while still_wanted():
             mine = self.promise(req, static_owner)
-            epoch = mine.epoch + 1
-            if not grants(mine, epoch, self.me, self.is_dead(mine.owner)):
+            epoch = max(mine.epoch, seen) + 1
+            if not grants(mine, epoch, self.me, self.is_dead(mine.owner) or mine.owner == self.me):
                 return None
             self.promises[req] = Promise(epoch, self.me)
             self.sink.emit("vote_asked", req=req, epoch=epoch, peers=len(self.state_peers),
@@ -217,13 +223,8 @@ class Fence:
             if yes >= majority(self.k) - 1 and self.promises.get(req) == Promise(epoch, self.me):
                 self.eras[req] = self.lease.era
                 return epoch
-            if refused is not None and refused.epoch >= epoch and refused.owner != self.me:
-                current = self.promises[req]
-                if refused.epoch > current.epoch or current.owner == self.me:
-                    self.promises[req] = refused  # a later owner exists: follow it
-                if not self.is_dead(refused.owner):
-                    return None
-            await asyncio.sleep(wait)
+            seen = max(seen, refused.epoch if refused is not None else 0)
+            await asyncio.sleep(wait * random.uniform(0.5, 1.5))
             wait = min(2 * wait, self.t_h)
         return None
 

@@ -64,7 +64,7 @@ class Slm(Replicated):
         if self.p.mechanism == "fenced":
             self.fence = Fence(spec.id, self.p.k, sink, self.p.t_h, self.p.hb_interval, self.p.hb_bytes,
                                {pid: a["state"] for pid, a in spec.peers.items()}, self.members.is_dead,
-                               self.members.heard, self.members.gated_client())
+                               self.members.heard, lambda req: req in self.running, self.members.gated_client())
             self.members.on_ack = self.fence.lease.acked
             self.planes.route("state", "POST", "/vote", self.fence.handle_vote)
             self.planes.route("state", "POST", "/confirm", self.fence.handle_confirm)

@@ -94,7 +94,6 @@ def test_every_fenced_event_and_message_is_documented():
 @pytest.mark.parametrize("sets,message", [
     ({"mechanism": "fenced"}, "k: fenced needs k >= 3"),
     ({"mechanism": "fenced", "k": 3, "design": "distributed"}, "fenced is built for the centralised design only"),
-    ({"mechanism": "fenced", "k": 3, "transport": "amqp"}, "fenced is built for transport http only"),
 ])
 def test_fenced_where_it_cannot_work_is_refused_in_one_line(sets, message):
     with pytest.raises(ConfigError) as err:

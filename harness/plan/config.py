@@ -193,8 +193,6 @@ class Experiment(BaseModel):
                 raise ValueError(f"mechanism: fenced is built for the centralised design only (got {self.design})")
             if self.k < 3:
                 raise ValueError(f"k: fenced needs k >= 3 SLMs, so that a majority survives one (got k={self.k})")
-            if self.transport != "http":
-                raise ValueError("mechanism: fenced is built for transport http only (docs/fencing.md)")
             if self.target is not None:
                 raise ValueError("mechanism: fenced is a mechanism of our own designs, not of a target file")
         if self.t_m is not None:
