@@ -15,6 +15,7 @@ import pytest
 from harness.errors import ConfigError
 from harness.load.bss import fenced_refusal
 from harness.plan import config
+from harness.runtime.broker import SERVER
 from protocol.events import KINDS
 from protocol.messages import ROUTES
 from targets.fencing import LEASE_MARGIN, Lease, Promise, confirms, grants, lease_start, majority
@@ -116,14 +117,21 @@ def test_the_fenced_model_adds_the_election_to_t_l_and_only_what_exceeds_t_o_to_
     assert fenced.t_r == pytest.approx(paper.t_r + 0.4 - 0.15 + 0.4)
 
 
+def test_the_fencing_sweep_plans_every_mechanism_under_every_fault_of_the_issue():
+    from harness.experiment.sweep.spec import plan, read_spec
+
+    points = plan(read_spec(Path(__file__).parent.parent / "experiments" / "fencing.yaml")).points
+    assert len(points) == 3 * 8
+
+
 # --- real runs --------------------------------------------------------------------------------------------
 
 FAST = ("--set", "k=3", "--set", "n=4", "--set", "t_i=2", "--set", "requests=6", "--set", "users=3")
 
 
-def _run(out: Path, mechanism: str, fault: str) -> dict[str, str]:
+def _run(out: Path, mechanism: str, fault: str, *more: str) -> dict[str, str]:
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", "builtin",
-                           "--design", "centralised", "--mechanism", mechanism, "--fault", fault, *FAST],
+                           "--design", "centralised", "--mechanism", mechanism, "--fault", fault, *FAST, *more],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with (out / "summary.csv").open() as fh:
@@ -157,3 +165,11 @@ def test_the_papers_mechanism_on_the_same_pause_drives_twice(tmp_path):
     row = _run(tmp_path / "paper", "state-sharing", "slm-pause")
     assert int(row["duplicated"]) >= 1 and int(row["concurrent_owners"]) >= 1
     assert row["verdict"] == "fail"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SERVER.exists(), reason="rabbitmq-server not installed")
+def test_fenced_on_the_bus_survives_a_broker_pause_without_driving_twice(tmp_path):
+    row = _run(tmp_path / "bus", "fenced", "broker-pause", "--transport", "amqp", "--set", "queues=durable")
+    assert (row["lost"], row["duplicated"], row["concurrent_owners"], row["double_effects"]) == ("0", "0", "0", "0")
+    assert row["verdict"] == "pass", row["verdict_reason"]
