@@ -63,3 +63,13 @@ def padded(body: dict[str, Any], size: int) -> bytes:
     raw = json.dumps({**body, "pad": ""}, separators=(",", ":")).encode()
     fill = max(0, size - len(raw))
     return raw if not fill else json.dumps({**body, "pad": "x" * fill}, separators=(",", ":")).encode()
+
+
+def fenced_refusal(highest: int, epoch: int, completed: bool) -> str | None:
+    """Why a BSS (harness/load/bss.py, the Locust one alike) refuses a fenced completion notice of `epoch`
+    (None: it counts): `stale` below the highest epoch it saw for the request, `already` when the request was
+    completed (by an owner that then died before its peers heard 'done': the later owner's notice is the same
+    completion, not a second service)."""
+    if epoch < highest:
+        return "stale"
+    return "already" if completed else None

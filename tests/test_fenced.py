@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.load.bss import fenced_refusal
 from harness.plan import config
 from harness.runtime.broker import SERVER
 from protocol.events import KINDS
-from protocol.messages import ROUTES
+from protocol.messages import ROUTES, fenced_refusal
 from targets.fencing import LEASE_MARGIN, Lease, Promise, confirms, grants, lease_start, majority
 
 # --- the rules, pure ------------------------------------------------------------------------------------
@@ -129,8 +128,8 @@ def test_the_fencing_sweep_plans_every_mechanism_under_every_fault_of_the_issue(
 FAST = ("--set", "k=3", "--set", "n=4", "--set", "t_i=2", "--set", "requests=6", "--set", "users=3")
 
 
-def _run(out: Path, mechanism: str, fault: str, *more: str) -> dict[str, str]:
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", "builtin",
+def _run(out: Path, mechanism: str, fault: str, *more: str, load: str = "builtin") -> dict[str, str]:
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", load,
                            "--design", "centralised", "--mechanism", mechanism, "--fault", fault, *FAST, *more],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -158,6 +157,18 @@ def test_fenced_takes_over_without_driving_a_workflow_twice(tmp_path, fault):
     if fault == "slm-pause":  # the paused owner resumed: it learnt of the later epoch and stopped
         stepped = _kinds(tmp_path / fault, "stepped_down")
         assert {e["req"] for e in takeovers} <= {e["req"] for e in stepped}
+
+
+@pytest.mark.slow
+def test_the_locust_bss_is_a_fenced_resource_too(tmp_path):
+    """The default load generator (Locust, in its own process) applies the same completion rule as the builtin
+    BSS (protocol.messages.fenced_refusal): a fenced pause run through it completes each workflow once."""
+    row = _run(tmp_path / "locust", "fenced", "slm-pause", load="locust")
+    assert row["completed"] == row["requests"] == "6"
+    assert (row["lost"], row["duplicated"], row["concurrent_owners"], row["double_effects"]) == ("0", "0", "0", "0")
+    assert row["verdict"] == "pass", row["verdict_reason"]
+    completed = _kinds(tmp_path / "locust", "completed")
+    assert completed and all(isinstance(e.get("epoch"), int) for e in completed), "the notices carry their epoch"
 
 
 @pytest.mark.slow

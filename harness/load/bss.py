@@ -20,16 +20,7 @@ from aiohttp import web
 
 from harness.history import Collector
 from protocol import auth
-from protocol.messages import padded
-
-
-def fenced_refusal(highest: int, epoch: int, completed: bool) -> str | None:
-    """Why the BSS refuses a fenced completion notice of `epoch` (None: it counts): `stale` below the highest
-    epoch it saw for the request, `already` when the request was completed (by an owner that then died before
-    its peers heard 'done': the later owner's notice is the same completion, not a second service)."""
-    if epoch < highest:
-        return "stale"
-    return "already" if completed else None
+from protocol.messages import fenced_refusal, padded
 
 
 class Bss:

@@ -67,7 +67,7 @@ from locust.env import Environment
 
 from protocol import auth
 from protocol.events import EventSink
-from protocol.messages import padded  # the request body exactly as harness/load/bss.py sends it
+from protocol.messages import fenced_refusal, padded  # the body and the completion rule of harness/load/bss.py
 
 log = logging.getLogger("manobench.load")
 CONFIG_ENV = "MANOBENCH_LOAD"
@@ -182,6 +182,7 @@ class Bss:
         self.sink = Sink(cfg.get("collector"), secret=auth.key(self.secret, auth.BSS) if self.secret else None)
         self.waiting: dict[str, AsyncResult] = {}
         self.completions: dict[str, int] = {}
+        self.epochs: dict[str, int] = {}  # req -> highest epoch of a completion notice (fenced)
         self.issued = 0
         self.accounted = 0
         self.outcome: Outcome = {"completed": 0, "timed_out": 0, "not_accepted": 0, "error": 0}
@@ -223,16 +224,26 @@ class Bss:
             return self._reply(start_response, "405 Method Not Allowed", {"error": "POST only"})
         try:
             body = json.loads(environ["wsgi.input"].read())
-            req, by = str(body["req"]), str(body.get("by", "?"))
+            req, by, epoch = str(body["req"]), str(body.get("by", "?")), body.get("epoch")
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            req, by = "", None
+            req, by, epoch = "", None, None
         if not self._signed(environ, by):
             return self._reply(start_response, "403 Forbidden", {"error": "not from a service of this run"})
         if by is None:
             self.sink.emit("bad_message", path="/complete")
             return self._reply(start_response, "400 Bad Request", {"error": "expected {req, by}"})
+        warm = {"warmup": True} if req in self.warm else {}
+        fenced: dict[str, int] = {}
+        if isinstance(epoch, int) and not isinstance(epoch, bool):  # the fenced mechanism: a fenced resource
+            refused = fenced_refusal(self.epochs.get(req, 0), epoch, req in self.completions)
+            self.epochs[req] = max(self.epochs.get(req, 0), epoch)
+            if refused is not None:
+                self.sink.emit("completion_refused", req=req, by=by, epoch=epoch, reason=refused, **warm)
+                return self._reply(start_response, "200 OK", {"ok": True, "refused": refused,
+                                                              "epoch": self.epochs[req]})
+            fenced = {"epoch": epoch}
         self.completions[req] = n = self.completions.get(req, 0) + 1
-        event = self.sink.emit("completed", req=req, by=by, n=n, **({"warmup": True} if req in self.warm else {}))
+        event = self.sink.emit("completed", req=req, by=by, n=n, **warm, **fenced)
         waiter = self.waiting.get(req)
         if waiter is not None and not waiter.ready():
             waiter.set(event["t"])
