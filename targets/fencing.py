@@ -20,8 +20,13 @@ same majority gave it, so a paused or cut-off owner stops before a peer can star
   epoch with a majority (`POST /confirm`): a voter that promised a later epoch answers stale and the owner
   steps down (`stepped_down`); a confirm also counts as hearing from the owner, so a voter does not grant a
   vote against an owner that just proved it is alive;
+- a voter answers (votes, confirms) only for requests it received from the BSS in its present life: a
+  restarted SLM has forgotten what it promised, so it must not promise again what it may have promised to
+  another; nor does it grant a takeover of a request it knows finished (it answers `done`, and the
+  candidate drops it);
 - the resources check the epoch: a worker refuses a call of an epoch below the highest it has seen for the
-  request (`task_fenced`), and the BSS a completion of a stale epoch or a second one (`completion_refused`).
+  request, on arrival and again before the effect counts (`task_fenced`), and the BSS a completion of a stale
+  epoch or a second one (`completion_refused`).
 
 Where no majority answers (the minority side of a partition, the broker gone) nobody decides: the
 candidate retries and the owner waits, and that wait shows as recovery time. What it cannot survive: more
@@ -124,22 +129,30 @@ class Fence:
 
     def __init__(self, me: str, k: int, sink: EventSink, t_h: float, hb_interval: float, message_bytes: int,
                  state_peers: dict[str, str], is_dead: Callable[[str], bool], heard: Callable[[str], None],
-                 driving: Callable[[str], bool], client: Client) -> None:
+                 driving: Callable[[str], bool], finished: Callable[[str], bool], client: Client) -> None:
         """`state_peers`: peer id -> its state-plane address; `is_dead`/`heard`: the failure detector's view of
         a peer and the way to tell it a peer spoke (a /vote or /confirm counts as hearing from it); `driving`:
-        whether this SLM runs a request's workflow now (an owner never grants a vote against itself)."""
+        whether this SLM runs a request's workflow now (an owner never grants a vote against itself);
+        `finished`: whether it knows the request completed."""
         self.me, self.k, self.sink = me, k, sink
         self.t_h, self.retry = t_h, hb_interval / 2
         self.size = message_bytes
         self.state_peers, self.is_dead, self.heard, self.client = state_peers, is_dead, heard, client
-        self.driving = driving
+        self.driving, self.finished = driving, finished
         self.lease = Lease(k, t_h)
         self.promises: dict[str, Promise] = {}
+        self.known: set[str] = set()  # requests received from the BSS in this life: the only ones it answers for
+        self.done: set[str] = set()  # requests a voter said were finished: no takeover of them
         self.eras: dict[str, int] = {}  # req -> lease era in which this owner last knew its epoch good
 
     def promise(self, req: str, static_owner: str) -> Promise:
         """What this SLM promised for `req` (epoch 1 of its static owner until anything else was promised)."""
         return self.promises.setdefault(req, Promise(1, static_owner))
+
+    def received(self, req: str, static_owner: str) -> Promise:
+        """The BSS's request reached this SLM: from now on it answers votes and confirms for it."""
+        self.known.add(req)
+        return self.promise(req, static_owner)
 
     def forget(self, req: str) -> None:
         self.promises.pop(req, None)
@@ -150,6 +163,10 @@ class Fence:
         body = await read_json(request, {"req": str, "epoch": int, "candidate": str, "static": str})
         req, epoch, candidate = body["req"], body["epoch"], body["candidate"]
         self.heard(candidate)
+        if req not in self.known:  # never received here, or before a restart: no promise it could keep
+            return web.json_response({"granted": False})
+        if self.finished(req):
+            return web.json_response({"granted": False, "done": True})
         promise = self.promise(req, body["static"])
         # a candidate that is not driving the request steps back for a later epoch (Raft's higher term)
         idle = self.is_dead(promise.owner) or (promise.owner == self.me and not self.driving(req))
@@ -163,6 +180,8 @@ class Fence:
         body = await read_json(request, {"req": str, "epoch": int, "owner": str, "static": str})
         req, epoch, owner = body["req"], body["epoch"], body["owner"]
         self.heard(owner)
+        if req not in self.known:  # a restarted voter may have promised a later epoch it no longer knows of
+            return web.json_response({"ok": False})
         promise = self.promise(req, body["static"])
         ok = confirms(promise, epoch, owner)
         if ok:
@@ -182,6 +201,9 @@ class Fence:
                 reply = await done
                 if reply is None:
                     continue
+                if reply.get("done"):
+                    self.done.add(str(body["req"]))
+                    break
                 if reply.get(ok_key):
                     yes += 1
                 elif isinstance(reply.get("epoch"), int) and isinstance(reply.get("owner"), str):
@@ -210,7 +232,7 @@ class Fence:
         nobody): the next round asks above every epoch seen, after a wait that doubles, with jitter so that
         rival candidates do not collide again, from half a heartbeat interval up to t_h."""
         wait, seen = self.retry, 0
-        while still_wanted():
+        while still_wanted() and req not in self.done:
             mine = self.promise(req, static_owner)
             epoch = max(mine.epoch, seen) + 1
             if not grants(mine, epoch, self.me, self.is_dead(mine.owner) or mine.owner == self.me):
@@ -220,6 +242,8 @@ class Fence:
                            bytes=self.size * len(self.state_peers))
             yes, refused = await self._ask("/vote", {"req": req, "epoch": epoch, "candidate": self.me,
                                                      "static": static_owner}, "granted", epoch + 1)
+            if req in self.done:
+                return None
             if yes >= majority(self.k) - 1 and self.promises.get(req) == Promise(epoch, self.me):
                 self.eras[req] = self.lease.era
                 return epoch

@@ -64,7 +64,8 @@ class Slm(Replicated):
         if self.p.mechanism == "fenced":
             self.fence = Fence(spec.id, self.p.k, sink, self.p.t_h, self.p.hb_interval, self.p.hb_bytes,
                                {pid: a["state"] for pid, a in spec.peers.items()}, self.members.is_dead,
-                               self.members.heard, lambda req: req in self.running, self.members.gated_client())
+                               self.members.heard, lambda req: req in self.running, lambda req: req in self.finished,
+                               self.members.gated_client())
             self.members.on_ack = self.fence.lease.acked
             self.planes.route("state", "POST", "/vote", self.fence.handle_vote)
             self.planes.route("state", "POST", "/confirm", self.fence.handle_confirm)
@@ -93,7 +94,7 @@ class Slm(Replicated):
             self.sink.emit("request_duplicate", req=req)
             return web.json_response({"accepted": False, "reason": "known"}, status=200)
         if self.fence is not None:
-            promise = self.fence.promise(req, self.members.static_owner(req))
+            promise = self.fence.received(req, self.members.static_owner(req))
             owner, epoch = promise.owner, {"epoch": promise.epoch}
         else:
             epoch = {}
@@ -280,6 +281,9 @@ class Slm(Replicated):
                                            lambda: req in self.log and req not in self.finished)
         finally:
             self.claiming.discard(req)
+        if epoch is None and req in self.fence.done:  # a voter knew it finished: its 'done' never reached us
+            self.log.pop(req, None)
+            self.finished.add(req)
         entry = self.log.pop(req, None) if epoch is not None else None
         if entry is None or epoch is None:
             return

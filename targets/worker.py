@@ -7,14 +7,19 @@ takeover, and each execution is recorded, so the checker can count re-executed w
 Fenced (`mechanism: fenced`, targets/fencing.py) a call carries its owner's epoch: the worker remembers the
 highest epoch it has seen per request and refuses a lower one (`task_fenced`, answered `{"fenced": true,
 "seen": E}`), so an owner that a later one replaced cannot apply the task's effect after the newer owner did.
-A second call of the same epoch (the owner's retry after a reply lost with the broker, a redelivery) gets the
-first execution's reply, awaited if it is still running, and the effect is not applied again
-(`task_repeated`): a task's effect at most once per request epoch at each replica.
+The epoch is checked twice: when the call arrives, and again when the work is done, just before its effect
+counts (`task_end`): a call of an old owner that was already running when a later epoch's call arrived is
+refused then, its effect never applied. A second call of the same epoch (the owner's retry after a reply lost
+with the broker, a redelivery) gets the first execution's answer, awaited if it is still running, and the
+effect is not applied again (`task_repeated`): a task's effect at most once per request epoch at each replica.
+What a worker keeps per request is the highest epoch and the epochs it applied (a reply is made again from
+them: it is deterministic), for the EPOCHS_KEPT most recent requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import OrderedDict
 
 from aiohttp import web
@@ -37,7 +42,8 @@ class Worker:
         self.planes.route("op", "GET", "/health", self.health)
         self.planes.route("op", "POST", "/task", self.handle_task)
         self.epochs: OrderedDict[str, int] = OrderedDict()  # req -> highest epoch seen (fenced)
-        self.replies: dict[tuple[str, int], asyncio.Future[bytes]] = {}  # (req, epoch) -> its execution's reply
+        self.applied: dict[str, set[int]] = {}  # req -> the epochs whose effect was applied here (fenced)
+        self.running: dict[tuple[str, int], asyncio.Future[bytes]] = {}  # (req, epoch) -> its answer, once done
 
     async def start(self) -> None:
         await self.planes.start()
@@ -53,37 +59,61 @@ class Worker:
         body = await read_json(request, {"req": str, "task": int})
         if body["task"] != self.task:
             raise web.HTTPBadRequest(text=f"this worker does task {self.task}, not {body['task']}")
-        req, i = body["req"], self.task
-        epoch = body.get("epoch")
-        fenced: dict[str, int] = {}
-        if isinstance(epoch, int) and not isinstance(epoch, bool):
-            seen = self.epochs.get(req, 0)
-            if epoch < seen:
-                self.sink.emit("task_fenced", req=req, task=i, epoch=epoch, seen=seen)
-                return web.json_response({"fenced": True, "seen": seen})
-            first = self.replies.get((req, epoch))
-            if first is not None:
-                self.sink.emit("task_repeated", req=req, task=i, epoch=epoch)
-                return web.Response(body=await asyncio.shield(first), content_type="application/json")
-            self.epochs[req] = epoch
-            self.epochs.move_to_end(req)
-            if len(self.epochs) > EPOCHS_KEPT:
-                old, _ = self.epochs.popitem(last=False)
-                for key in [key for key in self.replies if key[0] == old]:
-                    del self.replies[key]
-            self.replies[(req, epoch)] = asyncio.get_running_loop().create_future()
-            fenced = {"epoch": epoch}
-        self.sink.emit("task_start", req=req, task=i, name=task_name(i), bytes_in=body["_bytes"], **fenced)
+        req, epoch = body["req"], body.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool):  # the paper's mechanisms: no epoch
+            await self._work(req, body["_bytes"])
+            return self._answer(self._reply(req))
+        return self._answer(await self._fenced_task(req, epoch, body["_bytes"]))
+
+    async def _fenced_task(self, req: str, epoch: int, bytes_in: int) -> bytes:
+        """A call under `epoch`: refused below the highest epoch seen (on arrival, and again once the work is
+        done, before its effect counts), answered from the first execution when repeated."""
+        seen = self.epochs.get(req, 0)
+        if epoch < seen:
+            return self._refuse(req, epoch, seen)
+        running = self.running.get((req, epoch))
+        if running is not None or epoch in self.applied.get(req, ()):
+            self.sink.emit("task_repeated", req=req, task=self.task, epoch=epoch)
+            return await asyncio.shield(running) if running is not None else self._reply(req)
+        self.epochs[req] = epoch
+        self.epochs.move_to_end(req)
+        if len(self.epochs) > EPOCHS_KEPT:
+            old, _ = self.epochs.popitem(last=False)
+            self.applied.pop(old, None)
+        pending = self.running[(req, epoch)] = asyncio.get_running_loop().create_future()
         try:
-            await spend(self.p.t_i[i - 1], self.p.work)
+            answer = await self._work(req, bytes_in, epoch)
         except BaseException:  # not applied after all: a repeat of this call must do the work
-            undone = self.replies.pop((req, fenced["epoch"]), None) if fenced else None
-            if undone is not None:
-                undone.cancel()
+            self.running.pop((req, epoch), None)
+            pending.cancel()
             raise
-        reply = padded({"req": req, "task": i, "by": self.spec.id}, self.p.p_b[i - 1])
-        self.sink.emit("task_end", req=req, task=i, name=task_name(i), bytes_out=len(reply), **fenced)
-        pending = self.replies.get((req, fenced["epoch"])) if fenced else None
-        if pending is not None and not pending.done():
-            pending.set_result(reply)
-        return web.Response(body=reply, content_type="application/json")
+        self.running.pop((req, epoch), None)
+        pending.set_result(answer)
+        return answer
+
+    async def _work(self, req: str, bytes_in: int, epoch: int | None = None) -> bytes:
+        """t_i of work, then the effect (`task_end`); fenced, only if no later epoch arrived meanwhile."""
+        fenced = {} if epoch is None else {"epoch": epoch}
+        self.sink.emit("task_start", req=req, task=self.task, name=task_name(self.task), bytes_in=bytes_in, **fenced)
+        await spend(self.p.t_i[self.task - 1], self.p.work)
+        if epoch is not None:
+            seen = self.epochs.get(req, 0)
+            if epoch < seen:  # a later owner called meanwhile: this effect must not count
+                return self._refuse(req, epoch, seen)
+            self.applied.setdefault(req, set()).add(epoch)
+        reply = self._reply(req)
+        self.sink.emit("task_end", req=req, task=self.task, name=task_name(self.task), bytes_out=len(reply),
+                       **fenced)
+        return reply
+
+    def _reply(self, req: str) -> bytes:
+        """The answer to a call of task i for `req`: the same bytes every time (P_b kB)."""
+        return padded({"req": req, "task": self.task, "by": self.spec.id}, self.p.p_b[self.task - 1])
+
+    def _refuse(self, req: str, epoch: int, seen: int) -> bytes:
+        self.sink.emit("task_fenced", req=req, task=self.task, epoch=epoch, seen=seen)
+        return json.dumps({"fenced": True, "seen": seen}).encode()
+
+    @staticmethod
+    def _answer(body: bytes) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
