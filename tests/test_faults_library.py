@@ -81,3 +81,15 @@ def test_a_fault_that_does_not_fit_the_run_is_one_line_and_exit_2(case, tmp_path
     assert lines and fragment in lines[-1] and lines[-1].startswith("harness: "), proc.stderr
     assert out.exists() == kept
     assert {p.pid for p in leftovers.processes(session=leftovers.this_session())} <= before
+
+
+def test_the_pure_floors_load_no_fault_code():
+    """The record, the checker and the figures read the faults' contract (a target file's selection of
+    instances, the model's view), never a fault's code: importing them loads neither the catalogue nor
+    faults.base (faults/__init__ imports its names lazily)."""
+    probe = ("import sys, harness.history.record, harness.measure.summary, harness.checker, harness.analysis.report\n"
+             "print(sorted(m for m in sys.modules if m.startswith('faults')))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "'faults.contract'" in proc.stdout, proc.stdout  # the contract is read: the probe sees the package
+    assert "faults.catalogue" not in proc.stdout and "faults.base" not in proc.stdout, proc.stdout
