@@ -8,9 +8,11 @@ run: setup
 	.venv/bin/harness run --design centralised --fault slm-crash
 
 # two workers, one test file each at a time (a file's deployments and sweeps are shared by its tests): the
-# trials mostly wait, so the suite takes about half the wall time of one worker (README: Tests and benchmarks)
+# trials mostly wait, so the suite takes about half the wall time of one worker (README: Tests and benchmarks).
+# Files go to the workers in collection order, the longest first (tests/conftest.py: LONGEST_FIRST), not
+# xdist's default of the most tests first, which left a 4-minute file of 3 tests to run alone at the end
 test: setup
-	.venv/bin/python -m pytest -n 2 --dist loadfile
+	.venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
 	.venv/bin/python -m pytest -m "not slow and not docker"

@@ -75,7 +75,10 @@ def test_a_services_cpu_is_its_whole_live_process_tree():
     import sys
     import time as clock
 
+    import psutil
+
     from harness.measure.cpu import CpuSampler, descendants
+    from harness.measure.cpu import used as cpu_used
 
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(3)"
     master = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
@@ -98,6 +101,8 @@ def test_a_services_cpu_is_its_whole_live_process_tree():
             clock.sleep(0.1)
         assert not descendants(master.pid)
         assert used() >= live - 0.01, "the reaped worker's CPU stays the service's"
+        # and not only by the sampler's never-down guard: the master's own counters hold it once reaped
+        assert sum(cpu_used(psutil.Process(master.pid))) >= live - 0.05
     finally:
         master.kill()
         master.wait()
