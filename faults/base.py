@@ -3,6 +3,7 @@ the controls of processes, links and the broker (faults.contract), and the model
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from faults.contract import (
@@ -40,9 +41,14 @@ class FaultContext:
 
 
 class Fault:
-    """Base class: setup checks prerequisites before the load starts; inject strikes; heal undoes."""
+    """Base class: setup checks prerequisites before the load starts; inject strikes; heal undoes.
+
+    A lasting fault (a pause, a cut or delayed link, a broker down) sets `struck` when it strikes, `hold`s it
+    for fault_for and says in `restore` how it is undone; `heal` undoes it once, whoever comes first: its
+    own timer or the runner's teardown."""
 
     name = "none"
+    struck = False  # a lasting fault is on: heal has something to undo
 
     def __init__(self, ctx: FaultContext) -> None:
         self.ctx = ctx
@@ -56,5 +62,16 @@ class Fault:
     async def inject(self) -> None:
         """Wait for the moment (see faults.aim) and strike."""
 
+    async def hold(self) -> None:
+        """Keep the fault on for fault_for, then heal it."""
+        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
+        await self.heal()
+
     async def heal(self) -> None:
-        """Undo whatever can be undone (resume, restore, heal); always called, also after an error."""
+        """Undo whatever can be undone, once; always called by the runner, also after an error."""
+        if self.struck:
+            self.struck = False
+            await self.restore()
+
+    async def restore(self) -> None:
+        """What undoing the fault takes (a crash: nothing)."""

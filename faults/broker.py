@@ -16,7 +16,6 @@ instance shares there is no one driver whose heartbeat phase matters (broker-par
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 from faults import aim
@@ -38,7 +37,6 @@ class _OnBroker(Aimed):
     """A fault on the broker itself, struck in the middle of the target request."""
 
     action = ""  # the `fault` event's action when it strikes
-    struck = False  # the broker is down or frozen now: heal has something to undo
 
     async def setup(self) -> None:
         self.broker = _broker(self.ctx, self.name)
@@ -46,7 +44,7 @@ class _OnBroker(Aimed):
     def break_broker(self) -> None:
         raise NotImplementedError
 
-    async def mend_broker(self) -> None:
+    async def restore(self) -> None:
         raise NotImplementedError
 
     async def strike(self, hit: aim.Aim) -> None:
@@ -54,13 +52,7 @@ class _OnBroker(Aimed):
         self.record(self.action, BROKER_ID, duration=self.ctx.z.fault_duration)
         self.break_broker()
         self.struck = True
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
-
-    async def heal(self) -> None:
-        if self.struck:
-            self.struck = False
-            await self.mend_broker()
+        await self.hold()
 
     async def inject(self) -> None:
         z = self.ctx.z
@@ -78,7 +70,7 @@ class BrokerCrash(_OnBroker):
     def break_broker(self) -> None:
         self.broker.kill()
 
-    async def mend_broker(self) -> None:
+    async def restore(self) -> None:
         await self.broker.start()  # on the same data directory
         self.record("restart", BROKER_ID, started_in=self.broker.started_in)
 
@@ -90,7 +82,7 @@ class BrokerPause(_OnBroker):
     def break_broker(self) -> None:
         self.broker.pause()
 
-    async def mend_broker(self) -> None:
+    async def restore(self) -> None:
         self.broker.resume()
         self.record("resume", BROKER_ID)
 

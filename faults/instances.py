@@ -39,7 +39,6 @@ class InstanceFault(Fault):
         self.targets = select_instances(ctx.deployment.roles, ctx.z.fault_target)
         self.load_started = time.monotonic()
         self.req: str | None = None
-        self.struck = False
 
     def start_clock(self) -> None:
         self.load_started = time.monotonic()
@@ -65,20 +64,6 @@ class InstanceFault(Fault):
 
     async def strike(self) -> None:
         raise NotImplementedError
-
-    async def hold(self) -> None:
-        """Keep the fault on for fault_for, then heal it."""
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
-
-    async def heal(self) -> None:
-        """Undo the fault once, whoever comes first: its own timer (`hold`) or the run's teardown."""
-        if self.struck:
-            self.struck = False
-            await self.restore()
-
-    async def restore(self) -> None:
-        """What undoing the fault takes (a crash: nothing)."""
 
     def record(self, action: str, **fields: object) -> None:
         for svc in self.targets:

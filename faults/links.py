@@ -4,8 +4,6 @@ both ways), each for fault_for."""
 
 from __future__ import annotations
 
-import asyncio
-
 from faults import aim
 from faults.aimed import Aimed
 from faults.base import FaultContext
@@ -38,17 +36,16 @@ class LinkFault(Aimed):
             link.src == hit.driver or (self.both_ways and link.dst == hit.driver))]
         for link in self.touched:
             self.apply(link)
+        self.struck = bool(self.touched)
         self.record(self.actions[0], hit.driver, links=len(self.touched), duration=self.ctx.z.fault_duration)
         await aim.release(self.ctx, hit)  # silenced by `worst` until its links were changed
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
+        await self.hold()
 
-    async def heal(self) -> None:
-        if self.touched:
-            for link in self.touched:
-                self.undo(link)
-            self.record(self.actions[1], self.hit.driver if self.hit else "", links=len(self.touched))
-            self.touched = []
+    async def restore(self) -> None:
+        for link in self.touched:
+            self.undo(link)
+        self.record(self.actions[1], self.hit.driver if self.hit else "", links=len(self.touched))
+        self.touched = []
 
 
 class Spike:

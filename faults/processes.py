@@ -9,7 +9,6 @@ import time
 
 from faults import aim
 from faults.aimed import Aimed
-from faults.base import FaultContext
 
 
 class SlmCrash(Aimed):
@@ -49,20 +48,14 @@ class WorkerCrash(Aimed):
 class SlmPause(Aimed):
     name = "slm-pause"
 
-    def __init__(self, ctx: FaultContext) -> None:
-        super().__init__(ctx)
-        self.paused: str | None = None
-
     async def strike(self, hit: aim.Aim) -> None:
         self.record("pause", hit.driver, duration=self.ctx.z.fault_duration)
         self.ctx.processes.pause(hit.driver)
-        self.paused = hit.driver
-        await asyncio.sleep(self.ctx.scaled(self.ctx.z.fault_duration))
-        await self.heal()
+        self.struck = True
+        await self.hold()
 
-    async def heal(self) -> None:
-        if self.paused:
-            self.ctx.processes.resume(self.paused)
-            self.record("resume", self.paused)
-            self.paused = None
-            await aim.release(self.ctx, self.hit)  # silenced by `worst`: it wakes up and goes on
+    async def restore(self) -> None:
+        assert self.hit is not None, "struck at the moment aimed at"
+        self.ctx.processes.resume(self.hit.driver)
+        self.record("resume", self.hit.driver)
+        await aim.release(self.ctx, self.hit)  # silenced by `worst`: it wakes up and goes on
