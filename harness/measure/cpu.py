@@ -81,6 +81,7 @@ class CpuSampler:
 
     def sample(self) -> None:
         self.host_samples.append((time.monotonic(), host_busy()))
+        alive: dict[int, psutil.Process] = {}
         for name, proc in self.procs.items():
             try:
                 user, system = used(proc)
@@ -90,11 +91,13 @@ class CpuSampler:
                 with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                     child = self.known.get(pid)
                     if child is None or not child.is_running():
-                        child = self.known[pid] = psutil.Process(pid)
+                        child = psutil.Process(pid)
                     u, s = used(child)
                     user, system = user + u, system + s
+                    alive[pid] = child
             before = self.last.get(name, (0.0, 0.0))
             self.last[name] = (max(user, before[0]), max(system, before[1]))
+        self.known = alive  # the descendants gone since the last sample are forgotten
 
     async def _loop(self) -> None:
         while True:
