@@ -154,10 +154,6 @@ class Fence:
         self.known.add(req)
         return self.promise(req, static_owner)
 
-    def forget(self, req: str) -> None:
-        self.promises.pop(req, None)
-        self.eras.pop(req, None)
-
     # --- the voter ----------------------------------------------------------------------------------------
     async def handle_vote(self, request: web.Request) -> web.Response:
         body = await read_json(request, {"req": str, "epoch": int, "candidate": str, "static": str})
