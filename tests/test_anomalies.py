@@ -220,6 +220,20 @@ def test_a_share_the_peer_did_not_store_drives_nothing():
     assert list(checker.anomalies(stored).concurrent) == [REQ]  # type: ignore[union-attr]
 
 
+def test_a_share_acts_when_the_peer_stores_it_not_when_its_answer_gets_back():
+    """A share slm-a sent before a freeze of the bus, stored by slm-b before slm-b's takeover but acknowledged
+    to slm-a only after it (seen in a fenced broker-pause run): slm-a drove nothing beside slm-b. The same share
+    stored after the takeover is an act beside it."""
+    before = [*start(), *task(0.1, "slm-a", 1, "m1"),
+              ev(2.15, "slm-b", "state_share_received", req=REQ, task=1, owner="slm-a", bytes=1),
+              *takeover(2.2, "slm-b", "slm-a", 2, last_shared=1),
+              ev(2.25, "slm-a", "state_share_sent", req=REQ, task=1, peer="slm-b", bytes=1),
+              *task(2.3, "slm-b", 2, "m2"), *task(2.7, "slm-b", 3, "m3"), *complete(3.1, "slm-b")]
+    assert checker.anomalies(sorted(before, key=lambda e: e["t"])).concurrent == {}  # type: ignore[union-attr]
+    after = [e if e["kind"] != "state_share_received" else {**e, "t": 2.22} for e in before]
+    assert list(checker.anomalies(sorted(after, key=lambda e: e["t"])).concurrent) == [REQ]  # type: ignore[union-attr]
+
+
 def test_without_any_owner_in_the_history_the_anomalies_are_not_observable_never_zero():
     """A black-box target's history: the client's events only. n/a in summary.csv and the verdict line."""
     events = [ev(0.0, "bss", "submitted", req=REQ, to=1), ev(1.0, "bss", "completed", req=REQ, by="x", n=1)]

@@ -108,32 +108,32 @@ def stints(events: list[Event]) -> list[Stint]:
             continue  # a worker's task, or an instance acting without a claim the history shows
         if (e["kind"] == "state_share_sent" and id(e) not in stored) or e.get("already") is True:
             continue  # a share the peer ignored; a completion the BSS did not count (fenced: done before)
-        k = bisect_right([t for t, _ in own], e["t"]) - 1
+        at: float = stored[id(e)] if id(e) in stored else e["t"]  # a share acts when the peer stores it
+        k = bisect_right([t for t, _ in own], at) - 1
         if k < 0:
             continue
         hop = own[k][1]
         if hop is not None and _int(e.get("task")) != hop:
             continue
         key = (e["svc"], e["req"], k)
-        ends[key] = max(ends.get(key, e["t"]), e["t"])
+        ends[key] = max(ends.get(key, at), at)
     return [Stint(svc, req, hop, start, max(start, ends.get((svc, req, k), start)))
             for (svc, req), own in claims.items() for k, (start, hop) in enumerate(own)]
 
 
-def _stored_shares(events: list[Event]) -> set[int]:
-    """The `state_share_sent` events (by id) whose share the peer stored: each matched, in time order, with an
-    unmatched `state_share_received` of the same peer, request, task and owner before it (the peer records the
-    share before it answers; a stale one it ignored has none)."""
-    waiting: dict[tuple[object, ...], int] = defaultdict(int)
-    out: set[int] = set()
+def _stored_shares(events: list[Event]) -> dict[int, float]:
+    """The `state_share_sent` events (by id) whose share the peer stored, with when it stored it: each matched,
+    in time order, with an unmatched `state_share_received` of the same peer, request, task and owner before it
+    (the peer records the share before it answers; a stale one it ignored has none)."""
+    waiting: dict[tuple[object, ...], list[float]] = defaultdict(list)
+    out: dict[int, float] = {}
     for e in sorted(events, key=lambda e: e["t"]):
         if e["kind"] == "state_share_received":
-            waiting[(e["svc"], e.get("req"), _int(e.get("task")), e.get("owner"))] += 1
+            waiting[(e["svc"], e.get("req"), _int(e.get("task")), e.get("owner"))].append(e["t"])
         elif e["kind"] == "state_share_sent":
             key = (e.get("peer"), e.get("req"), _int(e.get("task")), e["svc"])
             if waiting.get(key):
-                waiting[key] -= 1
-                out.add(id(e))
+                out[id(e)] = waiting[key].pop(0)
     return out
 
 
