@@ -78,9 +78,12 @@ def workflows(history: list[dict]) -> int:
 
 
 def test_a_busy_conductor_crashed_leaves_its_operation_stuck_at_every_moment_of_the_sweep(tmp_path):
-    """experiments/tacker-crash.yaml through `harness sweep`: at each T the dead conductor's instantiates (one,
-    or two when the queue's round robin gave it both users' casts) stay PROCESSING (nobody takes them over),
-    counted as indeterminate and lost, never a pass."""
+    """experiments/tacker-crash.yaml through `harness sweep`: where the dead conductor held instantiates (one,
+    or two when the queue's round robin gave it both users' casts) they stay PROCESSING (nobody takes them
+    over), counted as indeterminate and lost, never a pass. The round robin is the broker's, not ours: in one
+    CI run of two trials conductor-1 held nothing at the moment of its crash, every workflow completed and the
+    verdict was an honest pass. So each trial's verdict must agree with its history, and at least one trial
+    of the sweep must show the stuck operation."""
     out = tmp_path / "sweep"
     proc = subprocess.run([sys.executable, "-m", "harness", "sweep", "experiments/tacker-crash.yaml", "--out",
                            str(out)], cwd=ROOT, capture_output=True, text=True, timeout=420, check=False)
@@ -90,15 +93,22 @@ def test_a_busy_conductor_crashed_leaves_its_operation_stuck_at_every_moment_of_
     with (out / "trials.csv").open(newline="") as fh:
         trials = list(csv.DictReader(fh))
     assert sorted(t["fault_at"] for t in trials) == ["time:2", "time:8"], trials
+    stuck_trials = 0
     for t in trials:
-        assert t["verdict"] == "fail" and t["indeterminate"] != "0" and "PROCESSING=" in t["end_states"], t
-        assert int(t["completed"]) >= 1, t  # the workflows no crash touched completed
         history = events(out / "trials" / t["trial"])
         kill = next(e["t"] for e in history if e["kind"] == "fault" and e["action"] == "kill")
         submitted = {e["req"]: e["t"] for e in history if e["kind"] == "submitted"}
         stuck = [e for e in history if e["kind"] == "indeterminate" and e.get("state") == "PROCESSING"]
-        assert stuck and all(submitted[e["req"]] < kill for e in stuck), (kill, stuck)  # in flight at the crash
+        assert int(t["completed"]) >= 1, t  # the workflows no crash touched completed
+        if not stuck:  # the crashed conductor held no operation: nothing may be missing, and then it is a pass
+            assert (t["verdict"], t["indeterminate"], t["lost"]) == ("pass", "0", "0"), t
+            assert t["completed"] == t["requests"], t
+            continue
+        stuck_trials += 1
+        assert t["verdict"] == "fail" and t["indeterminate"] != "0" and "PROCESSING=" in t["end_states"], t
+        assert all(submitted[e["req"]] < kill for e in stuck), (kill, stuck)  # in flight at the crash
         assert all(e["detail"]["phase"] == "instantiate" for e in stuck), stuck
+    assert stuck_trials >= 1, trials
 
 
 def test_a_restarted_conductor_sweeps_live_operations_to_failed_temp(tmp_path):

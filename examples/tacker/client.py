@@ -31,9 +31,10 @@ Options (the target file's client_options): `vim` (the VIM stub's base URL; else
 plane), `api` (else the entry with an `api` plane), `poll` (s, 0.2), `retry` (false), `retries` (1),
 `terminate` (true), `failed_temp_settle` (0), `csar` (a CSAR path, relative to the target file's folder),
 `sol001_dir` (where the ETSI SOL001 type files are; default: the installed Tacker's), `onboard_timeout` (60),
-`onboard_attempts` (5) and `onboard_stuck_after` (8 s): a package still PROCESSING after that long is given up
-and a new one uploaded (two conductors race on the package's `downloading` counter: NOTES.md); an ONBOARDED one
-is tried `onboard_settle` (1 s) later with a VNF instance created and deleted, and given up if that fails.
+`onboard_attempts` (5) and `onboard_stuck_after` (8 s): a package still PROCESSING after that long, or whose
+status answers 5xx (half-written rows), is given up and a new one uploaded (two conductors race on the
+package's `downloading` counter: NOTES.md); an ONBOARDED one is tried `onboard_settle` (1 s) later with a VNF
+instance created and deleted, and given up if that fails.
 
 Needs aiohttp and, for the CSAR, the installed Tacker's type files; nothing of Tacker is imported.
 """
@@ -71,7 +72,11 @@ V2 = {"Version": "2.0.0"}  # the v2 (SOL003 v3.x) API needs it
 
 
 class TackerError(Exception):
-    """An answer the workflow cannot go on from (the status, the body)."""
+    """An answer the workflow cannot go on from (the status, the body); `status` None when there was none."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _entry(entries: dict[str, dict[str, str]], plane: str) -> str | None:
@@ -180,7 +185,7 @@ class TackerClient:
             async with self.session.post(url, json=body, headers=V2) as r:
                 text = await r.text()
                 if r.status != 202:
-                    raise TackerError(f"POST {url}: {r.status} {text[:300]}")
+                    raise TackerError(f"POST {url}: {r.status} {text[:300]}", r.status)
                 location = r.headers.get("Location", "")
             if not location:
                 raise TackerError(f"POST {url}: 202 without Location")
@@ -303,7 +308,7 @@ class TackerClient:
                                   stuck=stuck, seconds=round(time.monotonic() - t0, 3))
                 return
             stuck.append(pid)
-        raise TackerError(f"no package onboarded in {attempts} attempts (left {stuck} in PROCESSING/CREATED)")
+        raise TackerError(f"no package onboarded in {attempts} attempts (left {stuck} PROCESSING, CREATED or broken)")
 
     async def _usable(self, vnfd_id: str) -> bool:
         """Whether an ONBOARDED package can be used, `onboard_settle` s (default 1) after it said so: the other
@@ -324,7 +329,14 @@ class TackerClient:
         info: dict[str, Any] = {}
         processing = False
         while time.monotonic() < until:
-            info = await self._request("GET", f"{self.api}/vnfpkgm/v1/vnf_packages/{pid}", None, (200,), {})
+            try:
+                info = await self._request("GET", f"{self.api}/vnfpkgm/v1/vnf_packages/{pid}", None, (200,), {})
+            except TackerError as e:
+                if e.status is None or e.status < 500:
+                    raise
+                # the conductors' race left the package's rows half written (e.g. 500 VnfDeploymentFlavourNotFound,
+                # NOTES.md behaviour 7): this upload is broken, the caller uploads a new one
+                return f"BROKEN ({e.status})", {}
             state = info.get("onboardingState", "")
             if state == "ONBOARDED" or (processing and state == "CREATED"):  # CREATED again: reverted, failed
                 return state, info
@@ -348,7 +360,7 @@ class TackerClient:
         async with self.session.request(method, url, **kwargs) as r:
             text = await r.text()
             if r.status not in ok:
-                raise TackerError(f"{method} {url}: {r.status} {text[:300]}")
+                raise TackerError(f"{method} {url}: {r.status} {text[:300]}", r.status)
             if not text:
                 return {}
             try:
