@@ -93,15 +93,16 @@ KINDS: dict[str, Kind] = {
                      "a survivor resumes a dead owner's request at task `from_task` (fenced: it won `epoch` "
                      "from a majority)"),
     # the fenced mechanism (targets/fencing.py, docs/fencing.md)
-    "vote_asked": Kind("slm", "req, epoch, peers, bytes", "a candidate asked every peer to promise it `epoch` of "
-                       "the request (one round; repeated while no majority answers)"),
-    "vote_granted": Kind("slm", "req, epoch, candidate, bytes", "this SLM promised `epoch` to `candidate`: it "
-                         "grants no other candidate that epoch and confirms no earlier one"),
-    "epoch_check": Kind("slm", "req, epoch, outcome, era, bytes", "an owner whose lease lapsed (or a request's "
+    "vote_asked": Kind("slm, module", "req, epoch, peers, bytes", "a candidate asked every peer to promise it "
+                       "`epoch` of the request (one round; repeated while no majority answers)"),
+    "vote_granted": Kind("slm, module, witness", "req, epoch, candidate, bytes, task?", "this instance promised "
+                         "`epoch` to `candidate` (the witness: of hop `task`): it grants no other candidate that "
+                         "epoch and confirms no earlier one"),
+    "epoch_check": Kind("slm, module", "req, epoch, outcome, era, bytes", "an owner whose lease lapsed (or a request's "
                         "first step) asked the majority whether `epoch` is still its own: ok, stale or "
                         "undecided (no majority answered: it waits)"),
-    "stepped_down": Kind("slm", "req, epoch, newer, owner", "the owner learnt of a later epoch (`newer`, of "
-                         "`owner` where known) and stopped driving the request"),
+    "stepped_down": Kind("slm, module", "req, epoch, newer, owner, task?", "the owner learnt of a later epoch "
+                         "(`newer`, of `owner` where known) and stopped driving the request"),
     # the BSS (harness.load.bss, or the Locust BSS)
     "submitted": Kind("bss", "req, to, warmup?", "a request went to every entry point"),
     "completed": Kind("bss", "req, by, n, warmup?, error?, epoch?", "a completion notice arrived (n > 1: a "

@@ -30,7 +30,7 @@ class Route:
 
 
 ROUTES = (
-    Route("op", "GET", "/health", (), ("slm", "worker", "module", "monolith"),
+    Route("op", "GET", "/health", (), ("slm", "worker", "module", "monolith", "witness"),
           "200 once the instance can take work: the harness waits for it before any load"),
     Route("op", "POST", "/request", ("req",), ("slm", "module", "monolith"),
           "a workflow request (the BSS sends it to every entry point: every SLM, both instances of m_1); "
@@ -39,8 +39,9 @@ ROUTES = (
           "SLM -> m_i: do task i (padded to P_a,i); the reply is padded to P_b,i"),
     Route("op", "POST", "/complete", ("req", "by"), ("bss",),
           "the completion notice, delivered until acknowledged; a second notice for a request is a duplicate"),
-    Route("hb", "POST", "/hb", ("id", "uuid"), ("slm", "module"),
-          "a heartbeat (padded to h_s), every 1/h_r to every peer; silence for t_h means dead"),
+    Route("hb", "POST", "/hb", ("id", "uuid"), ("slm", "module", "witness"),
+          "a heartbeat (padded to h_s), every 1/h_r to every peer (fenced distributed: and to the witness, "
+          "whose answer names its incarnation, `uuid`); silence for t_h means dead"),
     Route("hb", "POST", "/hb-now", (), ("slm", "module"),
           "harness hook (optional fields req, task, silence): send one heartbeat to every peer, at once or "
           "when task `task` of `req` ends here, answer once each peer acknowledged it, and with silence fall "
@@ -51,9 +52,11 @@ ROUTES = (
           "the owner's state after a task (padded to s_z), every s_p tasks from s_o"),
     Route("state", "POST", "/done", ("req", "by"), ("slm", "module"),
           "the request is finished: peers drop its state (padded to p_c)"),
-    Route("state", "POST", "/vote", ("req", "epoch", "candidate", "static"), ("slm",),
-          "fenced: promise `epoch` of the request to `candidate`? (padded to h_s) answered {granted, epoch, owner}"),
-    Route("state", "POST", "/confirm", ("req", "epoch", "owner", "static"), ("slm",),
+    Route("state", "POST", "/vote", ("req", "epoch", "candidate", "static"), ("slm", "module", "witness"),
+          "fenced: promise `epoch` of the request to `candidate`? (padded to h_s) answered {granted, epoch, owner}; "
+          "a module's ask also names its hop (`task`) and the witness incarnation it knew at the request's receipt "
+          "(`witness`), without which the witness answers nothing"),
+    Route("state", "POST", "/confirm", ("req", "epoch", "owner", "static"), ("slm", "module", "witness"),
           "fenced: is `epoch` still `owner`'s? (padded to h_s) answered {ok, epoch, owner}; counts as hearing from it"),
 )
 

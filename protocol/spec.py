@@ -37,6 +37,8 @@ class ServiceSpec:
     peers: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"hb": addr, "state": addr}
     workers: list[list[str]] = field(default_factory=list)  # SLM: per task, the op address of each replica
     next: list[str] = field(default_factory=list)  # module: op addresses of both instances of m_{i+1}
+    # module, mechanism fenced: the chain's witness, {"id": id, "hb": addr, "state": addr} (targets/witness.py)
+    witness: dict[str, str] = field(default_factory=dict)
     # transport amqp (protocol.bus): {"connect": {plane: broker host:port}, "queues": "transient"|"durable"};
     # empty on the HTTP transport
     bus: dict[str, Any] = field(default_factory=dict)

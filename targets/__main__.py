@@ -16,6 +16,7 @@ ROLES = {
     "worker": ("targets.worker", "Worker"),
     "module": ("targets.module", "Module"),
     "monolith": ("targets.monolith", "Monolith"),
+    "witness": ("targets.witness", "Witness"),
 }
 
 

@@ -129,16 +129,19 @@ class Fence:
 
     def __init__(self, me: str, k: int, sink: EventSink, t_h: float, hb_interval: float, message_bytes: int,
                  state_peers: dict[str, str], is_dead: Callable[[str], bool], heard: Callable[[str], None],
-                 driving: Callable[[str], bool], finished: Callable[[str], bool], client: Client) -> None:
+                 driving: Callable[[str], bool], finished: Callable[[str], bool], client: Client,
+                 tags: Callable[[str], dict[str, Any]] | None = None) -> None:
         """`state_peers`: peer id -> its state-plane address; `is_dead`/`heard`: the failure detector's view of
         a peer and the way to tell it a peer spoke (a /vote or /confirm counts as hearing from it); `driving`:
         whether this SLM runs a request's workflow now (an owner never grants a vote against itself);
-        `finished`: whether it knows the request completed."""
+        `finished`: whether it knows the request completed; `tags`: fields every /vote and /confirm of a
+        request carries besides the mechanism's own (a module's hop and the witness incarnation it knows)."""
         self.me, self.k, self.sink = me, k, sink
         self.t_h, self.retry = t_h, hb_interval / 2
         self.size = message_bytes
         self.state_peers, self.is_dead, self.heard, self.client = state_peers, is_dead, heard, client
         self.driving, self.finished = driving, finished
+        self.tags = tags or (lambda req: {})
         self.lease = Lease(k, t_h)
         self.promises: dict[str, Promise] = {}
         self.known: set[str] = set()  # requests received from the BSS in this life: the only ones it answers for
@@ -237,7 +240,7 @@ class Fence:
             self.sink.emit("vote_asked", req=req, epoch=epoch, peers=len(self.state_peers),
                            bytes=self.size * len(self.state_peers))
             yes, refused = await self._ask("/vote", {"req": req, "epoch": epoch, "candidate": self.me,
-                                                     "static": static_owner}, "granted", epoch + 1)
+                                                     "static": static_owner, **self.tags(req)}, "granted", epoch + 1)
             if req in self.done:
                 return None
             if yes >= majority(self.k) - 1 and self.promises.get(req) == Promise(epoch, self.me):
@@ -265,7 +268,7 @@ class Fence:
                 continue
             era = self.lease.era
             yes, refused = await self._ask("/confirm", {"req": req, "epoch": epoch, "owner": self.me,
-                                                        "static": static_owner}, "ok", epoch)
+                                                        "static": static_owner, **self.tags(req)}, "ok", epoch)
             outcome = "ok" if yes >= majority(self.k) - 1 else "stale" if refused and refused.epoch >= epoch \
                 else "undecided"
             self.sink.emit("epoch_check", req=req, epoch=epoch, outcome=outcome, era=era,

@@ -85,12 +85,17 @@ class Membership:
     """Failure detector and ranking for one instance and its peers (other SLMs, or a module's twin)."""
 
     def __init__(self, me: str, sink: EventSink, params: Params, peers: dict[str, str],
-                 on_dead: Callable[[str], None], secret: str | None = None) -> None:
-        """`secret`: this instance's key; /hb-now and /release answer 403 without it (they silence it)."""
+                 on_dead: Callable[[str], None], secret: str | None = None,
+                 watchers: dict[str, str] | None = None) -> None:
+        """`secret`: this instance's key; /hb-now and /release answer 403 without it (they silence it).
+        `watchers`: id -> hb address of instances that hear this one's heartbeats but are no peers: never
+        ranked, never declared dead (the fenced distributed design's witness, targets/witness.py); their
+        acknowledgements count for the lease (`on_ack`) and name their incarnation (`Peer.uuid`)."""
         self.me, self.sink, self.params = me, sink, params
         self.secret = secret
         self.uuid = str(uuid.uuid4())
         self.peers = {pid: Peer(pid, addr) for pid, addr in peers.items()}
+        self.watchers = {wid: Peer(wid, addr) for wid, addr in (watchers or {}).items()}
         self.on_dead = on_dead
         self.client = Client()
         self.seq = 0
@@ -109,8 +114,9 @@ class Membership:
 
     # --- ranking ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
-        """True once every peer's UUID is known, so every instance ranks requests the same way."""
-        return all(p.uuid is not None for p in self.peers.values())
+        """True once every peer's UUID is known, so every instance ranks requests the same way (and every
+        watcher's, so that a request can name the witness's incarnation it arrived under)."""
+        return all(p.uuid is not None for p in [*self.peers.values(), *self.watchers.values()])
 
     def members(self) -> list[tuple[str, str]]:
         """(uuid, id) of this instance and every peer not declared dead, sorted by UUID: the ranks."""
@@ -165,23 +171,29 @@ class Membership:
             await self.voice.wait()
             await self.beating.wait()
             self.seq += 1
-            for peer in self.peers.values():
-                task = asyncio.create_task(self._send(peer))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
-            self.sink.emit("hb_sent", seq=self.seq, peers=len(self.peers), bytes=self.params.hb_bytes)
+            for peer in [*self.peers.values(), *self.watchers.values()]:
+                self._background(self._send(peer))
+            self.sink.emit("hb_sent", seq=self.seq, peers=len(self.peers) + len(self.watchers),
+                           bytes=self.params.hb_bytes)
             next_tick = start + self.seq * self.params.hb_interval
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _send(self, peer: Peer, triggered: bool = False) -> bool:
         """One heartbeat to `peer`; True once it acknowledged it."""
         body = {"id": self.me, "uuid": self.uuid, "seq": self.seq, **({"triggered": True} if triggered else {})}
         sent = time.monotonic()
         try:
-            await self.client.post(peer.hb_addr, "/hb", body, self.params.hb_bytes,
-                                   timeout=max(self.params.t_h, 0.05))
+            reply, _, _ = await self.client.post(peer.hb_addr, "/hb", body, self.params.hb_bytes,
+                                                 timeout=max(self.params.t_h, 0.05))
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False  # a silent peer is what the monitor is for
+        if peer.id in self.watchers and isinstance(reply.get("uuid"), str):
+            peer.uuid = reply["uuid"]  # the watcher's incarnation (a restarted witness has a new one)
         if self.on_ack is not None:
             self.on_ack(peer.id, sent)
         return True
@@ -194,8 +206,10 @@ class Membership:
         if mute:
             self.beating.clear()
         sends = [asyncio.create_task(self._send(peer, triggered=True)) for peer in self.peers.values()]
-        event = self.sink.emit("hb_sent", seq=self.seq, peers=len(self.peers), bytes=self.params.hb_bytes,
-                               triggered=True, silence=silence)
+        for watcher in self.watchers.values():  # heard too (the lease), but the answer waits for the peers only
+            self._background(self._send(watcher, triggered=True))
+        event = self.sink.emit("hb_sent", seq=self.seq, peers=len(self.peers) + len(self.watchers),
+                               bytes=self.params.hb_bytes, triggered=True, silence=silence)
         return event["t"], sends
 
     async def at_end_of(self, req: str, task: int) -> None:

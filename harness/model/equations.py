@@ -79,15 +79,21 @@ def distributed_t_c(z: Experiment) -> float:
 
 
 def distributed(z: Experiment) -> Metrics:
-    """Eqs 6-9 for a chain of n duplicated modules."""
+    """Eqs 6-9 for a chain of n duplicated modules; with `mechanism: fenced` what each hop's epoch check, the
+    election and the witness add (this project's extension, harness.model.fenced)."""
     tm = t_m(z)
     tc = distributed_t_c(z)
     tl = max(z.l_hb + t_h(z) + t for t in task_durations(z))  # Eq 7, one h_r, t_h, l_hb for every module
+    fenced_ = z.mechanism == "fenced"
+    if fenced_:
+        tc, tl = tc + fenced.distributed_t_c_added(z), tl + fenced.t_l_added(z)
     state = sum(z.per_task("P"))
     b_op = state / tc  # Eq 9
     pairs = z.n if z.model_reading == "literal" else 2 * z.n  # both twins heartbeat each other
     b_rel = pairs * z.h_s * z.h_r + (state + z.n * z.p_c) / tc  # Eq 8
-    return assemble(z, tm, tc, tl, b_op, b_rel, q_r=2 * z.n - 1)
+    if fenced_:
+        b_rel += fenced.distributed_b_rel_added(z, tc)
+    return assemble(z, tm, tc, tl, b_op, b_rel, q_r=2 * z.n - 1 + (fenced.WITNESSES if fenced_ else 0))
 
 
 def monolith(z: Experiment) -> Metrics:

@@ -46,3 +46,18 @@ def b_rel_added(z: Experiment, t_c: float) -> float:
 def no_majority_wait(z: Experiment, outage: float) -> float:
     """A request whose owner cannot be decided for `outage` seconds waits that long and one vote round more."""
     return outage + vote_round(z)
+
+
+# --- the distributed design: each hop's twins and the chain's witness (targets/witness.py) ---------------------
+def distributed_t_c_added(z: Experiment) -> float:
+    """Each hop's owner confirms its epoch before it starts the task, one round trip; no t_o to hide it in."""
+    return z.n * vote_round(z)
+
+
+def distributed_b_rel_added(z: Experiment, t_c: float) -> float:
+    """Every module's heartbeats to the witness (2n streams of h_s at h_r) and each hop's epoch check, two
+    asks of h_s (the twin, the witness) per hop and workflow, as bandwidth (kB/s)."""
+    return 2 * z.n * z.h_s * z.h_r + 2 * z.n * z.h_s / t_c
+
+
+WITNESSES = 1  # the distributed design's extra instance under fencing: Q_r + 1

@@ -82,7 +82,8 @@ class Experiment(BaseModel):
 
     design: Design = "centralised"
     mechanism: Mechanism = Field("state-sharing", description="restart = no state sharing (Kubernetes/Akka); fenced = "
-                                 "ownership epochs through a majority of k >= 3 SLMs (docs/fencing.md)")
+                                 "ownership epochs through a majority: of k >= 3 SLMs, or of the twins and a "
+                                 "witness (docs/fencing.md)")
     model_reading: Reading = Field("corrected", description="how ambiguous equations are read (docs/model.md)")
 
     n: StrictInt = Field(6, description="number of tasks / microservices in the workflow")
@@ -189,9 +190,10 @@ class Experiment(BaseModel):
         if self.mechanism == "restart" and self.design != "centralised":
             raise ValueError(f"mechanism: restart applies to the centralised design only (got design={self.design})")
         if self.mechanism == "fenced":
-            if self.design != "centralised":
-                raise ValueError(f"mechanism: fenced is built for the centralised design only (got {self.design})")
-            if self.k < 3:
+            if self.design == "monolith":
+                raise ValueError("mechanism: fenced is a mechanism of the centralised and distributed designs "
+                                 "(the monolith has none)")
+            if self.design == "centralised" and self.k < 3:
                 raise ValueError(f"k: fenced needs k >= 3 SLMs, so that a majority survives one (got k={self.k})")
             if self.target is not None:
                 raise ValueError("mechanism: fenced is a mechanism of our own designs, not of a target file")

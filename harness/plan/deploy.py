@@ -110,6 +110,9 @@ def worker_ids(z: Experiment, i: int) -> list[str]:
     return [f"m{i}"] if replicas == 1 else [f"m{i}{chr(ord('a') + r)}" for r in range(replicas)]
 
 
+WITNESS = "witness"  # the fenced distributed design's third voter (targets/witness.py)
+
+
 def module_id(i: int, twin: str) -> str:
     return f"m{i}{twin}"
 
@@ -175,8 +178,14 @@ class _Builder:
         self.entry = [f"{self.host_of(s)}:{PLANES['op']}" for s in ids]
 
     def distributed(self) -> None:
+        """The chain of twins; with `mechanism: fenced` also the witness, every module's third voter, linked to
+        each module on the hb and state planes with the twins' latency l_hb (targets/witness.py)."""
         z = self.z
         hops = z.per_task("l")
+        fenced = z.mechanism == "fenced"
+        modules = [module_id(i, t) for i in range(1, z.n + 1) for t in ("a", "b")]
+        if fenced:
+            self._spec(WITNESS, "witness", ("op", "hb", "state"), peers={m: {} for m in modules})
         for i in range(1, z.n + 1):
             for me, twin in (("a", "b"), ("b", "a")):
                 me_id, twin_id = module_id(i, me), module_id(i, twin)
@@ -185,5 +194,7 @@ class _Builder:
                 nxt = [] if i == z.n else [
                     self._link(me_id, module_id(i + 1, t), "op", hops[i], hops[i]) for t in ("a", "b")
                 ]
-                self._spec(me_id, "module", ("op", "hb", "state"), task=i, peers=peers, next=nxt)
+                witness = {"id": WITNESS, "hb": self._link(me_id, WITNESS, "hb", z.l_hb, z.l_hb),
+                           "state": self._link(me_id, WITNESS, "state", z.l_hb, z.l_hb)} if fenced else {}
+                self._spec(me_id, "module", ("op", "hb", "state"), task=i, peers=peers, next=nxt, witness=witness)
         self.entry = [self._link("bss", module_id(1, t), "op", hops[0], hops[0]) for t in ("a", "b")]
