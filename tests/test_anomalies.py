@@ -259,3 +259,17 @@ def test_anomalies_a_hole_could_explain_are_unknown_not_fail_and_an_effect_witho
     w = checker.verdict(orphan)
     assert w.anomalies is not None and w.anomalies.unattributed == 1 and w.anomalies.double == {}
     assert w.status == "unknown" and "1 task effect(s) before any owner's claim of the request" in w.reason
+
+
+def test_a_claim_with_no_act_after_it_drove_nothing():
+    """Fenced: a request reaches a paused owner that ranks first for it; the others elected slm-b meanwhile.
+    slm-a wakes, records its claim (`request_received` naming itself), confirms its epoch, learns of the later
+    one and steps down before any act: no second owner. Had it done a task after the claim, it would be one."""
+    stepped = [*takeover(2.2, "slm-b", "slm-a", 1, epoch=2), *task(2.3, "slm-b", 1, "m1", epoch=2),
+               ev(2.5, "slm-a", "request_received", req=REQ, owner="slm-a", bytes=1, epoch=1),
+               ev(2.6, "slm-a", "stepped_down", req=REQ, epoch=1, newer=2, owner="slm-b"),
+               *task(2.7, "slm-b", 2, "m2", epoch=2), *complete(3.1, "slm-b", epoch=2)]
+    found = checker.anomalies(sorted(stepped, key=lambda e: e["t"]))
+    assert found is not None and found.concurrent == {}
+    acted = [*stepped, *task(2.55, "slm-a", 3, "m3", epoch=1)]
+    assert list(checker.anomalies(sorted(acted, key=lambda e: e["t"])).concurrent) == [REQ]  # type: ignore[union-attr]

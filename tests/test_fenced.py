@@ -93,7 +93,7 @@ def test_every_fenced_event_and_message_is_documented():
 
 @pytest.mark.parametrize("sets,message", [
     ({"mechanism": "fenced"}, "k: fenced needs k >= 3"),
-    ({"mechanism": "fenced", "k": 3, "design": "distributed"}, "fenced is built for the centralised design only"),
+    ({"mechanism": "fenced", "design": "monolith"}, "fenced is a mechanism of the centralised and distributed"),
 ])
 def test_fenced_where_it_cannot_work_is_refused_in_one_line(sets, message):
     with pytest.raises(ConfigError) as err:
@@ -120,7 +120,7 @@ def test_the_fencing_sweep_plans_every_mechanism_under_every_fault_of_the_issue(
     from harness.experiment.sweep.spec import plan, read_spec
 
     points = plan(read_spec(Path(__file__).parent.parent / "experiments" / "fencing.yaml")).points
-    assert len(points) == 3 * 8
+    assert len(points) == 3 * 8 + 2 * 8, "centralised: 3 mechanisms x 8 (fault, transport); distributed: 2 x 8"
 
 
 # --- real runs --------------------------------------------------------------------------------------------

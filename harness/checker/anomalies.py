@@ -15,7 +15,8 @@ request are the events showing it advanced the request *and that something took 
   `task_end`, `forward_sent`, `request_completed`.
 A **stint** is one instance's driving of one request (of one hop, distributed): from a claim to its last act
 before its next claim. Two stints of different instances of the same request (and hop) **overlap** when each
-began before the other's last act. So a clean takeover after a crash is no overlap (the victim's last act
+began before the other's last act, and both acted: a claim with no act after it drove nothing (a paused owner
+that wakes to a request it ranks first for, learns of the later epoch and steps down before any act). So a clean takeover after a crash is no overlap (the victim's last act
 came before the survivor's claim, t_h later), while a paused owner that wakes up and acts beside the taker is
 one: its stint runs from its claim, across the pause, to its acts after it. A paused owner holds its claim
 through the pause: that is what "driving at the same time" means here, not two events at one instant.
@@ -64,9 +65,11 @@ class Stint:
     hop: int | None
     start: float
     end: float
+    acted: bool = True  # an act followed the claim (a stint without one drove nothing)
 
     def overlaps(self, other: Stint) -> bool:
-        return self.svc != other.svc and other.start < self.end and self.start < other.end
+        return (self.svc != other.svc and self.acted and other.acted
+                and other.start < self.end and self.start < other.end)
 
 
 @dataclass
@@ -117,7 +120,7 @@ def stints(events: list[Event]) -> list[Stint]:
             continue
         key = (e["svc"], e["req"], k)
         ends[key] = max(ends.get(key, at), at)
-    return [Stint(svc, req, hop, start, max(start, ends.get((svc, req, k), start)))
+    return [Stint(svc, req, hop, start, max(start, ends.get((svc, req, k), start)), (svc, req, k) in ends)
             for (svc, req), own in claims.items() for k, (start, hop) in enumerate(own)]
 
 
