@@ -15,11 +15,12 @@ request are the events showing it advanced the request *and that something took 
   `task_end`, `forward_sent`, `request_completed`.
 A **stint** is one instance's driving of one request (of one hop, distributed): from a claim to its last act
 before its next claim. Two stints of different instances of the same request (and hop) **overlap** when each
-began before the other's last act, and both acted: a claim with no act after it drove nothing (a paused owner
-that wakes to a request it ranks first for, learns of the later epoch and steps down before any act). So a clean takeover after a crash is no overlap (the victim's last act
-came before the survivor's claim, t_h later), while a paused owner that wakes up and acts beside the taker is
-one: its stint runs from its claim, across the pause, to its acts after it. A paused owner holds its claim
-through the pause: that is what "driving at the same time" means here, not two events at one instant.
+began before the other's last act, and both acted: a claim with no act after it drove nothing (a paused
+owner that wakes to a request it ranks first for, learns of the later epoch and steps down before any act).
+So a clean takeover after a crash is no overlap (the victim's last act came before the survivor's claim, t_h
+later), while a paused owner that wakes up and acts beside the taker is one: its stint runs from its claim,
+across the pause, to its acts after it. A paused owner holds its claim through the pause: that is what
+"driving at the same time" means here, not two events at one instant.
 
 Epochs, and when a re-execution is legitimate. The rule is the issue's: a task's effect (a worker's, a
 module's or the monolith's `task_end`) is applied at most once per request epoch. With fencing the services
