@@ -71,6 +71,16 @@ def history_with_a_crash() -> list[dict]:
     return sorted([*heartbeats(4.0), *marks, *workflow("r1", 0.0), *r2], key=lambda e: e["t"])
 
 
+def test_a_broker_fault_touches_every_request_in_flight_during_it():
+    """No takeover, no failed call: r2 waited a broker pause out (the fenced chain's way) and r1 had finished."""
+    events = [e for e in history_with_a_crash() if e["kind"] not in ("takeover", "fault", "peer_dead")
+              and not (e["kind"] == "task_start" and e["t"] == 5.0)]
+    pause = [ev(4.0, "harness", "fault", fault="broker-pause", action="pause", target="broker"),
+             ev(4.6, "harness", "fault", fault="broker-pause", action="resume", target="broker")]
+    assert metrics.affected(sorted([*events, *pause], key=lambda e: e["t"])) == {"r2"}
+    assert metrics.affected(events) == set()
+
+
 def test_a_fault_touches_the_requests_its_victim_drove_and_only_those():
     events = history_with_a_crash()
     assert metrics.affected(events) == {"r2"}

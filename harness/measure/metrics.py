@@ -26,13 +26,15 @@ from harness import checker
 from harness.history import Event
 from harness.model import compute
 from harness.plan.config import Experiment
-from harness.plan.deploy import Deployment
+from harness.plan.deploy import BROKER, Deployment
 from protocol.messages import KB
 
 
 def affected(events: list[Event]) -> set[str]:
     """Requests the fault touched: taken over, a call that failed, a task run twice, completed twice, or in
-    flight during the fault and driven (owned, at some module) by the instance the fault hit."""
+    flight during the fault and driven (owned, at some module) by the instance the fault hit; a fault of the
+    broker hits every request in flight during it (every message crosses it: a workflow that waited the outage
+    out without a takeover was slowed by it, and belongs in t_r, not t_c)."""
     touched = {e["req"] for e in events if e["kind"] in ("takeover", "task_call_failed", "forward_failed")}
     touched |= {req for req, _ in checker.reexecuted(events)}
     touched |= set(checker.duplicated(events))
@@ -45,7 +47,7 @@ def affected(events: list[Event]) -> set[str]:
     for target, start, end in checker.fault_windows(events):
         for req, t0 in sub.items():
             finish = done[req][-1]["t"] if req in done else math.inf
-            if t0 <= end and start <= finish and target in drivers.get(req, ()):
+            if t0 <= end and start <= finish and (target == BROKER or target in drivers.get(req, ())):
                 touched.add(req)
     return touched
 

@@ -29,8 +29,9 @@ def services_and_links(z: Experiment) -> tuple[int, int]:
 
 def heartbeats_per_second(z: Experiment) -> float:
     """Heartbeat messages a wall second on the run's detectors: every ordered pair of SLMs, or both twins
-    of every module, each sending h_r a paper second."""
-    streams = {"centralised": z.k * (z.k - 1), "distributed": 2 * z.n}.get(z.design, 0)
+    of every module (fenced: and every module to the witness), each sending h_r a paper second."""
+    witness = 2 * z.n if z.mechanism == "fenced" else 0
+    streams = {"centralised": z.k * (z.k - 1), "distributed": 2 * z.n + witness}.get(z.design, 0)
     return streams * z.h_r / z.time_scale
 
 
