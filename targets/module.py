@@ -79,6 +79,12 @@ class Module(Replicated):
         this instance knew when the request arrived (it answers only under that one, targets/witness.py)."""
         return {"task": self.task, "witness": self.stamps.get(req)}
 
+    def _epoch_of(self, req: str) -> dict[str, int]:
+        """The epoch this instance drives `req` under, for the forward (fenced; recorded by the receiver)."""
+        if self.fence is None or req not in self.fence.promises:
+            return {}
+        return {"epoch": self.fence.promises[req].epoch}
+
     def _static(self, req: str) -> str:
         return self.members.static_owner(req)
 
@@ -140,6 +146,8 @@ class Module(Replicated):
             self.sink.emit("stepped_down", req=req, task=i, epoch=epoch, newer=newer.epoch, owner=newer.owner)
             if req not in self.finished:
                 self.log.add(req)  # the newer owner's to finish; ours to take over again should it die
+                if self.members.is_dead(newer.owner):  # it died already: no later death will call _twin_dead
+                    self._claim(req, newer.owner)
         finally:
             self.running.pop(req, None)
 
@@ -167,6 +175,7 @@ class Module(Replicated):
         """The completion notice, until the BSS acknowledges it: its answer."""
         assert self.spec.bss
         while True:
+            await self._may_act(req, fenced.get("epoch"))  # a retry after the lease lapsed must confirm first
             try:
                 reply, _, _ = await self.client.post(self.spec.bss, "/complete", {"req": req, "by": self.spec.id,
                                                                                  **fenced}, 0, timeout=10,
@@ -177,7 +186,8 @@ class Module(Replicated):
 
     async def _post_work(self, addr: str, req: str, size: int) -> bool:
         try:
-            _, sent, _ = await self.client.post(addr, "/request", {"req": req}, size, timeout=max(5.0, 10 * self.p.t_h))
+            _, sent, _ = await self.client.post(addr, "/request", {"req": req, **self._epoch_of(req)}, size,
+                                                timeout=max(5.0, 10 * self.p.t_h))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.sink.emit("forward_failed", req=req, task=self.task, to=addr, error=type(exc).__name__)
             return False

@@ -192,6 +192,7 @@ class Slm(Replicated):
         fenced = {} if epoch is None else {"epoch": epoch}
         body = {"req": req, "by": self.spec.id, **fenced}
         while True:
+            await self._may_act(req, epoch)  # a retry after the lease lapsed must confirm first
             try:
                 reply, _, _ = await self.op.post(self.spec.bss, "/complete", body, 0, timeout=10,
                                                  headers=signed(self.spec.secret))

@@ -10,7 +10,8 @@ witness process serves the whole chain: for each hop i it is the third voter of 
   like a twin's), naming its incarnation (a UUID made at start);
 - it answers `/vote` and `/confirm` of hop i's requests with the same rules as an SLM (`grants`,
   `confirms`), its promises kept per (hop, request); it holds a module dead once it has not heard from it
-  for t_h (a module it never heard from is dead to it: no lease of that module rests on its acknowledgement);
+  for t_h (since its own start, for a module it never heard from: an earlier incarnation's acknowledgement may
+  still hold that module's lease);
 - it answers only for a request whose asker received it while this incarnation was the one it knew (the
   `witness` field of the ask): a restarted witness has forgotten its promises, so it must not promise again
   about a request an earlier incarnation may have promised something for (an SLM's rule of answering only for
@@ -45,6 +46,7 @@ class Witness:
         self.uuid = str(uuid.uuid4())
         self.modules = set(spec.peers)  # the chain's module instances: the only voices it heeds
         self.last_seen: dict[str, float] = {}
+        self.started = time.monotonic()
         self.promises: dict[Key, Promise] = {}
         self.planes = Planes(sink, spec.bind, spec.ports, self.p.max_message)
         self.planes.route("op", "GET", "/health", self.health)
@@ -67,8 +69,10 @@ class Witness:
             self.last_seen[module] = time.monotonic()
 
     def is_dead(self, module: str) -> bool:
-        seen = self.last_seen.get(module)
-        return seen is None or time.monotonic() > seen + self.p.t_h
+        """Silent for t_h; a module never heard from counts as heard at this incarnation's start: an earlier
+        incarnation's acknowledgement may still hold that module's lease (it is keyed by the witness's id)."""
+        seen = self.last_seen.get(module, self.started)
+        return time.monotonic() > seen + self.p.t_h
 
     async def handle_heartbeat(self, request: web.Request) -> web.Response:
         body = await read_json(request, {"id": str, "uuid": str})

@@ -72,7 +72,9 @@ def _confirm(w: Witness, owner: str, epoch: int, stamp: str | None, task: int = 
 def test_the_witness_acknowledges_a_heartbeat_with_its_incarnation_and_only_from_the_chain():
     w, _ = _witness()
     assert _call(w.handle_heartbeat, {"id": "m1a", "uuid": "x"}) == {"ok": True, "uuid": w.uuid}
-    assert not w.is_dead("m1a") and w.is_dead("m1b"), "a module it never heard from is dead to it"
+    assert not w.is_dead("m1a") and not w.is_dead("m1b"), "a module never heard from counts as heard at its start"
+    w.started -= 0.31
+    assert w.is_dead("m1b") and not w.is_dead("m1a"), "t_h after its start, a module it never heard from is dead"
     with pytest.raises(Exception) as err:
         _call(w.handle_heartbeat, {"id": "slm-a", "uuid": "x"})
     assert getattr(err.value, "status", None) == 404
