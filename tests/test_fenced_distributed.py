@@ -5,10 +5,7 @@ twice, beside the paper's distributed design that drives it twice on the same pa
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,8 @@ from harness.plan import config
 from harness.plan.deploy import WITNESS, plan
 from protocol.spec import ServiceSpec
 from targets.witness import Witness
+from tests.test_fenced import _kinds, takeovers_without_a_second_driver
+from tests.test_fenced import _run as run_design
 
 # --- the witness, on its handlers ------------------------------------------------------------------------
 
@@ -149,41 +148,17 @@ def test_fenced_applies_to_both_replicated_designs_and_not_the_monolith():
 
 # --- real runs --------------------------------------------------------------------------------------------
 
-FAST = ("--set", "n=4", "--set", "t_i=2", "--set", "requests=6", "--set", "users=3")
-
-
 def _run(out: Path, mechanism: str, fault: str, *more: str) -> dict[str, str]:
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--out", str(out), "--load", "builtin",
-                           "--design", "distributed", "--mechanism", mechanism, "--fault", fault, *FAST, *more],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    with (out / "summary.csv").open() as fh:
-        (row,) = list(csv.DictReader(fh))
-    return row
-
-
-def _kinds(out: Path, kind: str) -> list[dict]:
-    with (out / "events.jsonl").open() as fh:
-        return [e for e in map(json.loads, fh) if e["kind"] == kind]
+    return run_design(out, mechanism, fault, *more, design="distributed")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["slm-crash", "slm-pause"])
 def test_a_fenced_chain_replaces_a_module_without_driving_a_hop_twice(tmp_path, fault):
     row = _run(tmp_path / fault, "fenced", fault, "--fault-at", "worst")
-    assert row["completed"] == row["requests"] == "6"
-    assert (row["lost"], row["duplicated"], row["concurrent_owners"], row["double_effects"]) == ("0", "0", "0", "0")
-    assert row["verdict"] == "pass", row["verdict_reason"]
-    takeovers = _kinds(tmp_path / fault, "takeover")
-    assert takeovers and all(e["epoch"] >= 2 for e in takeovers), "a takeover wins a later epoch"
+    takeovers = takeovers_without_a_second_driver(tmp_path / fault, row, fault)
     granted = {(e["req"], e["epoch"]) for e in _kinds(tmp_path / fault, "vote_granted") if e["svc"] == WITNESS}
     assert {(e["req"], e["epoch"]) for e in takeovers} <= granted, "with the twin's owner silent, the witness decides"
-    if fault == "slm-crash":  # a crash at the worst moment recovers within 10% of the fenced model's t_r
-        assert abs(float(row["t_r_measured"]) / float(row["t_r_model"]) - 1) <= 0.10, (row["t_r_measured"],
-                                                                                       row["t_r_model"])
-    else:  # the paused module resumed, learnt of the later epoch and stopped
-        stepped = _kinds(tmp_path / fault, "stepped_down")
-        assert {e["req"] for e in takeovers} <= {e["req"] for e in stepped}
 
 
 @pytest.mark.slow
