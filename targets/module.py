@@ -79,12 +79,6 @@ class Module(Replicated):
         this instance knew when the request arrived (it answers only under that one, targets/witness.py)."""
         return {"task": self.task, "witness": self.stamps.get(req)}
 
-    def _epoch_of(self, req: str) -> dict[str, int]:
-        """The epoch this instance drives `req` under, for the forward (fenced; recorded by the receiver)."""
-        if self.fence is None or req not in self.fence.promises:
-            return {}
-        return {"epoch": self.fence.promises[req].epoch}
-
     def _static(self, req: str) -> str:
         return self.members.static_owner(req)
 
@@ -166,7 +160,7 @@ class Module(Replicated):
         size = self.p.hop_bytes[self.task]  # hop i carries the state into m_{i+1}
         while True:
             await self._may_act(req, epoch)
-            results = await asyncio.gather(*(self._post_work(addr, req, size) for addr in self.spec.next))
+            results = await asyncio.gather(*(self._post_work(addr, req, size, fenced) for addr in self.spec.next))
             if any(results):
                 return
             await asyncio.sleep(0.05)  # neither instance of m_{i+1} answered: keep the workflow alive
@@ -184,9 +178,9 @@ class Module(Replicated):
             except (TimeoutError, aiohttp.ClientError, OSError):
                 await asyncio.sleep(0.05)
 
-    async def _post_work(self, addr: str, req: str, size: int) -> bool:
+    async def _post_work(self, addr: str, req: str, size: int, fenced: dict[str, int]) -> bool:
         try:
-            _, sent, _ = await self.client.post(addr, "/request", {"req": req, **self._epoch_of(req)}, size,
+            _, sent, _ = await self.client.post(addr, "/request", {"req": req, **fenced}, size,
                                                 timeout=max(5.0, 10 * self.p.t_h))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.sink.emit("forward_failed", req=req, task=self.task, to=addr, error=type(exc).__name__)
