@@ -306,6 +306,13 @@ class Replicated:
     sink: EventSink
     planes: Planes
     members: Membership
+    _background: set[asyncio.Task]  # each instance makes its own: what `_spawn` started and stop() cancels
+
+    def _spawn(self, coro: Any) -> None:
+        """Run `coro` beside the instance's work, kept referenced until it ends (and cancelled at stop)."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def route_heartbeats(self) -> None:
         """The hb plane: peers' heartbeats, and the harness's /hb-now and /release (module docstring)."""

@@ -215,9 +215,7 @@ class Module(Replicated):
     def _claim(self, req: str, dead: str) -> None:
         if req not in self.claiming:
             self.claiming.add(req)
-            task = asyncio.create_task(self._take_over(req, dead))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._take_over(req, dead))
 
     async def _take_over(self, req: str, dead: str) -> None:
         """Win the next epoch of this hop of `req` from the twin and the witness, then redo the task."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -81,11 +80,6 @@ class Slm(Replicated):
         await self.planes.stop()
         await asyncio.gather(self.op.close(), self.state_client.close(), self.members.close(),
                              *([self.fence.client.close()] if self.fence else []))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # --- requests -----------------------------------------------------------------------------------------
     async def handle_request(self, request: web.Request) -> web.Response:
