@@ -157,6 +157,15 @@ class Fence:
         self.known.add(req)
         return self.promise(req, static_owner)
 
+    def done_by(self, req: str, static_owner: str, epoch: object, by: str) -> None:
+        """A peer's 'done' of `req` under `epoch`: if that epoch is later than this instance's own (or the same,
+        another's), a workflow of its own for `req` is stale, and its next step steps down."""
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            return
+        known = self.promise(req, static_owner)
+        if epoch > known.epoch or (epoch == known.epoch and known.owner != self.me):
+            self.promises[req] = Promise(epoch, by)
+
     # --- the voter ----------------------------------------------------------------------------------------
     async def handle_vote(self, request: web.Request) -> web.Response:
         body = await read_json(request, {"req": str, "epoch": int, "candidate": str, "static": str})

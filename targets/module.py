@@ -190,11 +190,9 @@ class Module(Replicated):
 
     async def handle_done(self, request: web.Request) -> web.Response:
         body = await read_json(request, {"req": str, "by": str})
-        req, epoch = body["req"], body.get("epoch")
-        if self.fence is not None and isinstance(epoch, int) and not isinstance(epoch, bool):
-            known = self.fence.promise(req, self._static(req))
-            if epoch > known.epoch or (epoch == known.epoch and known.owner != self.spec.id):
-                self.fence.promises[req] = Promise(epoch, body["by"])  # a workflow of ours for it is stale
+        req = body["req"]
+        if self.fence is not None:
+            self.fence.done_by(req, self._static(req), body.get("epoch"), body["by"])
         self.log.discard(req)
         self.finished.add(req)
         self.sink.emit("done_received", req=req, task=self.task, by=body["by"], bytes=body["_bytes"])

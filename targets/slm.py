@@ -230,12 +230,8 @@ class Slm(Replicated):
 
     async def handle_done(self, request: web.Request) -> web.Response:
         body = await read_json(request, {"req": str, "by": str})
-        epoch = body.get("epoch")
-        if self.fence is not None and isinstance(epoch, int):
-            known = self.fence.promise(body["req"], self.members.static_owner(body["req"]))
-            if epoch > known.epoch or (epoch == known.epoch and known.owner != self.spec.id):
-                # done by a later owner: a workflow of ours for it is stale (its next step steps down)
-                self.fence.promises[body["req"]] = Promise(epoch, body["by"])
+        if self.fence is not None:
+            self.fence.done_by(body["req"], self.members.static_owner(body["req"]), body.get("epoch"), body["by"])
         self.log.pop(body["req"], None)
         self.finished.add(body["req"])
         self.sink.emit("done_received", req=body["req"], by=body["by"], bytes=body["_bytes"])
