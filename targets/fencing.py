@@ -124,6 +124,15 @@ class Stale(Exception):
         self.promise = promise
 
 
+def completion_answer(reply: dict[str, Any]) -> dict[str, bool]:
+    """What the BSS's answer to a completion notice means to its sender (protocol.messages.fenced_refusal):
+    `Stale` when refused as stale (a later owner exists: step down); `{"already": True}` for the event when the
+    BSS had the request's completion from an earlier owner; `{}` when it counted."""
+    if reply.get("refused") == "stale" and isinstance(reply.get("epoch"), int):
+        raise Stale(Promise(reply["epoch"], ""))
+    return {"already": True} if reply.get("refused") == "already" else {}
+
+
 class Fence:
     """One SLM's side of the mechanism: its promises, its lease, the /vote and /confirm it answers and asks."""
 

@@ -152,12 +152,17 @@ class Client:
             return (json.loads(raw) if raw else {}), len(data), len(raw)
 
     async def deliver(self, addr: str, path: str, body: dict[str, Any], size: int = 0,
-                      backoff: float = 0.05, headers: dict[str, str] | None = None) -> int:
-        """POST until it is acknowledged: for messages that must never be dropped (completion notices)."""
+                      backoff: float = 0.05, headers: dict[str, str] | None = None,
+                      before: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
+        """POST until it is acknowledged, for messages that must never be dropped (completion notices); the
+        answer. `before` runs before every attempt (a fenced owner confirms it may still act: a retry after its
+        lease lapsed must not count)."""
         while True:
+            if before is not None:
+                await before()
             try:
-                _, sent, _ = await self.post(addr, path, body, size, timeout=10, headers=headers)
-                return sent
+                reply, _, _ = await self.post(addr, path, body, size, timeout=10, headers=headers)
+                return reply
             except (TimeoutError, aiohttp.ClientError, OSError):
                 await asyncio.sleep(backoff)
 

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from protocol.events import EventSink
 from protocol.spec import ServiceSpec
-from targets.fencing import Fence, Promise, Stale
+from targets.fencing import Fence, Promise, Stale, completion_answer
 from targets.http import Planes, read_json, signed, spend
 from targets.membership import Membership, Replicated
 from targets.spec import Params, task_name
@@ -151,11 +151,10 @@ class Module(Replicated):
         fenced = {} if epoch is None else {"epoch": epoch}
         if not self.spec.next:
             assert self.spec.bss
-            reply = await self._complete(req, fenced)
-            if reply.get("refused") == "stale" and isinstance(reply.get("epoch"), int):
-                raise Stale(Promise(reply["epoch"], ""))
-            self.sink.emit("request_completed", req=req, task=self.task, **fenced,
-                           **({"already": True} if reply.get("refused") == "already" else {}))
+            reply = await self.client.deliver(self.spec.bss, "/complete", {"req": req, "by": self.spec.id, **fenced},
+                                              headers=signed(self.spec.secret),
+                                              before=lambda: self._may_act(req, epoch))
+            self.sink.emit("request_completed", req=req, task=self.task, **fenced, **completion_answer(reply))
             return
         size = self.p.hop_bytes[self.task]  # hop i carries the state into m_{i+1}
         while True:
@@ -164,19 +163,6 @@ class Module(Replicated):
             if any(results):
                 return
             await asyncio.sleep(0.05)  # neither instance of m_{i+1} answered: keep the workflow alive
-
-    async def _complete(self, req: str, fenced: dict[str, int]) -> dict[str, Any]:
-        """The completion notice, until the BSS acknowledges it: its answer."""
-        assert self.spec.bss
-        while True:
-            await self._may_act(req, fenced.get("epoch"))  # a retry after the lease lapsed must confirm first
-            try:
-                reply, _, _ = await self.client.post(self.spec.bss, "/complete", {"req": req, "by": self.spec.id,
-                                                                                 **fenced}, 0, timeout=10,
-                                                     headers=signed(self.spec.secret))
-                return reply
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                await asyncio.sleep(0.05)
 
     async def _post_work(self, addr: str, req: str, size: int, fenced: dict[str, int]) -> bool:
         try:

@@ -24,7 +24,7 @@ from aiohttp import web
 from protocol.bus import task_call_timeout
 from protocol.events import EventSink
 from protocol.spec import ServiceSpec
-from targets.fencing import Fence, Promise, Stale
+from targets.fencing import Fence, Promise, Stale, completion_answer
 from targets.http import Planes, read_json, signed, spend
 from targets.membership import Membership, Replicated
 from targets.spec import Params, task_name
@@ -184,20 +184,12 @@ class Slm(Replicated):
         refuses a stale epoch (this owner steps down) or a second completion (already done by an earlier owner)."""
         assert self.spec.bss
         fenced = {} if epoch is None else {"epoch": epoch}
-        body = {"req": req, "by": self.spec.id, **fenced}
-        while True:
-            await self._may_act(req, epoch)  # a retry after the lease lapsed must confirm first
-            try:
-                reply, _, _ = await self.op.post(self.spec.bss, "/complete", body, 0, timeout=10,
-                                                 headers=signed(self.spec.secret))
-                break
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                await asyncio.sleep(RETRY_BACKOFF)
-        if reply.get("refused") == "stale" and isinstance(reply.get("epoch"), int):
-            raise Stale(Promise(reply["epoch"], ""))
+        reply = await self.op.deliver(self.spec.bss, "/complete", {"req": req, "by": self.spec.id, **fenced},
+                                      backoff=RETRY_BACKOFF, headers=signed(self.spec.secret),
+                                      before=lambda: self._may_act(req, epoch))
+        already = completion_answer(reply)
         self.finished.add(req)
-        self.sink.emit("request_completed", req=req, **fenced,
-                       **({"already": True} if reply.get("refused") == "already" else {}))
+        self.sink.emit("request_completed", req=req, **fenced, **already)
         for pid, addrs in self.spec.peers.items():
             if not self.members.peers[pid].dead:
                 self._spawn(self.send_done(req, pid, addrs["state"], epoch))
